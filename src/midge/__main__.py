@@ -1,0 +1,3 @@
+from midge.cli.main import main
+
+raise SystemExit(main())
