@@ -1,0 +1,105 @@
+"""Listening sockets for each `listener` of the config, made the way Mosquitto makes them.
+
+A listener without a bind address opens one socket per address family (IPv4 and IPv6,
+each IPv6 socket v6-only), restricted by `socket_domain`; `listener 0 PATH` is a Unix
+socket; local-only mode (no listener in the config) binds 127.0.0.1 and ::1 only.
+Sockets are created here, synchronously, so an error names the listener before the
+event loop starts.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from dataclasses import dataclass
+
+# Mosquitto listens with a backlog of 100; a connection storm on a Python broker needs
+# more room in the accept queue while the loop is busy, and the kernel caps it anyway.
+BACKLOG = 1024
+
+
+class ListenerError(Exception):
+    """A listener could not be opened; the message names the listener and the cause."""
+
+
+@dataclass(slots=True)
+class BoundSocket:
+    sock: socket.socket
+    description: str  # "ipv4 listen socket on port 1883", for the startup log
+    family: int
+
+
+def _bind_tcp(host: str | None, port: int, family: int, interface: str | None) -> socket.socket:
+    infos = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
+    last_error: OSError | None = None
+    for fam, type_, proto, _canon, addr in infos:
+        sock = socket.socket(fam, type_, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if fam == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if interface:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
+            sock.bind(addr)
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last_error = exc
+    raise last_error or OSError(f"no address for {host!r}")
+
+
+def open_listener(listener, local_only: bool = False) -> list[BoundSocket]:
+    """Open every socket of one listener; raise ListenerError naming it on failure."""
+    if listener.port == 0 or getattr(listener, "path", None):
+        return [_open_unix(listener)]
+    if local_only:
+        hosts = [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)]
+    else:
+        domain = getattr(listener, "socket_domain", None)
+        families = {"ipv4": [socket.AF_INET], "ipv6": [socket.AF_INET6]}.get(
+            domain, [socket.AF_INET, socket.AF_INET6]
+        )
+        host = listener.bind_address
+        if host:
+            families = [f for f in families if _resolves(host, listener.port, f)] or families[:1]
+        hosts = [(host, f) for f in families]
+    bound: list[BoundSocket] = []
+    errors: list[str] = []
+    for host, family in hosts:
+        name = "ipv4" if family == socket.AF_INET else "ipv6"
+        try:
+            sock = _bind_tcp(host, listener.port, family, getattr(listener, "bind_interface", None))
+        except OSError as exc:
+            errors.append(f"{name} {host or '*'}: {exc.strerror or exc}")
+            continue
+        bound.append(BoundSocket(sock, f"{name} listen socket on port {listener.port}", family))
+    if not bound:
+        raise ListenerError(
+            f"listener {listener.port}{' ' + listener.bind_address if listener.bind_address else ''}: "
+            f"could not open any socket ({'; '.join(errors)})"
+        )
+    return bound
+
+
+def _resolves(host: str, port: int, family: int) -> bool:
+    try:
+        return bool(socket.getaddrinfo(host, port, family, socket.SOCK_STREAM))
+    except OSError:
+        return False
+
+
+def _open_unix(listener) -> BoundSocket:
+    path = listener.path
+    try:
+        if os.path.exists(path) and stat.S_ISSOCK(os.stat(path).st_mode):
+            os.unlink(path)  # a stale socket from a previous run, as Mosquitto does
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(path)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        raise ListenerError(f"listener 0 {path}: could not open Unix socket ({exc.strerror or exc})") from exc
+    return BoundSocket(sock, f"unix socket on path {path}", socket.AF_UNIX)

@@ -1,0 +1,284 @@
+"""The broker process's event loop side: listeners, the one timer, signals, reload.
+
+Everything MQTT happens in the sans-I/O `midge.broker.Broker`; this module owns the
+sockets and the clock. After every call into the broker, `drain()` writes whatever the
+broker queued for any client (a PUBLISH fans out to many connections at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from dataclasses import dataclass, field
+
+from midge import __version__
+from midge.broker import Broker
+from midge.config import ConfigError, load_config
+from midge.log import Log, LogType
+from midge.server.connection import Connection
+from midge.server.listeners import ListenerError, open_listener
+
+
+@dataclass(slots=True)
+class ListenerState:
+    """A listener's live state: its config, sockets, TLS context and connection count."""
+
+    listener: object  # midge.config ListenerConfig
+    tls: object | None = None  # midge.server.tls.TlsListenerContext
+    servers: list = field(default_factory=list)
+    connection_count: int = 0
+
+
+class StartupError(Exception):
+    """The broker cannot start; the message says which option or listener and why."""
+
+
+class Server:
+    def __init__(self, config, log: Log, config_path: str | None = None, ports=(), verbose=False):
+        self.config = config
+        self.log = log
+        self.config_path = config_path
+        self.ports = list(ports)
+        self.verbose = verbose
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.security = _make_security(config, log)
+        self.broker: Broker | None = None
+        self.listeners: list[ListenerState] = []
+        self.connections: set[Connection] = set()
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_deadline: float | None = None
+        self.stopped: asyncio.Event | None = None
+        self.tls_watcher = None
+
+    # -- Start and stop -----------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.stopped = asyncio.Event()
+        log = self.log
+        log.notice(f"midge version {__version__} starting")
+        if self.config_path:
+            log.notice(f"Config loaded from {self.config_path}.")
+        else:
+            log.notice("Using default config.")
+        if self.config.local_only:
+            log.notice("Starting in local only mode. Connections will only be possible from "
+                       "clients running on this machine.")
+            log.notice("Create a configuration file which defines a listener to allow remote access.")
+        self.broker = Broker(self.config, log, security=self.security, now=self.loop.time())
+        for listener in self.config.listeners:
+            state = ListenerState(listener, tls=self._tls_context(listener))
+            self.listeners.append(state)
+        for state in self.listeners:
+            try:
+                bound = open_listener(state.listener, local_only=self.config.local_only)
+            except ListenerError as exc:
+                raise StartupError(str(exc)) from exc
+            for b in bound:
+                log.notice(f"Opening {b.description}.")
+                factory = lambda state=state: Connection(self, state)  # noqa: E731
+                if b.family == getattr(__import__("socket"), "AF_UNIX", None):
+                    srv = await self.loop.create_unix_server(factory, sock=b.sock)
+                else:
+                    srv = await self.loop.create_server(factory, sock=b.sock)
+                state.servers.append(srv)
+        if not any(s.servers for s in self.listeners):
+            raise StartupError("Unable to start any listening sockets, exiting.")
+        self._install_signals()
+        self._start_tls_watcher()
+        self.rearm_timer()
+        log.notice(f"midge version {__version__} running")
+
+    async def run_until_stopped(self) -> None:
+        await self.stopped.wait()
+
+    def request_stop(self) -> None:
+        if self.stopped is not None:
+            self.stopped.set()
+
+    async def shutdown(self) -> None:
+        self.log.notice(f"midge version {__version__} terminating")
+        for state in self.listeners:
+            for srv in state.servers:
+                srv.close()
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.tls_watcher is not None:
+            self.tls_watcher.cancel()
+        self.broker.shutdown(self.loop.time())
+        self.drain()
+        for conn in list(self.connections):
+            conn.close()
+        for state in self.listeners:
+            for srv in state.servers:
+                await srv.wait_closed()
+            if state.listener.port == 0 and getattr(state.listener, "path", None):
+                try:
+                    os.unlink(state.listener.path)
+                except OSError:
+                    pass
+        self.log.close()
+
+    # -- The broker's output and clock ---------------------------------------------
+
+    def drain(self) -> None:
+        """Write every client's queued output; called after each call into the broker."""
+        for client in self.broker.take_pending():
+            conn = client.io
+            if conn is not None:
+                conn.flush()
+        self.rearm_timer()
+
+    def rearm_timer(self) -> None:
+        """Keep one timer for the broker's next deadline (re-armed only when it moves)."""
+        deadline = self.broker.next_deadline()
+        if deadline == self.timer_deadline:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.timer_deadline = deadline
+        if deadline is not None:
+            self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        self.timer_deadline = None
+        try:
+            self.broker.handle_timer(self.loop.time())
+        except Exception as exc:  # a timer bug must not stop the broker
+            self.log.error(f"Internal error in broker timer: {exc!r}")
+        self.drain()
+
+    # -- Signals and reload ------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        loop = self.loop
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR2, self._dump_subscriptions)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config and apply what can change without a restart.
+
+        Unlike Mosquitto, listener limits are kept (not reset to defaults) and the
+        global limits Mosquitto parses but forgets (max_inflight_*, max_queued_*,
+        max_keepalive, max_packet_size, retain_available) are applied.
+        """
+        log = self.log
+        log.notice("Reloading config.")
+        try:
+            config = load_config(self.config_path, ports=self.ports, verbose=self.verbose)
+        except ConfigError as exc:
+            log.error(f"Reload failed, keeping the running configuration: {exc}")
+            return
+        old_keys = [_listener_key(s.listener) for s in self.listeners]
+        new_keys = [_listener_key(listener) for listener in config.listeners]
+        if old_keys != new_keys:
+            log.warning("Reload: listeners were added, removed or moved; restart midge to apply that. "
+                        "Other changes are applied.")
+        by_key = {_listener_key(listener): listener for listener in config.listeners}
+        log.reconfigure(config)
+        if self.security is not None:
+            try:
+                self.security.reload(config)
+            except Exception as exc:
+                log.error(f"Reload of password/ACL/PSK files failed, keeping the old ones: {exc}")
+        for state in self.listeners:
+            new_listener = by_key.get(_listener_key(state.listener))
+            if new_listener is None:
+                continue
+            state.listener = new_listener
+            if state.tls is not None:
+                try:
+                    state.tls = self._tls_context(new_listener)
+                except StartupError as exc:
+                    log.error(f"Reload: keeping the old TLS context of listener {new_listener.port}: {exc}")
+        self.config = config
+        self.broker.reload(config, self.loop.time())
+        self.drain()
+
+    def _dump_subscriptions(self) -> None:
+        dump = getattr(self.broker, "dump_subscriptions", None)
+        if dump is not None:
+            for line in dump():
+                self.log.notice(line)
+
+    # -- TLS ------------------------------------------------------------------------
+
+    def _tls_context(self, listener):
+        if not getattr(listener, "tls_enabled", False):
+            return None
+        from midge.server.tls import TlsListenerContext, TlsSetupError
+
+        security = self.security
+
+        def psk_lookup(identity: str, listener=listener):
+            if security is None:
+                return None
+            return security.psk_key(listener, identity)
+
+        try:
+            return TlsListenerContext.from_listener(listener, psk_lookup, self.log)
+        except TlsSetupError as exc:
+            raise StartupError(str(exc)) from exc
+
+    def _start_tls_watcher(self) -> None:
+        interval = getattr(self.config, "tls_watch_interval", 0) or 0
+        if interval <= 0 or not any(s.tls is not None for s in self.listeners):
+            return
+        try:
+            from midge.server.tls_reload import TlsFileWatcher
+        except ImportError:
+            return
+        watcher = TlsFileWatcher(self.listeners, self._tls_context, self.log)
+
+        def tick():
+            try:
+                watcher.check()
+            except Exception as exc:
+                self.log.error(f"TLS file watcher: {exc!r}")
+            self.tls_watcher = self.loop.call_later(interval, tick)
+
+        self.tls_watcher = self.loop.call_later(interval, tick)
+
+
+def _listener_key(listener) -> tuple:
+    return (listener.port, listener.bind_address, getattr(listener, "path", None))
+
+
+def _make_security(config, log):
+    try:
+        from midge.security import Security
+    except ImportError:
+        return None
+    return Security(config, log)
+
+
+def run(config, log: Log, config_path: str | None, ports=(), verbose=False) -> int:
+    """Run the broker until SIGINT/SIGTERM; return the process exit code."""
+    server = Server(config, log, config_path, ports, verbose)
+
+    async def main() -> int:
+        try:
+            await server.start()
+        except StartupError as exc:
+            log.error(f"Error: {exc}")
+            return 1
+        await server.run_until_stopped()
+        await server.shutdown()
+        return 0
+
+    return asyncio.run(main(), loop_factory=_loop_factory())
+
+
+def _loop_factory():
+    if os.environ.get("MIDGE_NO_UVLOOP"):
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
