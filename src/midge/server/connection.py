@@ -1,8 +1,11 @@
 """One asyncio Protocol per network connection: bytes in, broker, bytes out.
 
-The stack is TCP -> optional TLS stage -> broker `Client`. The connection owns no MQTT
-state: it feeds what it reads to the broker's sans-I/O client and writes what the broker
-queued, once per received chunk (`Server.drain`), with one `writelines` per client.
+The stack is TCP -> optional TLS stage -> optional WebSocket stage -> broker `Client`.
+Stages share one shape (`feed(data) -> bytes`, `data_to_send()`, `send(data)`,
+`handshake_complete`, `failure`, `close()`), so the connection composes them without
+special cases. The connection owns no MQTT state: it feeds what it reads to the
+broker's sans-I/O client and writes what the broker queued, once per received chunk
+(`Server.drain`), with one `writelines` per client.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from midge.log import LogType
 
 # The first bytes of a TLS ClientHello record: handshake (0x16), major version 3.
 _TLS_RECORD_START = b"\x16\x03"
+_HTTP_START = (b"GET ", b"POST", b"HEAD", b"PUT ", b"OPTI")
 
 
 def format_peer(transport) -> str:
@@ -27,9 +31,8 @@ class Connection(asyncio.Protocol):
     """A client connection on one listener."""
 
     __slots__ = (
-        "server", "listener_state", "transport", "peer", "client", "stage",
-        "handshake_timer", "checking_revocation", "held_plaintext", "first_read", "closed",
-        "counted",
+        "server", "listener_state", "transport", "peer", "client", "stages", "ready",
+        "handshake_timer", "held", "first_read", "closed", "counted", "tls_info",
     )
 
     def __init__(self, server, listener_state):
@@ -37,14 +40,15 @@ class Connection(asyncio.Protocol):
         self.listener_state = listener_state
         self.transport = None
         self.peer = "?"
-        self.client = None  # broker.Client, once the transport is ready for MQTT
-        self.stage = None  # TlsStage on TLS listeners
+        self.client = None  # broker.Client, once every stage's handshake is done
+        self.stages: list = []  # [TlsStage] [WebSocketStage], outermost first
+        self.ready = 0  # how many stages finished their handshake
         self.handshake_timer = None
-        self.checking_revocation = False
-        self.held_plaintext: list[bytes] = []
+        self.held: list[bytes] = []  # MQTT bytes received while a revocation check runs
         self.first_read = True
         self.closed = False  # we closed (or are closing) the transport
         self.counted = False  # counted in the listener's connection_count
+        self.tls_info = None
 
     # -- Protocol interface ---------------------------------------------------------
 
@@ -55,10 +59,11 @@ class Connection(asyncio.Protocol):
         state = self.listener_state
         listener = state.listener
         log = server.log
-        # Mosquitto checks max_connections at accept, before TLS, and closes silently.
+        # Mosquitto checks max_connections at accept, before TLS, and closes at once.
         if 0 <= listener.max_connections <= state.connection_count:
             if log.enabled(LogType.NOTICE):
-                log.notice(f"Client connection from {self.peer} denied: max_connections exceeded.")
+                log.notice(f"Client connection from {self.peer} denied: max_connections "
+                           f"({listener.max_connections}) reached on port {listener.port}.")
             self.closed = True
             transport.abort()
             return
@@ -72,26 +77,35 @@ class Connection(asyncio.Protocol):
         if server.config.connection_messages and log.enabled(LogType.NOTICE):
             log.notice(f"New connection from {self.peer} on port {listener.port}.")
         if state.tls is not None:
-            self.stage = state.tls.new_stage(self.peer)
+            self.stages.append(state.tls.new_stage(self.peer))
+        if getattr(listener, "protocol", "mqtt") == "websockets":
+            from midge.server.websocket import WebSocketStage
+
+            self.stages.append(WebSocketStage(self.peer, getattr(listener, "http_dir", None)))
+        if self.stages:
             timeout = getattr(listener, "tls_handshake_timeout", 10.0) or 0
             if timeout > 0:
                 self.handshake_timer = server.loop.call_later(timeout, self._handshake_timed_out)
         else:
-            self._start_mqtt(None)
+            self._start_mqtt()
 
     def data_received(self, data: bytes) -> None:
-        stage = self.stage
-        if stage is None:
-            if self.first_read:
-                self.first_read = False
-                if data.startswith(_TLS_RECORD_START):
-                    self._refuse_plain("a TLS handshake was sent to a plain MQTT listener; "
-                                       "the client needs a listener with certfile/keyfile or psk_hint")
-                    return
-            self.client.receive_data(data, self.server.loop.time())
-            self.server.drain()
+        if self.stages:
+            self._stages_received(data)
             return
-        self._tls_data_received(stage, data)
+        if self.first_read:
+            self.first_read = False
+            if data.startswith(_TLS_RECORD_START):
+                self._refuse("a TLS handshake was sent to a plain MQTT listener; the client "
+                             "needs a listener with certfile/keyfile or psk_hint")
+                return
+            if data.startswith(_HTTP_START):
+                self._refuse("an HTTP request was sent to an MQTT listener; WebSocket clients "
+                             "need a listener with 'protocol websockets'")
+                return
+        # The hot path: hand the whole chunk to the broker, then write what it queued.
+        self.client.receive_data(data, self.server.loop.time())
+        self.server.drain()
 
     def eof_received(self):
         return False  # close the transport; connection_lost tells the broker
@@ -127,14 +141,12 @@ class Connection(asyncio.Protocol):
         client = self.client
         if client is None:
             return
-        transport = self.transport
         output = client.output
         if output and not self.closed:
-            if self.stage is None:
-                transport.writelines(output)
+            if self.stages:
+                self._transmit(len(self.stages), b"".join(output))
             else:
-                self.stage.send(b"".join(output))
-                transport.write(self.stage.data_to_send())
+                self.transport.writelines(output)
         output.clear()
         if client.closing and not self.closed:
             self.close()
@@ -142,102 +154,116 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         if self.closed:
             return
-        if self.stage is not None:
+        self.closed = True
+        for level in range(len(self.stages) - 1, -1, -1):
             try:
-                self.stage.close()
-                pending = self.stage.data_to_send()
+                self.stages[level].close()
+                pending = self.stages[level].data_to_send()
                 if pending:
-                    self.transport.write(pending)
-            except Exception:  # a broken TLS state must not keep the socket open
-                pass
+                    self._transmit(level, pending)
+            except Exception:  # a broken stage must not keep the socket open
+                break
         self.transport.close()
 
-    # -- TLS ----------------------------------------------------------------------
+    # -- Stages (TLS, WebSocket) ---------------------------------------------------
 
-    def _tls_data_received(self, stage, data: bytes) -> None:
-        try:
-            plain = stage.feed(data)
-        except Exception as exc:  # never let a peer's bytes escape as an exception
-            self.server.log.error(f"Client connection from {self.peer} failed: TLS error: {exc!r}")
-            self.closed = True
-            self.transport.abort()
-            return
-        outgoing = stage.data_to_send()
-        if outgoing:
-            self.transport.write(outgoing)
-        failure = stage.failure
-        if failure is not None:
-            self._tls_failed(failure)
-            return
-        if self.client is None:
-            if not stage.handshake_complete:
+    def _transmit(self, level: int, data: bytes) -> None:
+        """Send bytes produced above stage `level` down through the stages below it."""
+        for stage in reversed(self.stages[:level]):
+            stage.send(data)
+            data = stage.data_to_send()
+        if data:
+            self.transport.write(data)
+
+    def _stages_received(self, data: bytes, start: int = 0) -> None:
+        """Pass received bytes up the stack from stage `start`; MQTT bytes go to the broker."""
+        stages = self.stages
+        for level in range(start, len(stages)):
+            stage = stages[level]
+            try:
+                data = stage.feed(data)
+                outgoing = stage.data_to_send()
+            except Exception as exc:  # a peer's bytes must never escape as an exception
+                self._failed(f"{type(stage).__name__} error: {exc!r}")
                 return
-            self._handshake_done()
-            if self.client is None:  # waiting for the revocation check
-                if plain:
-                    self.held_plaintext.append(plain)
+            if outgoing:
+                self._transmit(level, outgoing)
+            failure = stage.failure
+            if failure is not None:
+                self._failed(failure)
                 return
-        if plain:
-            self.client.receive_data(plain, self.server.loop.time())
+            if level == self.ready:
+                if not stage.handshake_complete:
+                    return
+                self.ready += 1
+                if not self._stage_ready(stage):
+                    if data:  # for the stage above, once the revocation check passes
+                        self.held.append(data)
+                    return
+            if not data:
+                return
+        if self.client is not None:
+            self.client.receive_data(data, self.server.loop.time())
             self.server.drain()
 
-    def _handshake_done(self) -> None:
-        if self.handshake_timer is not None:
-            self.handshake_timer.cancel()
-            self.handshake_timer = None
-        info = self.stage.info
-        log = self.server.log
-        if log.enabled(LogType.DEBUG):
-            log.debug(f"TLS handshake with {self.peer} on listener {self.listener_state.listener.port} "
-                      f"complete: {getattr(info, 'version', '?')} {getattr(info, 'cipher', '?')}")
-        tls = self.listener_state.tls
-        if getattr(self.listener_state.listener, "require_ocsp", False) and hasattr(tls, "check_revocation"):
-            self.checking_revocation = True
-            task = self.server.loop.create_task(tls.check_revocation(info))
-            task.add_done_callback(self._revocation_checked)
-            return
-        self._start_mqtt(info)
+    def _stage_ready(self, stage) -> bool:
+        """A stage finished its handshake; False while the connection must wait."""
+        info = stage.info
+        if info is not None:
+            self.tls_info = info
+            log = self.server.log
+            if log.enabled(LogType.DEBUG):
+                log.debug(f"TLS handshake with {self.peer} on port {self.listener_state.listener.port}: "
+                          f"{getattr(info, 'version', '?')} {getattr(info, 'cipher', '?')}")
+            tls = self.listener_state.tls
+            if getattr(self.listener_state.listener, "require_ocsp", False):
+                task = self.server.loop.create_task(tls.check_revocation(info))
+                task.add_done_callback(self._revocation_checked)
+                return False
+        if self.ready == len(self.stages):
+            self._start_mqtt()
+        return True
 
     def _revocation_checked(self, task) -> None:
-        self.checking_revocation = False
         if self.closed:
             return
         failure = task.exception() or task.result()
         if failure is not None:
-            self._tls_failed(failure)
+            self._failed(failure)
             return
-        self._start_mqtt(self.stage.info)
-        held, self.held_plaintext = self.held_plaintext, []
-        for plain in held:
-            self.client.receive_data(plain, self.server.loop.time())
-        self.server.drain()
+        if self.ready == len(self.stages):
+            self._start_mqtt()
+        held, self.held = self.held, []
+        for data in held:  # plaintext the TLS stage (level 0) produced meanwhile
+            self._stages_received(data, start=1)
 
-    def _tls_failed(self, failure) -> None:
+    def _failed(self, reason) -> None:
         log = self.server.log
         if log.enabled(LogType.NOTICE):
-            log.notice(f"Client connection from {self.peer} on listener "
-                       f"{self.listener_state.listener.port} failed: {failure}")
-        self.closed = True
+            log.notice(f"Client connection from {self.peer} on port "
+                       f"{self.listener_state.listener.port} failed: {reason}")
         self.close()
 
     def _handshake_timed_out(self) -> None:
         self.handshake_timer = None
         if self.client is None and not self.closed:
             timeout = self.listener_state.listener.tls_handshake_timeout
-            self._tls_failed(f"TLS handshake not finished after {timeout:g} s (tls_handshake_timeout)")
+            self._failed(f"handshake not finished after {timeout:g} s (tls_handshake_timeout)")
 
     # -- MQTT ---------------------------------------------------------------------
 
-    def _start_mqtt(self, tls_info) -> None:
+    def _start_mqtt(self) -> None:
+        if self.handshake_timer is not None:
+            self.handshake_timer.cancel()
+            self.handshake_timer = None
         server = self.server
         self.client = server.broker.new_client(
-            self.listener_state.listener, self.peer, tls_info, self, server.loop.time()
+            self.listener_state.listener, self.peer, self.tls_info, self, server.loop.time()
         )
 
-    def _refuse_plain(self, reason: str) -> None:
+    def _refuse(self, reason: str) -> None:
         log = self.server.log
         if log.enabled(LogType.NOTICE):
-            log.notice(f"Client connection from {self.peer} on listener "
+            log.notice(f"Client connection from {self.peer} on port "
                        f"{self.listener_state.listener.port} refused: {reason}.")
-        self.closed = True
-        self.transport.close()
+        self.close()
