@@ -1,0 +1,468 @@
+"""`Security`: the broker's one entry point for authentication and authorization.
+
+It holds, for the global security settings and (with `per_listener_settings true`)
+for each listener, the loaded password file, ACL file, PSK file and plugins, and
+answers the broker's questions with Mosquitto 2.0's rules (reference section 5):
+
+- `authenticate(client, username, password) -> int`: 0, or a v5 reason code
+  (0x87 Not authorized, as Mosquitto sends for a failed login; the broker maps it to
+  v3 code 5), or a `PendingAuth` when an async plugin hook must be awaited first.
+- `acl_check(client, topic, access) -> bool` for READ / WRITE / SUBSCRIBE.
+- `psk_key(listener, identity) -> bytes | None`.
+- `reload(config)`, `still_allowed(client)`, `login_delay` / `record_failure`.
+
+Clients authenticated by their TLS identity (`use_identity_as_username` /
+`use_subject_as_username`) skip `authenticate` entirely, as in Mosquitto: the broker
+takes the username from `midge.security.identity` and only ACLs apply.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+from midge.security.acl import (READ, SUBSCRIBE, UNSUBSCRIBE, WRITE, AclFile, AclFileError, CompiledAcl,
+                                compile_for, load_acl_file, topic_matches)
+from midge.security.passwords import PasswordFileError, PasswordHash, load_password_file
+from midge.security.plugins import Plugin, PluginError, load_plugin
+from midge.security.psk import PskFileError, hex_to_key, load_psk_file
+from midge.security.throttle import DEFAULT_DELAY, DEFAULT_DELAY_MAX, LoginThrottle
+
+SUCCESS = 0
+BAD_USERNAME_OR_PASSWORD = 0x86
+NOT_AUTHORIZED = 0x87
+
+ACL_RESULT_CACHE_SIZE = 512
+_SYS_STATE_FILTER = ("$SYS", "broker", "connection", "+", "state")
+
+
+class SecurityError(Exception):
+    """A password/ACL/PSK file or a plugin cannot be loaded; the message says which."""
+
+
+@dataclass(slots=True)
+class SecurityContext:
+    """Everything loaded for one SecurityConfig (global, or one listener's)."""
+
+    settings: object
+    passwords: dict[str, PasswordHash] | None = None
+    acl: AclFile | None = None
+    psk: dict[str, bytes] | None = None
+    plugins: list[Plugin] = field(default_factory=list)
+    auth_plugins: list[Plugin] = field(default_factory=list)  # those with a basic_auth hook
+    acl_plugins: list[Plugin] = field(default_factory=list)  # those with an acl_check hook
+
+    @property
+    def allow_anonymous(self) -> bool:
+        return bool(getattr(self.settings, "allow_anonymous", False))
+
+
+
+class ClientSecurity:
+    """Per-client state kept on `client.acl_cache`: compiled ACL and recent results."""
+
+    __slots__ = ("generation", "compiled", "results", "password_line", "key")
+
+    def __init__(self, generation: int, compiled: CompiledAcl | None, key: tuple):
+        self.generation = generation
+        self.compiled = compiled
+        self.results: dict[tuple[str, int], bool] = {}
+        self.password_line: str | None = None
+        self.key = key
+
+
+class PendingAuth:
+    """An authentication decision that waits for an async `basic_auth` plugin hook.
+
+    The broker registers `on_done(callback)`; the server awaits `run()` (Security
+    hands it to `security.spawn`); when it completes, each callback gets the reason
+    code (0 = allowed). An exception in the hook gives NOT_AUTHORIZED.
+    """
+
+    __slots__ = ("_awaitable", "_finish", "_callbacks", "result")
+
+    def __init__(self, awaitable, finish):
+        self._awaitable = awaitable
+        self._finish = finish  # maps the hook's result (or exception) to a reason code
+        self._callbacks: list = []
+        self.result: int | None = None
+
+    def on_done(self, callback) -> None:
+        if self.result is not None:
+            callback(self.result)
+        else:
+            self._callbacks.append(callback)
+
+    async def run(self) -> int:
+        try:
+            outcome = await self._awaitable
+        except Exception as exc:
+            self.result = self._finish(None, exc)
+        else:
+            self.result = self._finish(outcome, None)
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self.result)
+        return self.result
+
+
+def _setting(settings, name: str, default=None):
+    return getattr(settings, name, default) if settings is not None else default
+
+
+def _plugin_specs(settings) -> list[tuple[str, dict]]:
+    specs = []
+    for plugin in _setting(settings, "plugins", None) or []:
+        path = getattr(plugin, "path", None) or str(plugin)
+        options = dict(getattr(plugin, "options", None) or {})
+        specs.append((path, options))
+    return specs
+
+
+def _listener_key(listener) -> tuple:
+    return (getattr(listener, "port", None), getattr(listener, "bind_address", None),
+            getattr(listener, "path", None))
+
+
+class Security:
+    """Authentication, ACLs and PSK keys for the whole broker."""
+
+    def __init__(self, config, log):
+        self.log = log
+        self.spawn = None  # set by the server: spawn(coroutine) runs it on the event loop
+        self.generation = 0
+        self._plugin_cache: dict[tuple, Plugin] = {}
+        self._global, self._by_listener, self._per_listener = self._load(config)
+        self.throttle = LoginThrottle(
+            float(getattr(config, "auth_fail_delay", DEFAULT_DELAY) or 0.0),
+            float(getattr(config, "auth_fail_delay_max", DEFAULT_DELAY_MAX) or 0.0),
+            log)
+
+    # -- Loading ---------------------------------------------------------------------
+
+    def _load(self, config):
+        """Build the contexts for `config`; SecurityError if anything cannot load."""
+        per_listener = bool(getattr(config, "per_listener_settings", False))
+        global_settings = getattr(config, "security", None)
+        loaded: dict[int, SecurityContext] = {}
+        global_context = self._context(global_settings, loaded)
+        by_listener: dict[tuple, SecurityContext] = {}
+        if per_listener:
+            for listener in getattr(config, "listeners", None) or []:
+                settings = getattr(listener, "security", None) or global_settings
+                by_listener[_listener_key(listener)] = self._context(settings, loaded)
+        return global_context, by_listener, per_listener
+
+    def _context(self, settings, loaded: dict[int, SecurityContext]) -> SecurityContext:
+        if id(settings) in loaded:
+            return loaded[id(settings)]
+        context = SecurityContext(settings)
+        try:
+            password_file = _setting(settings, "password_file")
+            if password_file:
+                context.passwords = load_password_file(password_file, self.log)
+            acl_file = _setting(settings, "acl_file")
+            if acl_file:
+                context.acl = load_acl_file(acl_file, self.log)
+            psk_file = _setting(settings, "psk_file")
+            if psk_file:
+                context.psk = load_psk_file(psk_file)
+            for path, options in _plugin_specs(settings):
+                key = (path, tuple(sorted(options.items())))
+                plugin = self._plugin_cache.get(key)
+                if plugin is None:
+                    plugin = self._plugin_cache[key] = load_plugin(path, options)
+                context.plugins.append(plugin)
+                if plugin.hook("basic_auth") is not None:
+                    context.auth_plugins.append(plugin)
+                if plugin.hook("acl_check") is not None:
+                    context.acl_plugins.append(plugin)
+        except (PasswordFileError, AclFileError, PskFileError, PluginError) as exc:
+            raise SecurityError(str(exc)) from exc
+        loaded[id(settings)] = context
+        return context
+
+    def reload(self, config) -> None:
+        """Re-read the files (SIGHUP). On any error keep everything as it was and raise."""
+        try:
+            contexts = self._load(config)
+        except SecurityError as exc:
+            self.log.error(f"Error reloading security files, keeping the old ones: {exc}")
+            raise
+        self._global, self._by_listener, self._per_listener = contexts
+        self.generation += 1  # invalidates every client's cached ACL
+
+    def shutdown(self) -> None:
+        for plugin in self._plugin_cache.values():
+            try:
+                plugin.cleanup()
+            except Exception as exc:
+                self.log.error(f"Plugin {plugin.name}: plugin_cleanup failed: {exc!r}")
+
+    def context_for_listener(self, listener) -> SecurityContext:
+        if not self._per_listener or listener is None:
+            return self._global
+        return self._by_listener.get(_listener_key(listener), self._global)
+
+    # -- Authentication --------------------------------------------------------------
+
+    def authenticate(self, client, username: str | None, password: bytes | None):
+        """0 when the client may connect, else a v5 reason code (or a PendingAuth)."""
+        context = self.context_for_listener(getattr(client, "listener", None))
+        if not username:
+            username = None  # a zero-length username is anonymous
+        if password is not None:
+            password = password.split(b"\0", 1)[0] or None  # C string; empty = no password
+        if username is None:
+            # Plugins may refuse an anonymous client; allow_anonymous decides the rest.
+            verdict = self._plugins_auth(context, client, username, password, anonymous=True)
+            if verdict is not None:
+                return verdict
+            return SUCCESS if context.allow_anonymous else NOT_AUTHORIZED
+        if context.passwords is not None:
+            return self._password_check(context, client, username, password)
+        if not context.auth_plugins:
+            return SUCCESS if context.allow_anonymous else NOT_AUTHORIZED
+        verdict = self._plugins_auth(context, client, username, password, anonymous=False)
+        return NOT_AUTHORIZED if verdict is None else verdict
+
+    def _password_check(self, context: SecurityContext, client, username: str, password: bytes | None) -> int:
+        entry = context.passwords.get(username)
+        if entry is None or password is None or not entry.verify(password):
+            return NOT_AUTHORIZED
+        state = self._client_state(client, context)
+        if state is not None:
+            state.password_line = entry.line
+        return SUCCESS
+
+    def _plugins_auth(self, context, client, username, password, anonymous: bool):
+        """First plugin opinion as a reason code; None when every plugin deferred.
+
+        For an anonymous client only a refusal counts (allow_anonymous decides to let
+        it in), matching Mosquitto, where anonymous access is never granted by plugins.
+        """
+        for plugin in context.auth_plugins:
+            hook = plugin.hook("basic_auth")
+            try:
+                outcome = hook(client, username, password)
+            except Exception as exc:
+                self._plugin_failed(plugin, "basic_auth", exc)
+                return NOT_AUTHORIZED
+            if inspect.isawaitable(outcome):
+                return self._pending(plugin, outcome, context, anonymous)
+            code = _auth_code(outcome)
+            if code is None:
+                continue
+            if anonymous and code == SUCCESS:
+                continue
+            return code
+        return None
+
+    def _pending(self, plugin, awaitable, context, anonymous: bool):
+        def finish(outcome, exc):
+            if exc is not None:
+                self._plugin_failed(plugin, "basic_auth", exc)
+                return NOT_AUTHORIZED
+            code = _auth_code(outcome)
+            if code is None or (anonymous and code == SUCCESS):
+                # Later plugins are not consulted after an async deferral; see docs.
+                if anonymous:
+                    return SUCCESS if context.allow_anonymous else NOT_AUTHORIZED
+                return NOT_AUTHORIZED
+            return code
+
+        if self.spawn is None:
+            _discard(awaitable)
+            self.log.error(f"Plugin {plugin.name}: basic_auth is async but nothing can await it; denying.")
+            return NOT_AUTHORIZED
+        pending = PendingAuth(awaitable, finish)
+        self.spawn(pending.run())
+        return pending
+
+    def _plugin_failed(self, plugin: Plugin, hook: str, exc: BaseException) -> None:
+        self.log.error(f"Plugin {plugin.name}: {hook} raised {exc!r}; treating it as a denial.")
+
+    def still_allowed(self, client) -> bool:
+        """After a reload: may this connected client stay? (False -> DISCONNECT 0x98)
+
+        Like Mosquitto: anonymous clients need allow_anonymous; with a password file a
+        user must still be listed. midge keeps no passwords in memory, so a user whose
+        hash line changed must reconnect with the (new) password.
+        """
+        if getattr(client, "bridge", None):
+            return True
+        context = self.context_for_listener(getattr(client, "listener", None))
+        username = getattr(client, "username", None) or None
+        if username is None:
+            return context.allow_anonymous
+        listener = getattr(client, "listener", None)
+        if getattr(listener, "use_identity_as_username", False) or getattr(listener, "use_subject_as_username", False):
+            return True  # authenticated by its certificate / PSK identity, not by password
+        if context.passwords is None:
+            return context.allow_anonymous or bool(context.auth_plugins)
+        entry = context.passwords.get(username)
+        if entry is None:
+            return False
+        state = getattr(client, "acl_cache", None)
+        previous = getattr(state, "password_line", None)
+        return previous is None or previous == entry.line
+
+    # -- Authorization ---------------------------------------------------------------
+
+    def _client_state(self, client, context: SecurityContext) -> ClientSecurity | None:
+        key = (getattr(client, "client_id", None), getattr(client, "username", None) or None, id(context))
+        state = getattr(client, "acl_cache", None)
+        if isinstance(state, ClientSecurity) and state.generation == self.generation and state.key == key:
+            return state
+        compiled = compile_for(context.acl, key[0], key[1]) if context.acl is not None else None
+        fresh = ClientSecurity(self.generation, compiled, key)
+        if isinstance(state, ClientSecurity):
+            fresh.password_line = state.password_line
+        try:
+            client.acl_cache = fresh
+        except AttributeError:
+            return fresh  # client cannot carry the cache: correct, only slower
+        return fresh
+
+    def acl_check(self, client, topic: str, access: int) -> bool:
+        """May `client` READ (receive) / WRITE (publish) / SUBSCRIBE `topic`?"""
+        if getattr(client, "bridge", None):
+            return True
+        if not getattr(client, "client_id", None):
+            return False
+        if topic.startswith("$") and not _dollar_allowed(topic, access):
+            return False
+        context = self.context_for_listener(getattr(client, "listener", None))
+        if context.acl is None:
+            if not context.acl_plugins:
+                return True
+            return self._plugins_acl(context, client, topic, access)
+        if access & (SUBSCRIBE | UNSUBSCRIBE):
+            return True  # the file ACL grants subscriptions; READ is checked per message
+        # Hot path (every delivery): the client's compiled ACL and a small result cache.
+        state = self._client_state(client, context)
+        cache_key = (topic, access)
+        result = state.results.get(cache_key)
+        if result is None:
+            result = state.compiled.check(topic, access)
+            if len(state.results) >= ACL_RESULT_CACHE_SIZE:
+                state.results.clear()
+            state.results[cache_key] = result
+        return result
+
+    def _plugins_acl(self, context, client, topic: str, access: int) -> bool:
+        """Plugins decide when there is no acl_file; their answers are not cached."""
+        for plugin in context.acl_plugins:
+            hook = plugin.hook("acl_check")
+            try:
+                outcome = hook(client, topic, access)
+            except Exception as exc:
+                self._plugin_failed(plugin, "acl_check", exc)
+                return False
+            if inspect.isawaitable(outcome):
+                _discard(outcome)
+                self.log.error(f"Plugin {plugin.name}: acl_check returned an awaitable; "
+                               "it must be synchronous. Denying.")
+                return False
+            if outcome is None:
+                continue
+            return bool(outcome)
+        return False  # plugins loaded and none allowed: deny
+
+    # -- TLS-PSK ---------------------------------------------------------------------
+
+    def psk_key(self, listener, identity: str) -> bytes | None:
+        """The key for a PSK identity: the psk_file first, then plugins."""
+        context = self.context_for_listener(listener)
+        if context.psk is not None:
+            key = context.psk.get(identity)
+            if key is not None:
+                return key
+        for plugin in context.plugins:
+            hook = plugin.hook("psk_key")
+            if hook is None:
+                continue
+            try:
+                key = hook(listener, identity)
+                if key is None:
+                    continue
+                if isinstance(key, str):
+                    key = hex_to_key(key)
+                if inspect.isawaitable(key) or not isinstance(key, (bytes, bytearray)):
+                    raise TypeError(f"psk_key returned {type(key).__name__}, expected bytes or hex str")
+                return bytes(key)
+            except Exception as exc:
+                self._plugin_failed(plugin, "psk_key", exc)
+                return None
+        return None
+
+    # -- Notifications to plugins ----------------------------------------------------
+
+    def notify(self, event: str, client, *args) -> None:
+        """Tell plugins about on_connect / on_disconnect / on_message; never raises."""
+        context = self.context_for_listener(getattr(client, "listener", None))
+        for plugin in context.plugins:
+            hook = plugin.hook(event)
+            if hook is None:
+                continue
+            try:
+                outcome = hook(client, *args)
+            except Exception as exc:
+                self.log.error(f"Plugin {plugin.name}: {event} raised {exc!r}.")
+                continue
+            if inspect.isawaitable(outcome):
+                if self.spawn is None:
+                    _discard(outcome)
+                else:
+                    self.spawn(self._guard(plugin, event, outcome))
+
+    async def _guard(self, plugin, event, awaitable):
+        try:
+            await awaitable
+        except Exception as exc:
+            self.log.error(f"Plugin {plugin.name}: {event} raised {exc!r}.")
+
+    # -- Brute force -----------------------------------------------------------------
+
+    def login_delay(self, peer_ip: str, now: float) -> float:
+        return self.throttle.login_delay(peer_ip, now)
+
+    def record_failure(self, peer_ip: str, now: float) -> None:
+        self.throttle.record_failure(peer_ip, now)
+
+    def record_success(self, peer_ip: str) -> None:
+        self.throttle.record_success(peer_ip)
+
+
+def _auth_code(outcome) -> int | None:
+    """A basic_auth hook's answer as a reason code; None = no opinion."""
+    if outcome is None:
+        return None
+    if outcome is True:
+        return SUCCESS
+    if outcome is False:
+        return NOT_AUTHORIZED
+    if isinstance(outcome, int) and 0 <= outcome <= 0xFF:
+        return outcome
+    return NOT_AUTHORIZED
+
+
+def _dollar_allowed(topic: str, access: int) -> bool:
+    """Mosquitto's built-in rules for `$` topics (`acl__check_dollar`)."""
+    if topic.startswith("$SYS"):
+        if access == WRITE:
+            return topic_matches(_SYS_STATE_FILTER, topic.split("/"))
+        return True
+    if topic.startswith("$share"):
+        return access != WRITE
+    return True
+
+
+def _discard(awaitable) -> None:
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
+
+
+__all__ = ["Security", "SecurityError", "PendingAuth", "READ", "WRITE", "SUBSCRIBE", "UNSUBSCRIBE",
+           "SUCCESS", "NOT_AUTHORIZED", "BAD_USERNAME_OR_PASSWORD"]
