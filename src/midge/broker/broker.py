@@ -1,0 +1,541 @@
+"""The broker: sessions, routing and delivery, timers, reload and shutdown.
+
+No I/O and no clock: bytes go to `client.output`, clients with something to
+write or to close are collected for `take_pending()`, and time is an argument.
+"""
+
+from __future__ import annotations
+
+import time
+
+from midge.broker import keepalive, session_expiry, sys_tree, will_delay
+from midge.broker.client import CLOSED, CONNECTED, Client
+from midge.broker.handle_connect import handle_connect
+from midge.broker.handle_disconnect import handle_auth, handle_disconnect, handle_pingreq, handle_unexpected
+from midge.broker.handle_publish import (
+    handle_puback, handle_pubcomp, handle_publish, handle_pubrec, handle_pubrel,
+)
+from midge.broker.handle_subscribe import handle_subscribe, handle_unsubscribe
+from midge.broker.limits import Limits
+from midge.broker.message import QUEUED, WAIT_ACK, WAIT_COMP, Delivery, Message
+from midge.broker.retain import RetainStore
+from midge.broker.session import Session
+from midge.broker.stats import Stats
+from midge.broker.subs import SubscriptionTree
+from midge.broker.timers import TimerHeap
+from midge.log import LogType
+from midge.protocol import packets as p
+from midge.protocol.codec import encode
+from midge.protocol.constants import Property, ReasonCode
+
+try:  # the security layer's access constants; the values are the contract's
+    from midge.security import READ, SUBSCRIBE, WRITE
+except Exception:  # pragma: no cover - before the security package lands
+    READ, WRITE, SUBSCRIBE = 1, 2, 4
+
+_HANDLERS = {
+    p.Connect: handle_connect,
+    p.Publish: handle_publish,
+    p.Puback: handle_puback,
+    p.Pubrec: handle_pubrec,
+    p.Pubrel: handle_pubrel,
+    p.Pubcomp: handle_pubcomp,
+    p.Subscribe: handle_subscribe,
+    p.Unsubscribe: handle_unsubscribe,
+    p.Pingreq: handle_pingreq,
+    p.Disconnect: handle_disconnect,
+    p.Auth: handle_auth,
+    p.Connack: handle_unexpected,
+    p.Suback: handle_unexpected,
+    p.Unsuback: handle_unexpected,
+    p.Pingresp: handle_unexpected,
+}
+
+
+def _before_connect(handler):
+    """Wrap a handler so it refuses to run before CONNECT (the decoder checks too)."""
+    def guarded(client, packet, now):
+        if client.state != CONNECTED:
+            client.protocol_error(now, message=f"{type(packet).__name__} before CONNECT")
+            return
+        handler(client, packet, now)
+    return guarded
+
+
+class Broker:
+    def __init__(self, config, log, security=None, now: float = 0.0, wall_clock=time.time):
+        self.config = config
+        self.log = log
+        self.security = security
+        self.wall_clock = wall_clock
+        self.limits = Limits(config)
+        self.debug = log.enabled(LogType.DEBUG)
+        self.handlers = {cls: (h if cls is p.Connect else _before_connect(h)) for cls, h in _HANDLERS.items()}
+        self.sessions: dict[str, Session] = {}
+        self.clients: set[Client] = set()   # connected clients
+        self.subs = SubscriptionTree()
+        self.retained = RetainStore()
+        self.timers = TimerHeap()
+        self.stats = Stats()
+        self.start_time = now
+        self._pending: list[Client] = []
+        self.shutting_down = False
+        self.sys = sys_tree.SysTree(self, now)
+
+    # -- Server interface --------------------------------------------------------------
+
+    def new_client(self, listener, peer: str, tls=None, io=None, now: float = 0.0) -> Client:
+        client = Client(self, listener, peer, tls, io, now)
+        self.stats.sockets += 1
+        keepalive.add(self, client, now)
+        return client
+
+    def take_pending(self) -> list[Client]:
+        pending = self._pending
+        if not pending:
+            return pending
+        self._pending = []
+        for client in pending:
+            client.pending = False
+        return pending
+
+    def writing_resumed(self, client: Client, now: float) -> None:
+        client.paused_qos0 = 0
+        session = client.session
+        if session is not None and client.state == CONNECTED and session.client is client:
+            self.pump(session, now)
+
+    def next_deadline(self) -> float | None:
+        return self.timers.next_deadline(self._timer_live)
+
+    def handle_timer(self, now: float) -> None:
+        for kind, owner, token in self.timers.pop_due(now):
+            if kind == keepalive.KIND:
+                keepalive.check(self, owner, token, now)
+            elif kind == will_delay.KIND:
+                will_delay.check(self, owner, token, now)
+            elif kind == session_expiry.KIND:
+                session_expiry.check(self, owner, token, now)
+            elif kind == sys_tree.KIND:
+                self.sys.check(token, now)
+
+    def _timer_live(self, kind, owner, token) -> bool:
+        if kind == keepalive.KIND:
+            return token == owner.keepalive_token and owner.state != CLOSED
+        if kind == will_delay.KIND:
+            return token == owner.will_token
+        if kind == session_expiry.KIND:
+            return token == owner.expiry_token
+        if kind == sys_tree.KIND:
+            return token == self.sys.token
+        return True
+
+    def reload(self, config, now: float) -> None:
+        """SIGHUP: Mosquitto's reloaded options, plus the limits Mosquitto forgets to apply."""
+        self.config = config
+        self.limits = Limits(config)
+        self.debug = self.log.enabled(LogType.DEBUG)
+        self.sys.reconfigure(now)
+        security = self.security
+        still_allowed = getattr(security, "still_allowed", None) if security is not None else None
+        if still_allowed is not None:
+            for client in list(self.clients):
+                try:
+                    allowed = still_allowed(client)
+                except Exception:
+                    allowed = False
+                if not allowed:
+                    client.close(now, "administrative", reason_code=ReasonCode.ADMINISTRATIVE_ACTION)
+
+    def shutdown(self, now: float) -> None:
+        """SIGTERM: tell v5 clients the server is going away, close every connection."""
+        self.shutting_down = True
+        for client in list(self.clients):
+            client.will = None
+            client.close(now, "shutdown", reason_code=ReasonCode.SERVER_SHUTTING_DOWN)
+
+    def dump_subscriptions(self) -> list[str]:
+        """SIGUSR2 (Mosquitto prints the tree): one line per subscription."""
+        lines = []
+        for session in self.sessions.values():
+            for key, sub in session.subscriptions.items():
+                lines.append(f"{sub.filter} (QoS {sub.qos}) {session.client_id}"
+                             + (f" share {sub.group}" if sub.group else ""))
+        return sorted(lines)
+
+    # -- Output --------------------------------------------------------------------------
+
+    def mark_pending(self, client: Client) -> None:
+        if not client.pending:
+            client.pending = True
+            self._pending.append(client)
+
+    def write(self, client: Client, data: bytes) -> None:
+        if client.state == CLOSED and not client.closing:
+            return
+        client.output.append(data)
+        stats = self.stats
+        stats.messages_sent += 1
+        stats.bytes_sent += len(data)
+        if not client.pending:
+            client.pending = True
+            self._pending.append(client)
+
+    # -- Sessions ----------------------------------------------------------------------
+
+    def create_session(self, client_id: str) -> Session:
+        session = Session(client_id)
+        self.sessions[client_id] = session
+        total = len(self.sessions)
+        if total > self.stats.clients_maximum:
+            self.stats.clients_maximum = total
+        return session
+
+    def client_connected(self, client: Client, now: float) -> None:
+        self.clients.add(client)
+        keepalive.add(self, client, now)
+
+    def cancel_session_expiry(self, session: Session) -> None:
+        session_expiry.remove(session)
+
+    def cancel_delayed_will(self, session: Session) -> None:
+        will_delay.remove(session)
+
+    def client_gone(self, client: Client, now: float, send_will: bool) -> None:
+        """A connected client's network connection ended (any reason)."""
+        self.clients.discard(client)
+        keepalive.remove(client)
+        session = client.session
+        will = client.will
+        client.will = None
+        if session is None or session.client is not client:
+            if will is not None and send_will:
+                self.publish_will(client, will, now)
+            return
+        session.client = None
+        session.disconnected_at = now
+        if will is not None and send_will:
+            delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0) if client.version == 5 else 0
+            if delay and session.expiry_interval:
+                will_delay.add(self, session, will, client, delay, now)
+            else:
+                self.publish_will(client, will, now)
+        if session.expiry_interval == 0:
+            self.end_session(session, now)
+        else:
+            # Offline: QoS 0 messages are kept only with queue_qos0_messages.
+            if not self.limits.queue_qos0_messages and session.queue:
+                kept = [d for d in session.queue if d.qos]
+                if len(kept) != len(session.queue):
+                    session.queue.clear()
+                    session.queue.extend(kept)
+                    session.queue_bytes = sum(len(d.message.payload) for d in kept)
+            session_expiry.add(self, session, now)
+
+    def end_session(self, session: Session, now: float, expired: bool = False) -> None:
+        """Forget a session: subscriptions, messages; send a will still waiting on its delay."""
+        if expired and self.limits.connection_messages and self.log.enabled(LogType.NOTICE):
+            self.log.notice(f"Expiring client {session.client_id} due to timeout.")
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+        session_expiry.remove(session)
+        if session.will is not None:
+            will, client = session.will, session.will_client
+            will_delay.remove(session)
+            self.publish_will(client, will, now)
+        for key, sub in list(session.subscriptions.items()):
+            self.subs.remove(session, sub.filter, sub.group)
+        session.subscriptions.clear()
+        session.clear_messages()
+
+    def send_delayed_will(self, session: Session, now: float) -> None:
+        will, client = session.will, session.will_client
+        will_delay.remove(session)
+        if will is not None:
+            self.publish_will(client, will, now)
+
+    def publish_will(self, client, will, now: float) -> None:
+        """Publish a will, checking the publisher's write access now (not at CONNECT)."""
+        if not self.may_publish(client, will.topic):
+            return
+        props = will.properties
+        if props:
+            props = {k: v for k, v in props.items() if k != Property.WILL_DELAY_INTERVAL}
+        expiry_at = None
+        interval = props.get(Property.MESSAGE_EXPIRY_INTERVAL) if props else None
+        if interval is not None:
+            expiry_at = now + interval
+            props = {k: v for k, v in props.items() if k != Property.MESSAGE_EXPIRY_INTERVAL}
+        message = Message(will.topic, will.payload, will.qos, will.retain, props or {}, expiry_at,
+                          client.client_id if client else None, client)
+        self.publish(message, now)
+
+    def resume_session(self, session: Session, client: Client, now: float) -> None:
+        """Retransmit unacknowledged PUBLISH (DUP) and PUBREL in order, then the queue."""
+        for delivery in session.inflight.values():
+            if delivery.state == WAIT_COMP:
+                client.send_bytes(bytes((0x62, 2, delivery.packet_id >> 8, delivery.packet_id & 0xFF)))
+            else:
+                data = self.encode_publish(client, delivery.message, delivery.qos, delivery.retain,
+                                           True, delivery.packet_id, delivery.sub_ids, now)
+                self.write(client, data)
+        self.pump(session, now)
+
+    # -- Access checks -------------------------------------------------------------------
+
+    def may_publish(self, client, topic: str) -> bool:
+        if topic.startswith("$"):
+            if topic.startswith("$share/"):
+                return False
+            if topic.startswith("$SYS/"):
+                parts = topic.split("/")
+                # Bridges may report their state; nothing else in $SYS is writable.
+                if not (len(parts) == 5 and parts[1] == "broker" and parts[2] == "connection"
+                        and parts[4] == "state"):
+                    return False
+        security = self.security
+        if security is None or client is None:
+            return True
+        return security.acl_check(client, topic, WRITE)
+
+    def may_subscribe(self, client, topic_filter: str) -> bool:
+        security = self.security
+        if security is None:
+            return True
+        return security.acl_check(client, topic_filter, SUBSCRIBE)
+
+    def _may_read(self, session, topic: str) -> bool:
+        security = self.security
+        if security is None:
+            return True
+        client = session.client or session.last_client
+        if client is None:
+            return True
+        return security.acl_check(client, topic, READ)
+
+    # -- Routing -------------------------------------------------------------------------
+
+    def publish(self, message: Message, now: float) -> bool:
+        """Store if retained, deliver to every matching session; True if any matched."""
+        if message.retain:
+            self.retained.store(message)
+        subs, groups = self.subs.match(message.topic)
+        if not subs and not groups:
+            return False
+        origin = message.origin_id
+        allow_dup_v3 = self.limits.allow_duplicate_messages
+        upgrade = self.limits.upgrade_outgoing_qos
+        msg_qos = message.qos
+        topic = message.topic
+        cache: dict = {}   # encoded bytes shared by recipients with identical packets
+        deliver = self._deliver
+        if len(subs) == 1 and not groups:
+            # Fast path: one subscriber, no aggregation needed.
+            sub = subs[0]
+            session = sub.session
+            if sub.no_local and origin is not None and session.client_id == origin:
+                return True
+            if self.security is not None and not self._may_read(session, topic):
+                return True
+            qos = sub.qos if upgrade else (msg_qos if msg_qos < sub.qos else sub.qos)
+            retain = message.retain and sub.retain_as_published
+            ids = [sub.identifier] if sub.identifier is not None else None
+            deliver(session, message, qos, retain, ids, now, cache)
+            return True
+        # One delivery per session with the highest QoS and every subscription
+        # identifier of its matching subscriptions (v5 3.3.4); v3 sessions get one per
+        # subscription when allow_duplicate_messages is true (Mosquitto 2.0).
+        per_session: dict = {}
+        for sub in subs:
+            session = sub.session
+            if sub.no_local and origin is not None and session.client_id == origin:
+                continue
+            if allow_dup_v3 and session.protocol != 5:
+                qos = sub.qos if upgrade else min(msg_qos, sub.qos)
+                if self._may_read(session, topic):
+                    deliver(session, message, qos, message.retain and sub.retain_as_published, None, now, cache)
+                continue
+            entry = per_session.get(session)
+            if entry is None:
+                per_session[session] = [sub.qos, sub.retain_as_published,
+                                        [sub.identifier] if sub.identifier is not None else None]
+            else:
+                if sub.qos > entry[0]:
+                    entry[0] = sub.qos
+                if sub.retain_as_published:
+                    entry[1] = True
+                if sub.identifier is not None:
+                    if entry[2] is None:
+                        entry[2] = [sub.identifier]
+                    elif sub.identifier not in entry[2]:
+                        entry[2].append(sub.identifier)
+        check_read = self.security is not None
+        for session, (sub_qos, rap, ids) in per_session.items():
+            if check_read and not self._may_read(session, topic):
+                continue
+            qos = sub_qos if upgrade else (msg_qos if msg_qos < sub_qos else sub_qos)
+            deliver(session, message, qos, message.retain and rap, ids, now, cache)
+        for group in groups:
+            sub = group.pick()
+            if sub is None:
+                continue
+            session = sub.session
+            if check_read and not self._may_read(session, topic):
+                continue
+            qos = sub.qos if upgrade else min(msg_qos, sub.qos)
+            ids = [sub.identifier] if sub.identifier is not None else None
+            deliver(session, message, qos, message.retain and sub.retain_as_published, ids, now, cache)
+        return True
+
+    def send_retained(self, client: Client, sub, now: float) -> None:
+        """Retained messages for a new subscription, with the retain flag set."""
+        messages = self.retained.match(sub.filter)
+        if not messages:
+            return
+        session = client.session
+        upgrade = self.limits.upgrade_outgoing_qos
+        ids = [sub.identifier] if sub.identifier is not None else None
+        check_read = self.security is not None
+        cache: dict = {}
+        for message in messages:
+            if message.expired(now):
+                self.retained.store(Message(message.topic, b"", 0, True, {}))
+                continue
+            if check_read and not self._may_read(session, message.topic):
+                continue
+            qos = sub.qos if upgrade else min(message.qos, sub.qos)
+            self._deliver(session, message, qos, True, ids, now, cache)
+
+    # -- Delivery ------------------------------------------------------------------------
+
+    def encode_publish(self, client, message, qos, retain, dup, packet_id, sub_ids, now) -> bytes:
+        topic = message.topic
+        mount = client.mount_point
+        if mount and topic.startswith(mount):
+            topic = topic[len(mount):]
+        if client.version == 5:
+            props = message.properties
+            if sub_ids or message.expiry_at is not None:
+                props = dict(props)
+                if sub_ids:
+                    props[Property.SUBSCRIPTION_IDENTIFIER] = sub_ids
+                if message.expiry_at is not None:
+                    remaining = message.expiry_at - now
+                    props[Property.MESSAGE_EXPIRY_INTERVAL] = max(0, int(remaining + 0.999))
+        else:
+            props = {}
+        return encode(p.Publish(topic, message.payload, qos, retain, dup, packet_id, props), client.version)
+
+    def _deliver(self, session, message, qos, retain, sub_ids, now, cache) -> None:
+        client = session.client
+        limits = self.limits
+        stats = self.stats
+        if client is None or client.state != CONNECTED:
+            if qos == 0 and not limits.queue_qos0_messages:
+                return
+            self._queue(session, Delivery(message, qos, retain, sub_ids))
+            return
+        if qos == 0:
+            if client.write_paused:
+                # Mosquitto drops QoS 0 for a client whose outgoing queue is full;
+                # a paused transport plays the part of that queue.
+                max_queued = limits.max_queued_messages
+                if max_queued and client.paused_qos0 >= max_queued:
+                    stats.publish_dropped += 1
+                    return
+                client.paused_qos0 += 1
+            if sub_ids is None:
+                # Encode once per (version, retain, mount point): every recipient of
+                # this message with the same key gets the very same bytes object.
+                key = (client.version, retain, client.mount_point)
+                data = cache.get(key)
+                if data is None:
+                    data = cache[key] = self.encode_publish(client, message, 0, retain, False, None, None, now)
+            else:
+                data = self.encode_publish(client, message, 0, retain, False, None, sub_ids, now)
+            if client.max_packet_out and len(data) > client.max_packet_out:
+                stats.publish_dropped += 1
+                return
+            self.write(client, data)
+            stats.publish_sent += 1
+            stats.publish_bytes_sent += len(message.payload)
+            return
+        delivery = Delivery(message, qos, retain, sub_ids)
+        if not session.queue and not client.write_paused and self._has_room(session, client):
+            self._send_new(session, client, delivery, now)
+        else:
+            self._queue(session, delivery)
+
+    def _has_room(self, session, client) -> bool:
+        limits = self.limits
+        quota = limits.max_inflight_messages
+        if client.receive_maximum < quota:
+            quota = client.receive_maximum
+        if len(session.inflight) >= quota:
+            return False
+        max_bytes = limits.max_inflight_bytes
+        return not max_bytes or session.inflight_bytes < max_bytes
+
+    def _queue(self, session, delivery) -> None:
+        limits = self.limits
+        if limits.max_queued_messages and len(session.queue) >= limits.max_queued_messages:
+            self.stats.publish_dropped += 1
+            return
+        size = len(delivery.message.payload)
+        if limits.max_queued_bytes and session.queue_bytes + size > limits.max_queued_bytes:
+            self.stats.publish_dropped += 1
+            return
+        session.queue.append(delivery)
+        session.queue_bytes += size
+
+    def _send_new(self, session, client, delivery, now) -> None:
+        packet_id = session.allocate_packet_id()
+        data = self.encode_publish(client, delivery.message, delivery.qos, delivery.retain, False,
+                                   packet_id, delivery.sub_ids, now)
+        if client.max_packet_out and len(data) > client.max_packet_out:
+            # Too large for this client (v5 3.1.2.25): discard as if it had been delivered.
+            self.stats.publish_dropped += 1
+            return
+        delivery.packet_id = packet_id
+        delivery.state = WAIT_ACK
+        session.inflight[packet_id] = delivery
+        session.inflight_bytes += len(delivery.message.payload)
+        self.write(client, data)
+        self.stats.publish_sent += 1
+        self.stats.publish_bytes_sent += len(delivery.message.payload)
+
+    def complete_delivery(self, session, packet_id, now) -> None:
+        delivery = session.inflight.pop(packet_id, None)
+        if delivery is not None:
+            session.inflight_bytes -= len(delivery.message.payload)
+        if session.queue:
+            self.pump(session, now)
+
+    def pump(self, session, now) -> None:
+        """Move queued messages into flight while the window allows."""
+        client = session.client
+        if client is None or client.state != CONNECTED or client.write_paused:
+            return
+        queue = session.queue
+        while queue:
+            delivery = queue[0]
+            if delivery.qos and not self._has_room(session, client):
+                return
+            queue.popleft()
+            session.queue_bytes -= len(delivery.message.payload)
+            if delivery.message.expired(now):
+                continue
+            if delivery.qos == 0:
+                data = self.encode_publish(client, delivery.message, 0, delivery.retain, False, None,
+                                           delivery.sub_ids, now)
+                if client.max_packet_out and len(data) > client.max_packet_out:
+                    self.stats.publish_dropped += 1
+                    continue
+                self.write(client, data)
+                self.stats.publish_sent += 1
+                self.stats.publish_bytes_sent += len(delivery.message.payload)
+            else:
+                self._send_new(session, client, delivery, now)
+
+
+__all__ = ["Broker", "QUEUED"]

@@ -1,0 +1,243 @@
+"""CONNECT: client identifier rules, authentication, takeover, session resume,
+CONNACK (Mosquitto's handle_connect.c and connect__on_authorised)."""
+
+from __future__ import annotations
+
+import uuid
+
+from midge.broker.client import CONNECTED
+from midge.broker.limits import listener_value, security_value
+from midge.broker.session import NEVER
+from midge.log import LogType
+from midge.protocol.constants import ConnackCode, Property, ReasonCode
+from midge.protocol.packets import Connack
+
+# v5 reason code -> the v3 CONNACK return code Mosquitto sends for the same refusal.
+_V3_CODES = {
+    ReasonCode.BAD_USER_NAME_OR_PASSWORD: ConnackCode.BAD_USERNAME_OR_PASSWORD,
+    ReasonCode.NOT_AUTHORIZED: ConnackCode.NOT_AUTHORIZED,
+    ReasonCode.CLIENT_IDENTIFIER_NOT_VALID: ConnackCode.IDENTIFIER_REJECTED,
+    ReasonCode.SERVER_UNAVAILABLE: ConnackCode.SERVER_UNAVAILABLE,
+    ReasonCode.SERVER_BUSY: ConnackCode.SERVER_UNAVAILABLE,
+    ReasonCode.BANNED: ConnackCode.NOT_AUTHORIZED,
+    ReasonCode.BAD_AUTHENTICATION_METHOD: ConnackCode.NOT_AUTHORIZED,
+    ReasonCode.UNSUPPORTED_PROTOCOL_VERSION: ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION,
+}
+
+
+def _refuse(client, now, v5_code, v3_code, kind="refused") -> None:
+    """CONNACK with a failure code, then close (no will: the connection never started)."""
+    if client.version == 5:
+        client.send_packet(Connack(False, v5_code))
+    else:
+        client.send_packet(Connack(False, v3_code))
+    client.close(now, kind)
+
+
+def _refuse_auth(client, now, reason) -> None:
+    v3 = _V3_CODES.get(reason, ConnackCode.NOT_AUTHORIZED)
+    _refuse(client, now, reason, v3, kind="not_authorised")
+
+
+def _tls_identity_mode(listener) -> bool:
+    return bool(listener_value(listener, "use_identity_as_username", False)
+                or listener_value(listener, "use_subject_as_username", False)
+                or listener_value(listener, "cert_identity_as_username", None))
+
+
+def _username_from_tls(listener, tls):
+    if tls is None:
+        return None
+    from midge.security import identity
+    return identity.username_from_tls(listener, tls)
+
+
+def _clientid_from_tls(listener, tls):
+    if tls is None:
+        return None
+    from midge.security import identity
+    func = getattr(identity, "clientid_from_tls", None)
+    if func is not None:
+        return func(listener, tls)
+    return None
+
+
+def handle_connect(client, packet, now) -> None:
+    if client.state == CONNECTED:
+        # The decoder refuses a second CONNECT already; keep the rule here too.
+        client.protocol_error(now, message="second CONNECT")
+        return
+    broker = client.broker
+    config = broker.config
+    listener = client.listener
+    limits = broker.limits
+    version = packet.protocol_version
+    client.version = version
+    client.clean_start = packet.clean_start
+    client.keepalive = packet.keepalive
+    client.is_bridge = bool(getattr(packet, "bridge", False))
+    props = packet.properties
+    stats = broker.stats
+    stats.connections += 1
+
+    if version == 5:
+        if Property.AUTHENTICATION_METHOD in props:
+            # No enhanced authentication in midge (Mosquitto without an auth plugin).
+            _refuse(client, now, ReasonCode.BAD_AUTHENTICATION_METHOD, ConnackCode.NOT_AUTHORIZED,
+                    kind="not_supported")
+            return
+        client.receive_maximum = props.get(Property.RECEIVE_MAXIMUM, 65535)
+        client.max_packet_out = props.get(Property.MAXIMUM_PACKET_SIZE, 0)
+        client.topic_alias_max_out = props.get(Property.TOPIC_ALIAS_MAXIMUM, 0)
+        client.request_problem_info = bool(props.get(Property.REQUEST_PROBLEM_INFORMATION, 1))
+        session_expiry = props.get(Property.SESSION_EXPIRY_INTERVAL, 0)
+    else:
+        session_expiry = 0 if packet.clean_start else NEVER
+
+    # -- Client identifier ---------------------------------------------------------
+    client_id = packet.client_id
+    assigned = False
+    if not client_id:
+        if version == 3 or (version == 4 and not packet.clean_start):
+            _refuse(client, now, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnackCode.IDENTIFIER_REJECTED)
+            return
+        if not security_value(listener, config, "allow_zero_length_clientid", True):
+            _refuse(client, now, ReasonCode.UNSPECIFIED_ERROR, ConnackCode.IDENTIFIER_REJECTED)
+            return
+        prefix = security_value(listener, config, "auto_id_prefix", "auto-")
+        client_id = f"{prefix}{uuid.uuid4()}"
+        assigned = True
+    client.client_id = client_id
+
+    prefixes = limits.clientid_prefixes
+    if prefixes and not client_id.startswith(prefixes):
+        _refuse(client, now, ReasonCode.NOT_AUTHORIZED, ConnackCode.NOT_AUTHORIZED, kind="not_authorised")
+        return
+
+    # -- Will checks -----------------------------------------------------------------
+    will = packet.will
+    if will is not None:
+        if will.qos > client.max_qos:
+            _refuse(client, now, ReasonCode.QOS_NOT_SUPPORTED, ConnackCode.NOT_AUTHORIZED,
+                    kind="not_supported")
+            return
+        if will.retain and not limits.retain_available:
+            _refuse(client, now, ReasonCode.RETAIN_NOT_SUPPORTED, ConnackCode.NOT_AUTHORIZED,
+                    kind="not_supported")
+            return
+        if will.topic.startswith("$CONTROL/"):
+            _refuse(client, now, ReasonCode.NOT_AUTHORIZED, ConnackCode.NOT_AUTHORIZED,
+                    kind="not_authorised")
+            return
+
+    # -- Username: from TLS, or from the packet and checked ------------------------
+    username = packet.username
+    if _tls_identity_mode(listener):
+        username = _username_from_tls(listener, client.tls)
+        client.username = username
+        if not username:
+            _refuse(client, now, ReasonCode.BAD_USER_NAME_OR_PASSWORD,
+                    ConnackCode.BAD_USERNAME_OR_PASSWORD, kind="not_authorised")
+            return
+    else:
+        client.username = username
+        security = broker.security
+        if security is not None:
+            reason = security.authenticate(client, username, packet.password)
+        else:
+            anonymous = security_value(listener, config, "allow_anonymous", True)
+            reason = 0 if anonymous else ReasonCode.NOT_AUTHORIZED
+        if reason:
+            _refuse_auth(client, now, reason)
+            return
+
+    if listener_value(listener, "cert_identity_as_clientid", None):
+        tls_id = _clientid_from_tls(listener, client.tls)
+        if not tls_id:
+            _refuse(client, now, ReasonCode.NOT_AUTHORIZED, ConnackCode.NOT_AUTHORIZED, kind="not_authorised")
+            return
+        client.client_id = client_id = tls_id
+    if listener_value(listener, "use_username_as_clientid", False):
+        if not client.username:
+            _refuse(client, now, ReasonCode.NOT_AUTHORIZED, ConnackCode.NOT_AUTHORIZED, kind="not_authorised")
+            return
+        client.client_id = client_id = client.username
+
+    # -- Keepalive limit ---------------------------------------------------------------
+    connack_props = {}
+    max_keepalive = limits.max_keepalive
+    if max_keepalive and (client.keepalive > max_keepalive or client.keepalive == 0):
+        if version == 5:
+            client.keepalive = max_keepalive
+            connack_props[Property.SERVER_KEEP_ALIVE] = max_keepalive
+        else:
+            _refuse(client, now, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnackCode.IDENTIFIER_REJECTED)
+            return
+
+    _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
+
+
+def _on_authorised(client, packet, now, session_expiry, assigned, connack_props) -> None:
+    broker = client.broker
+    limits = broker.limits
+    log = broker.log
+    client_id = client.client_id
+
+    # Takeover: the old connection is closed before the session is looked at.
+    existing = broker.sessions.get(client_id)
+    if existing is not None and existing.client is not None:
+        old = existing.client
+        if limits.connection_messages and log.enabled(LogType.NOTICE):
+            log.notice(f"Client {client_id} already connected, closing old connection.")
+        old.close(now, "takeover", reason_code=ReasonCode.SESSION_TAKEN_OVER)
+        existing = broker.sessions.get(client_id)
+
+    session_present = False
+    if existing is not None and not packet.clean_start:
+        session = existing
+        session_present = True
+        broker.cancel_session_expiry(session)
+        if session.will is not None:
+            # Reconnected within the will delay: the will is not sent (MQTT 3.1.3.2.2).
+            broker.cancel_delayed_will(session)
+    else:
+        if existing is not None:
+            broker.end_session(existing, now)
+        session = broker.create_session(client_id)
+    session.expiry_interval = session_expiry
+    session.client = client
+    session.protocol = client.version
+    session.last_client = client
+    client.session = session
+
+    will = packet.will
+    if will is not None and client.mount_point:
+        will.topic = client.mount_point + will.topic
+    client.will = will
+
+    if client.version == 5:
+        if assigned:
+            connack_props[Property.ASSIGNED_CLIENT_IDENTIFIER] = client_id
+        if limits.max_inflight_messages != 65535:
+            connack_props[Property.RECEIVE_MAXIMUM] = limits.max_inflight_messages
+        if client.max_qos < 2:
+            connack_props[Property.MAXIMUM_QOS] = client.max_qos
+        if not limits.retain_available:
+            connack_props[Property.RETAIN_AVAILABLE] = 0
+        if limits.max_packet_size:
+            connack_props[Property.MAXIMUM_PACKET_SIZE] = limits.max_packet_size
+        if client.max_topic_alias:
+            connack_props[Property.TOPIC_ALIAS_MAXIMUM] = client.max_topic_alias
+    client.state = CONNECTED
+    client.connected_at = now
+    client.send_packet(Connack(session_present, 0, connack_props))
+    broker.client_connected(client, now)
+
+    if limits.connection_messages and log.enabled(LogType.NOTICE):
+        kind = "bridge" if client.is_bridge else "client"
+        user = f", u'{client.username}'" if client.username is not None else ""
+        log.notice(f"New {kind} connected from {client.peer} as {client_id} "
+                   f"(p{client.version}, c{int(packet.clean_start)}, k{client.keepalive}{user}).")
+
+    if session_present:
+        broker.resume_session(session, client, now)

@@ -1,0 +1,174 @@
+"""Incoming PUBLISH and the acknowledgements of both directions (Mosquitto's
+handle_publish.c and the ack handlers of read_handle.c)."""
+
+from __future__ import annotations
+
+from midge.broker.message import WAIT_ACK, WAIT_COMP, Message
+from midge.log import LogType
+from midge.protocol.constants import Property, ReasonCode
+from midge.protocol.packets import Puback, Pubcomp, Pubrec, Pubrel
+
+_MISSING = object()
+
+# Precomputed acks for the common v3 / v5-success case: one bytes object per packet
+# id would be 64k entries; building 4 bytes is cheaper than encode() through the codec.
+_PUBACK = 0x40
+_PUBREC = 0x50
+_PUBREL = 0x62
+_PUBCOMP = 0x70
+
+
+def _ack_bytes(first_byte: int, packet_id: int) -> bytes:
+    # A success ack without properties has the same wire form in v3, v4 and v5
+    # (v5 3.4.2.1: reason code and properties may be omitted). Saves a dataclass and
+    # an encode call per acknowledged message.
+    return bytes((first_byte, 2, packet_id >> 8, packet_id & 0xFF))
+
+
+def _send_ack(client, first_byte, packet_cls, packet_id, reason) -> None:
+    if reason == 0 or client.version != 5:
+        client.send_bytes(_ack_bytes(first_byte, packet_id))
+    else:
+        client.send_packet(packet_cls(packet_id, reason))
+
+
+def handle_publish(client, packet, now) -> None:
+    broker = client.broker
+    qos = packet.qos
+    topic = packet.topic
+    version = client.version
+    props = packet.properties
+
+    if props and version == 5:
+        alias = props.get(Property.TOPIC_ALIAS)
+        if alias is not None:
+            if alias == 0 or alias > client.max_topic_alias:
+                client.protocol_error(now, ReasonCode.TOPIC_ALIAS_INVALID,
+                                      f"topic alias {alias} is above the maximum {client.max_topic_alias}")
+                return
+            if topic:
+                client.aliases_in[alias] = topic
+            else:
+                topic = client.aliases_in.get(alias)
+                if topic is None:
+                    client.protocol_error(now, ReasonCode.PROTOCOL_ERROR, f"unknown topic alias {alias}")
+                    return
+    if not topic:
+        client.protocol_error(now, ReasonCode.TOPIC_NAME_INVALID, "PUBLISH with an empty topic")
+        return
+    if qos > client.max_qos:
+        client.protocol_error(now, ReasonCode.QOS_NOT_SUPPORTED,
+                              f"PUBLISH with QoS {qos} above max_qos {client.max_qos}", kind="not_supported")
+        return
+    if packet.retain and not broker.limits.retain_available:
+        client.protocol_error(now, ReasonCode.RETAIN_NOT_SUPPORTED, "retained PUBLISH but retain_available is false",
+                              kind="not_supported")
+        return
+    if client.mount_point:
+        topic = client.mount_point + topic
+
+    stats = broker.stats
+    stats.publish_received += 1
+    payload_len = len(packet.payload)
+    stats.publish_bytes_received += payload_len
+    session = client.session
+    packet_id = packet.packet_id
+
+    if qos == 2:
+        if packet_id in session.incoming_qos2:
+            # A resend of a message we hold until PUBREL: acknowledge again, deliver once.
+            _send_ack(client, _PUBREC, Pubrec, packet_id, 0)
+            return
+        if version == 5 and len(session.incoming_qos2) >= broker.limits.max_inflight_messages:
+            client.protocol_error(now, ReasonCode.RECEIVE_MAXIMUM_EXCEEDED,
+                                  "more QoS 2 messages in flight than the receive maximum")
+            return
+
+    log = broker.log
+    if broker.debug:
+        log.debug(f"Received PUBLISH from {client.client_id} (d{int(packet.dup)}, q{qos}, "
+                  f"r{int(packet.retain)}, m{packet_id or 0}, '{topic}', ... ({payload_len} bytes))")
+
+    reason = 0
+    limit = broker.limits.message_size_limit
+    if limit and payload_len > limit:
+        if broker.debug:
+            log.debug(f"Dropped too large PUBLISH from {client.client_id} (q{qos}, '{topic}', "
+                      f"{payload_len} bytes)")
+        reason = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
+    elif not broker.may_publish(client, topic):
+        if broker.debug:
+            log.debug(f"Denied PUBLISH from {client.client_id} (q{qos}, '{topic}')")
+        reason = ReasonCode.NOT_AUTHORIZED
+    if reason:
+        stats.publish_dropped += 1
+        if qos == 1:
+            _send_ack(client, _PUBACK, Puback, packet_id, reason)
+        elif qos == 2:
+            if version != 5:
+                # v3 has no failure acks: run the flow to its end, deliver nothing.
+                session.incoming_qos2[packet_id] = None
+            _send_ack(client, _PUBREC, Pubrec, packet_id, reason)
+        return
+
+    message = Message.from_publish(packet, topic, now, client.client_id, client)
+    if qos == 0:
+        broker.publish(message, now)
+    elif qos == 1:
+        matched = broker.publish(message, now)
+        reason = 0 if matched or version != 5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
+        _send_ack(client, _PUBACK, Puback, packet_id, reason)
+    else:
+        session.incoming_qos2[packet_id] = message
+        reason = 0
+        if version == 5 and not broker.subs.has_subscribers(topic):
+            reason = ReasonCode.NO_MATCHING_SUBSCRIBERS
+        _send_ack(client, _PUBREC, Pubrec, packet_id, reason)
+
+
+def handle_pubrel(client, packet, now) -> None:
+    """Release of an incoming QoS 2 message: deliver it now (as Mosquitto does)."""
+    session = client.session
+    message = session.incoming_qos2.pop(packet.packet_id, _MISSING)
+    if message is _MISSING:
+        _send_ack(client, _PUBCOMP, Pubcomp, packet.packet_id,
+                  ReasonCode.PACKET_IDENTIFIER_NOT_FOUND)
+        return
+    if message is not None:
+        client.broker.publish(message, now)
+    _send_ack(client, _PUBCOMP, Pubcomp, packet.packet_id, 0)
+
+
+def handle_puback(client, packet, now) -> None:
+    session = client.session
+    delivery = session.inflight.get(packet.packet_id)
+    if delivery is None or delivery.qos != 1:
+        return
+    client.broker.complete_delivery(session, packet.packet_id, now)
+
+
+def handle_pubrec(client, packet, now) -> None:
+    session = client.session
+    packet_id = packet.packet_id
+    delivery = session.inflight.get(packet_id)
+    if delivery is None or delivery.qos != 2:
+        _send_ack(client, _PUBREL, Pubrel, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND)
+        return
+    if client.version == 5 and packet.reason_code >= 0x80:
+        # The receiver refused the message: the flow ends here (v5 4.3.3).
+        client.broker.complete_delivery(session, packet_id, now)
+        return
+    delivery.state = WAIT_COMP
+    _send_ack(client, _PUBREL, Pubrel, packet_id, 0)
+
+
+def handle_pubcomp(client, packet, now) -> None:
+    session = client.session
+    delivery = session.inflight.get(packet.packet_id)
+    if delivery is None or delivery.qos != 2 or delivery.state not in (WAIT_COMP, WAIT_ACK):
+        return
+    client.broker.complete_delivery(session, packet.packet_id, now)
+
+
+__all__ = ["handle_publish", "handle_pubrel", "handle_puback", "handle_pubrec", "handle_pubcomp",
+           "WAIT_ACK", "LogType"]
