@@ -1,0 +1,98 @@
+"""Certificate identities: CN, Mosquitto's RFC 2253 subject string, SANs, fingerprint."""
+
+import subprocess
+from types import SimpleNamespace
+
+import pytest
+from cryptography.x509.oid import NameOID
+
+from midge.security.identity import TlsInfo, clientid_from_tls, username_from_tls
+from tests.peers import require_peer
+
+SUBJECTS = {
+    "plain": (),
+    "mosquitto-test-ca": ((NameOID.COUNTRY_NAME, "GB"), (NameOID.STATE_OR_PROVINCE_NAME, "Nottinghamshire"),
+                          (NameOID.LOCALITY_NAME, "Nottingham"), (NameOID.ORGANIZATION_NAME, "Server"),
+                          (NameOID.ORGANIZATIONAL_UNIT_NAME, "Production")),
+    "email": ((NameOID.EMAIL_ADDRESS, "dev@example.com"), (NameOID.DOMAIN_COMPONENT, "example")),
+    "specials": ((NameOID.ORGANIZATION_NAME, 'a,b+c"d\\e<f>g;h=i'), (NameOID.ORGANIZATIONAL_UNIT_NAME, "#lead"),
+                 (NameOID.LOCALITY_NAME, " both ")),
+    "non-ascii": ((NameOID.ORGANIZATION_NAME, "Jörg Ü"), (NameOID.LOCALITY_NAME, "東京")),
+    "control": ((NameOID.ORGANIZATION_NAME, "tab\there"),),
+    "unknown-oid": ((NameOID.USER_ID, "u1"), (NameOID.PSEUDONYM, "p"),),
+}
+
+
+def info_for(cert_path, **kw):
+    pem = cert_path.read_bytes()
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+    der = x509.load_pem_x509_certificate(pem).public_bytes(Encoding.DER)
+    return TlsInfo(version="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384", peer_cert=der, **kw)
+
+
+@pytest.mark.parametrize("kind", sorted(SUBJECTS))
+def test_subject_string_matches_openssl_rfc2253(pki, kind):
+    openssl = require_peer("openssl")
+    cn = "Jörg Ü" if kind == "non-ascii" else f"client {kind}"
+    cert, _ = pki.client(cn, subject=SUBJECTS[kind], key_type="ec")
+    expected = subprocess.run([openssl, "x509", "-in", str(cert), "-noout", "-subject", "-nameopt", "RFC2253"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    assert expected.startswith("subject=")
+    assert info_for(cert).subject_string == expected[len("subject="):]
+
+
+def test_non_ascii_common_name_escaped_like_mosquitto(pki):
+    cert, _ = pki.client("Jörg Ü", key_type="ec")
+    info = info_for(cert)
+    assert info.subject_string == r"CN=J\C3\B6rg \C3\9C"
+    assert info.common_name == "Jörg Ü"
+
+
+def test_sans_and_fingerprint(pki):
+    cert, _ = pki.client("device", key_type="ec", dns=["d1.example", "d2.example"], emails=["d@example.com"],
+                         uris=["spiffe://example.org/device/42"], ips=["10.1.2.3", "::1"])
+    info = info_for(cert)
+    assert info.san_dns == ["d1.example", "d2.example"]
+    assert info.san_email == ["d@example.com"]
+    assert info.san_uri == ["spiffe://example.org/device/42"]
+    assert info.san_ip == ["10.1.2.3", "::1"]
+    fingerprint = subprocess.run([require_peer("openssl"), "x509", "-in", str(cert), "-noout", "-fingerprint",
+                                  "-sha256"], capture_output=True, text=True, check=True).stdout
+    assert info.sha256 == fingerprint.split("=", 1)[1].strip().replace(":", "").lower()
+    assert len(info.sha256) == 64
+
+
+def listener(**kw):
+    base = dict(use_identity_as_username=False, use_subject_as_username=False,
+                cert_identity_as_username=None, cert_identity_as_clientid=None)
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def test_username_rules(pki):
+    cert, _ = pki.client("alice", key_type="ec", subject=((NameOID.ORGANIZATION_NAME, "Org"),),
+                         uris=["spiffe://example.org/a"])
+    info = info_for(cert)
+    assert username_from_tls(listener(), info) is None
+    assert username_from_tls(listener(use_identity_as_username=True), info) == "alice"
+    assert username_from_tls(listener(use_subject_as_username=True), info) == "CN=alice,O=Org"
+    # use_identity_as_username wins over use_subject_as_username, as in Mosquitto
+    assert username_from_tls(listener(use_identity_as_username=True, use_subject_as_username=True), info) == "alice"
+    assert username_from_tls(listener(cert_identity_as_username="san_uri"), info) == "spiffe://example.org/a"
+    assert username_from_tls(listener(cert_identity_as_username="san_dns"), info) is None
+    assert clientid_from_tls(listener(cert_identity_as_clientid="sha256"), info) == info.sha256
+    assert clientid_from_tls(listener(), info) is None
+
+
+def test_psk_identity_is_the_username():
+    info = TlsInfo(version="TLSv1.2", cipher="PSK-AES128-GCM-SHA256", psk_identity="sensor-1")
+    assert username_from_tls(listener(use_identity_as_username=True), info) == "sensor-1"
+    assert username_from_tls(listener(cert_identity_as_username="cn"), info) == "sensor-1"
+    assert username_from_tls(listener(use_subject_as_username=True), info) is None
+
+
+def test_no_certificate_no_identity():
+    info = TlsInfo(version="TLSv1.3", cipher="TLS_AES_256_GCM_SHA384")
+    assert username_from_tls(listener(use_identity_as_username=True), info) is None
+    assert username_from_tls(listener(use_identity_as_username=True), None) is None
