@@ -266,3 +266,18 @@ class TestLoginThrottle:
         assert peer_host("1.2.3.4:5") == "1.2.3.4"
         assert peer_host("[::1]:5") == "::1"
         assert peer_host("::1") == "::1"
+
+
+class TestTlsIdentity:
+    def test_identity_replaces_the_password_check(self, log, pwfile):
+        from midge.security.identity import TlsInfo
+
+        listener = ListenerConfig(port=8883)
+        listener.use_identity_as_username = True
+        security = Security(Config(security=SecurityConfig(password_file=pwfile), listeners=[listener]), log)
+        psk_client = Client(listener=listener, tls=TlsInfo("TLSv1.2", "PSK", psk_identity="dev1"))
+        assert security.authenticate(psk_client, "ignored", b"ignored") == 0  # not in the password file
+        assert security.still_allowed(psk_client)
+        plain = Client(listener=listener)
+        assert security.authenticate(plain, "alice", b"secret") == 0x86  # CONNACK 4 for v3
+        assert not security.still_allowed(plain)

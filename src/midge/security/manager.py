@@ -11,9 +11,11 @@ answers the broker's questions with Mosquitto 2.0's rules (reference section 5):
 - `psk_key(listener, identity) -> bytes | None`.
 - `reload(config)`, `still_allowed(client)`, `login_delay` / `record_failure`.
 
-Clients authenticated by their TLS identity (`use_identity_as_username` /
-`use_subject_as_username`) skip `authenticate` entirely, as in Mosquitto: the broker
-takes the username from `midge.security.identity` and only ACLs apply.
+On a listener that takes usernames from TLS (`use_identity_as_username`,
+`use_subject_as_username`, midge's `cert_identity_as_username`), the TLS identity
+replaces the password check as in Mosquitto: `authenticate` answers 0 when
+`identity.username_from_tls(listener, client.tls)` gives a username, else 0x86 (CONNACK
+4 for v3); the broker sets `client.username` from that identity; ACLs apply to it.
 """
 
 from __future__ import annotations
@@ -208,7 +210,11 @@ class Security:
 
     def authenticate(self, client, username: str | None, password: bytes | None):
         """0 when the client may connect, else a v5 reason code (or a PendingAuth)."""
-        context = self.context_for_listener(getattr(client, "listener", None))
+        listener = getattr(client, "listener", None)
+        if _uses_tls_username(listener):
+            # Mosquitto: the TLS identity replaces the password check entirely.
+            return SUCCESS if _tls_username(client) is not None else BAD_USERNAME_OR_PASSWORD
+        context = self.context_for_listener(listener)
         if not username:
             username = None  # a zero-length username is anonymous
         if password is not None:
@@ -295,9 +301,8 @@ class Security:
         username = getattr(client, "username", None) or None
         if username is None:
             return context.allow_anonymous
-        listener = getattr(client, "listener", None)
-        if getattr(listener, "use_identity_as_username", False) or getattr(listener, "use_subject_as_username", False):
-            return True  # authenticated by its certificate / PSK identity, not by password
+        if _uses_tls_username(getattr(client, "listener", None)):
+            return _tls_username(client) is not None  # authenticated by its TLS identity
         if context.passwords is None:
             return context.allow_anonymous or bool(context.auth_plugins)
         entry = context.passwords.get(username)
@@ -432,6 +437,20 @@ class Security:
 
     def record_success(self, peer_ip: str) -> None:
         self.throttle.record_success(peer_ip)
+
+
+def _uses_tls_username(listener) -> bool:
+    if listener is None:
+        return False
+    from midge.security.identity import uses_tls_username  # lazy: pulls in cryptography
+
+    return uses_tls_username(listener)
+
+
+def _tls_username(client) -> str | None:
+    from midge.security.identity import username_from_tls
+
+    return username_from_tls(getattr(client, "listener", None), getattr(client, "tls", None))
 
 
 def _auth_code(outcome) -> int | None:
