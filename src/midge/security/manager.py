@@ -297,12 +297,12 @@ class Security:
         """
         if getattr(client, "bridge", None):
             return True
+        if _uses_tls_username(getattr(client, "listener", None)):
+            return _tls_username(client) is not None  # authenticated by its TLS identity
         context = self.context_for_listener(getattr(client, "listener", None))
         username = getattr(client, "username", None) or None
         if username is None:
             return context.allow_anonymous
-        if _uses_tls_username(getattr(client, "listener", None)):
-            return _tls_username(client) is not None  # authenticated by its TLS identity
         if context.passwords is None:
             return context.allow_anonymous or bool(context.auth_plugins)
         entry = context.passwords.get(username)
