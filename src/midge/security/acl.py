@@ -99,8 +99,6 @@ def parse_acl(text: str, source: str = "acl file", log=None) -> AclFile:
             elif first in ACCESS_WORDS:
                 # `topic read` is the topic "read" with readwrite access, as in Mosquitto.
                 access, topic = READ | WRITE, first
-            elif first.startswith("#"):
-                raise AclFileError(f"{where}: Invalid line in ACL file.")
             else:
                 access, topic = READ | WRITE, rest
             if not valid_filter(topic):
@@ -151,37 +149,47 @@ def topic_matches(filter_levels: tuple[str, ...], topic_levels: list[str]) -> bo
     return len(filter_levels) == count  # (`a/#` matching `a` returned True above)
 
 
+Entries = tuple[tuple[tuple[str, ...], int], ...]
+
+
+def _first_match(entries: Entries, levels: list[str], access: int) -> bool | None:
+    for filter_levels, entry_access in entries:
+        if topic_matches(filter_levels, levels):
+            if entry_access == DENY:
+                return False
+            if access & entry_access:
+                return True
+    return None
+
+
 @dataclass(slots=True)
 class CompiledAcl:
     """One client's checks, with patterns already substituted (built once per client)."""
 
-    entries: tuple[tuple[tuple[str, ...], int], ...]  # own list then patterns, in order
-    deny_all: bool  # patterns exist and the client's ID or username has + or #
+    own: Entries  # the client's section (anonymous or its user), deny entries first
+    patterns: Entries  # substituted patterns, deny entries first
+    patterns_refused: bool  # patterns exist and the client's ID or username has + or #
 
     def check(self, topic: str, access: int) -> bool:
-        if self.deny_all:
-            return False
         levels = topic.split("/")
-        for filter_levels, entry_access in self.entries:
-            if topic_matches(filter_levels, levels):
-                if entry_access == DENY:
-                    return False
-                if access & entry_access:
-                    return True
-        return False
+        decided = _first_match(self.own, levels, access)
+        if decided is not None:
+            return decided
+        if self.patterns_refused:
+            # Mosquitto refuses here, after the client's own entries (checked against
+            # mosquitto 2.0.11: `topic write x` still works for client ID `a+b`).
+            return False
+        return _first_match(self.patterns, levels, access) is True
 
 
 def compile_for(acl: AclFile, client_id: str | None, username: str | None) -> CompiledAcl:
     """The ACL as seen by one client: its own section, then patterns substituted."""
-    own = acl.entries_for(username) or []
-    entries = [(tuple(e.topic.split("/")), e.access) for e in own]
-    deny_all = bool(acl.patterns) and (
-        any(c in (username or "") for c in "+#") or any(c in (client_id or "") for c in "+#"))
+    own = tuple((tuple(e.topic.split("/")), e.access) for e in acl.entries_for(username) or [])
+    refused = bool(acl.patterns) and any(c in (username or "") + (client_id or "") for c in "+#")
+    patterns = []
     for entry in acl.patterns:
         if "%u" in entry.topic and username is None:
             continue
         topic = entry.topic.replace("%c", client_id or "").replace("%u", username or "")
-        entries.append((tuple(topic.split("/")), entry.access))
-    # Mosquitto checks the client's own deny entries first within its list and the
-    # pattern denies first within the patterns; the lists are kept in that order.
-    return CompiledAcl(tuple(entries), deny_all)
+        patterns.append((tuple(topic.split("/")), entry.access))
+    return CompiledAcl(own, tuple(patterns), refused)
