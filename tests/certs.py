@@ -149,7 +149,9 @@ class Pki:
         return path
 
     def cert(self, path) -> x509.Certificate:
-        """The parsed leaf certificate written at `path`."""
+        """The parsed leaf certificate written at `path` (or a (cert, key) pair)."""
+        if isinstance(path, tuple):
+            path = path[0]
         return self.certs[Path(path)]
 
     def server(self, name: str = "localhost", *, key_type: str = "rsa", dns=(), ips=(),
