@@ -233,9 +233,9 @@ class TlsListenerContext:
                 ctx.load_cert_chain(certfile, keyfile, password=password)
             except ssl.SSLError as exc:
                 reason = _ssl_reason(exc)
-                if "KEY_VALUES_MISMATCH" in (exc.reason or ""):
+                if exc.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
                     fail("keyfile", f"'{keyfile}' is not the private key of the certificate in '{certfile}'")
-                if password is not None and "ENCRYPTED" in key_path.read_bytes().upper():
+                if _get(listener, "keyfile_password_file") and b"ENCRYPTED" in key_path.read_bytes():
                     fail("keyfile_password_file", f"cannot decrypt '{keyfile}' with the password in "
                          f"'{_get(listener, 'keyfile_password_file')}' ({reason})")
                 fail("certfile", f"cannot load '{certfile}' / '{keyfile}': {reason}")
