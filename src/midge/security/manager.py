@@ -21,6 +21,7 @@ replaces the password check as in Mosquitto: `authenticate` answers 0 when
 from __future__ import annotations
 
 import inspect
+import itertools
 from dataclasses import dataclass, field
 
 from midge.security.acl import (READ, SUBSCRIBE, UNSUBSCRIBE, WRITE, AclFile, AclFileError, CompiledAcl,
@@ -35,6 +36,7 @@ BAD_USERNAME_OR_PASSWORD = 0x86
 NOT_AUTHORIZED = 0x87
 
 ACL_RESULT_CACHE_SIZE = 512
+_generations = itertools.count(1)  # unique across Security objects, so no cache is mistaken
 _SYS_STATE_FILTER = ("$SYS", "broker", "connection", "+", "state")
 
 
@@ -61,16 +63,21 @@ class SecurityContext:
 
 
 class ClientSecurity:
-    """Per-client state kept on `client.acl_cache`: compiled ACL and recent results."""
+    """Per-client state kept on `client.acl_cache`: compiled ACL and recent results.
 
-    __slots__ = ("generation", "compiled", "results", "password_line", "key")
+    Valid while the Security generation (bumped by reload), the client ID and the
+    username are the ones it was built for.
+    """
 
-    def __init__(self, generation: int, compiled: CompiledAcl | None, key: tuple):
+    __slots__ = ("generation", "client_id", "username", "compiled", "results", "password_line")
+
+    def __init__(self, generation: int, client_id, username, compiled: CompiledAcl | None):
         self.generation = generation
+        self.client_id = client_id
+        self.username = username
         self.compiled = compiled
         self.results: dict[tuple[str, int], bool] = {}
         self.password_line: str | None = None
-        self.key = key
 
 
 class PendingAuth:
@@ -132,7 +139,7 @@ class Security:
     def __init__(self, config, log):
         self.log = log
         self.spawn = None  # set by the server: spawn(coroutine) runs it on the event loop
-        self.generation = 0
+        self.generation = next(_generations)
         self._plugin_cache: dict[tuple, Plugin] = {}
         self._global, self._by_listener, self._per_listener = self._load(config)
         self.throttle = LoginThrottle(
@@ -192,7 +199,7 @@ class Security:
             self.log.error(f"Error reloading security files, keeping the old ones: {exc}")
             raise
         self._global, self._by_listener, self._per_listener = contexts
-        self.generation += 1  # invalidates every client's cached ACL
+        self.generation = next(_generations)  # invalidates every client's cached ACL
 
     def shutdown(self) -> None:
         for plugin in self._plugin_cache.values():
@@ -314,45 +321,54 @@ class Security:
 
     # -- Authorization ---------------------------------------------------------------
 
-    def _client_state(self, client, context: SecurityContext) -> ClientSecurity | None:
-        key = (getattr(client, "client_id", None), getattr(client, "username", None) or None, id(context))
+    def _client_state(self, client, context: SecurityContext) -> ClientSecurity:
+        client_id = getattr(client, "client_id", None)
+        username = getattr(client, "username", None) or None
         state = getattr(client, "acl_cache", None)
-        if isinstance(state, ClientSecurity) and state.generation == self.generation and state.key == key:
+        if (state.__class__ is ClientSecurity and state.generation == self.generation
+                and state.client_id == client_id and state.username == username):
             return state
-        compiled = compile_for(context.acl, key[0], key[1]) if context.acl is not None else None
-        fresh = ClientSecurity(self.generation, compiled, key)
-        if isinstance(state, ClientSecurity):
+        compiled = compile_for(context.acl, client_id, username) if context.acl is not None else None
+        fresh = ClientSecurity(self.generation, client_id, username, compiled)
+        if state.__class__ is ClientSecurity:
             fresh.password_line = state.password_line
         try:
             client.acl_cache = fresh
         except AttributeError:
-            return fresh  # client cannot carry the cache: correct, only slower
+            pass  # the client cannot carry the cache: still correct, only slower
         return fresh
 
     def acl_check(self, client, topic: str, access: int) -> bool:
         """May `client` READ (receive) / WRITE (publish) / SUBSCRIBE `topic`?"""
+        # Hot path (every delivery): a cached answer for this client, topic and access.
+        state = getattr(client, "acl_cache", None)
+        if (state.__class__ is ClientSecurity and state.generation == self.generation
+                and state.client_id == client.client_id and state.username == (client.username or None)):
+            result = state.results.get((topic, access))
+            if result is not None:
+                return result
+        return self._acl_decide(client, topic, access)
+
+    def _acl_decide(self, client, topic: str, access: int) -> bool:
         if getattr(client, "bridge", None):
-            return True
+            return True  # connections midge itself makes as a bridge are not checked
         if not getattr(client, "client_id", None):
             return False
-        if topic.startswith("$") and not _dollar_allowed(topic, access):
-            return False
         context = self.context_for_listener(getattr(client, "listener", None))
-        if context.acl is None:
-            if not context.acl_plugins:
-                return True
-            return self._plugins_acl(context, client, topic, access)
-        if access & (SUBSCRIBE | UNSUBSCRIBE):
-            return True  # the file ACL grants subscriptions; READ is checked per message
-        # Hot path (every delivery): the client's compiled ACL and a small result cache.
+        if context.acl is None and context.acl_plugins:
+            if topic.startswith("$") and not _dollar_allowed(topic, access):
+                return False
+            return self._plugins_acl(context, client, topic, access)  # not cached
         state = self._client_state(client, context)
-        cache_key = (topic, access)
-        result = state.results.get(cache_key)
-        if result is None:
+        if topic.startswith("$") and not _dollar_allowed(topic, access):
+            result = False
+        elif context.acl is None or access & (SUBSCRIBE | UNSUBSCRIBE):
+            result = True  # the file ACL grants subscriptions; READ is checked per message
+        else:
             result = state.compiled.check(topic, access)
-            if len(state.results) >= ACL_RESULT_CACHE_SIZE:
-                state.results.clear()
-            state.results[cache_key] = result
+        if len(state.results) >= ACL_RESULT_CACHE_SIZE:
+            state.results.clear()
+        state.results[(topic, access)] = result
         return result
 
     def _plugins_acl(self, context, client, topic: str, access: int) -> bool:
