@@ -1,0 +1,217 @@
+"""Sans-I/O MQTT client session: packets in, packets and bytes out.
+
+The session knows MQTT (packet identifiers, QoS 1/2 flows in both directions,
+receive maximum, keepalive) and nothing about sockets or clocks: bytes come in
+through `receive_data(data, now)`, bytes to write come out of `data_to_send()`,
+and the driver calls `handle_timer(now)` at `next_deadline()`. `midge pub/sub/rr`
+and the bridge drive it through `midge.client.connection`.
+
+Events returned by `receive_data` are packet objects the application cares about:
+`Connack`, `Publish` (an incoming message, once: QoS 2 messages are delivered at
+PUBREL like libmosquitto), `Puback`/`Pubcomp` (an outgoing QoS 1/2 message is
+complete), `Suback`, `Unsuback`, `Disconnect` (the server closed the session), and
+`ProtocolViolation` when the server's bytes are malformed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+from midge.protocol.constants import PacketType, Property
+from midge.protocol.packets import (
+    Connect, Disconnect, Pingreq, Puback, Pubcomp, Publish, Pubrec, Pubrel, Subscribe,
+    Unsubscribe,
+)
+from midge.client.trace import describe
+
+try:  # the shared codec, when it exists; the client's own otherwise
+    from midge.protocol.codec import Decoder, encode
+except ImportError:  # pragma: no cover - depends on the tree's state
+    from midge.client.wire import Decoder, encode
+
+
+@dataclass(slots=True)
+class ProtocolViolation:
+    """The server sent something the client cannot accept; the driver should close."""
+
+    error: Exception
+
+
+class ClientSession:
+    """One MQTT connection's state, from CONNECT to DISCONNECT."""
+
+    def __init__(self, connect: Connect, trace: Callable[[str], None] | None = None):
+        self.connect_packet = connect
+        self.version = connect.protocol_version
+        self.client_id = connect.client_id
+        self.trace = trace
+        self.decoder = Decoder(version=self.version, role="client")
+        # Per-connection state
+        self.connected = False
+        self.output: list[bytes] = []
+        self.keepalive = connect.keepalive
+        self.last_sent = 0.0
+        self.ping_outstanding = False
+        self.server_receive_maximum = 65535
+        self.max_qos = 2
+        # Packet identifiers and QoS flows
+        self.next_id = 0
+        self.inflight: dict[int, Publish] = {}  # our QoS 1/2 publishes awaiting ack
+        self.pending: deque[Publish] = deque()  # waiting for receive-maximum room
+        self.pending_ids: set[int] = set()
+        self.incoming_qos2: dict[int, Publish] = {}  # received, PUBREL not yet seen
+        self.requests: set[int] = set()  # SUBSCRIBE / UNSUBSCRIBE ids
+
+    # -- local intent ----------------------------------------------------
+
+    def start(self, now: float) -> None:
+        """Queue the CONNECT packet."""
+        self._send(self.connect_packet, now)
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                properties: dict | None = None, now: float = 0.0) -> int:
+        """Queue a PUBLISH; returns its packet identifier (0 for QoS 0)."""
+        packet = Publish(topic, payload, qos, retain, False, None, properties or {})
+        if qos == 0:
+            self._send(packet, now)
+            return 0
+        packet.packet_id = self._new_id()
+        if len(self.inflight) < self.server_receive_maximum:
+            self.inflight[packet.packet_id] = packet
+            self._send(packet, now)
+        else:
+            self.pending.append(packet)
+            self.pending_ids.add(packet.packet_id)
+        return packet.packet_id
+
+    def subscribe(self, subscriptions: list, properties: dict | None = None, now: float = 0.0) -> int:
+        packet = Subscribe(self._new_id(), list(subscriptions), properties or {})
+        self.requests.add(packet.packet_id)
+        self._send(packet, now)
+        return packet.packet_id
+
+    def unsubscribe(self, topics: list[str], properties: dict | None = None, now: float = 0.0) -> int:
+        packet = Unsubscribe(self._new_id(), list(topics), properties or {})
+        self.requests.add(packet.packet_id)
+        self._send(packet, now)
+        return packet.packet_id
+
+    def disconnect(self, reason_code: int = 0, properties: dict | None = None, now: float = 0.0) -> None:
+        self._send(Disconnect(reason_code, properties or {}), now)
+        self.connected = False
+
+    @property
+    def inflight_count(self) -> int:
+        """Outgoing QoS 1/2 messages not yet complete (sent or waiting)."""
+        return len(self.inflight) + len(self.pending)
+
+    # -- driver interface ------------------------------------------------
+
+    def data_to_send(self) -> list[bytes]:
+        out, self.output = self.output, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        if not self.keepalive or not self.connected:
+            return None
+        return self.last_sent + self.keepalive
+
+    def handle_timer(self, now: float) -> bool:
+        """Send PINGREQ when idle; False when the server missed a PINGRESP (close)."""
+        deadline = self.next_deadline()
+        if deadline is None or now < deadline:
+            return True
+        if self.ping_outstanding:
+            return False
+        self.ping_outstanding = True
+        self._send(Pingreq(), now)
+        return True
+
+    def receive_data(self, data: bytes, now: float) -> list:
+        events = []
+        for packet in self.decoder.feed(data):
+            if packet.type == PacketType.CONNACK:
+                self._connack(packet)  # the assigned identifier names the trace line
+            if self.trace is not None:
+                for line in describe(packet, "received", self.client_id):
+                    self.trace(line)
+            event = self._handle(packet, now)
+            if event is not None:
+                events.append(event)
+        if self.decoder.error is not None:
+            events.append(ProtocolViolation(self.decoder.error))
+        return events
+
+    # -- packet handlers -------------------------------------------------
+
+    def _handle(self, packet, now: float):
+        kind = packet.type
+        if kind == PacketType.PUBLISH:
+            if packet.qos == 1:
+                self._send(Puback(packet.packet_id), now)
+            elif packet.qos == 2:
+                self._send(Pubrec(packet.packet_id), now)
+                self.incoming_qos2[packet.packet_id] = packet
+                return None
+            return packet
+        if kind == PacketType.PUBREL:
+            self._send(Pubcomp(packet.packet_id), now)
+            return self.incoming_qos2.pop(packet.packet_id, None)
+        if kind == PacketType.PUBACK:
+            return self._complete(packet, now)
+        if kind == PacketType.PUBREC:
+            if packet.reason_code >= 0x80:
+                return self._complete(packet, now)
+            self._send(Pubrel(packet.packet_id), now)
+            return None
+        if kind == PacketType.PUBCOMP:
+            return self._complete(packet, now)
+        if kind == PacketType.PINGRESP:
+            self.ping_outstanding = False
+            return None
+        if kind == PacketType.CONNACK:
+            return packet
+        if kind in (PacketType.SUBACK, PacketType.UNSUBACK):
+            self.requests.discard(packet.packet_id)
+            return packet
+        return packet  # DISCONNECT, AUTH
+
+    def _connack(self, packet) -> None:
+        if packet.reason_code != 0:
+            return
+        self.connected = True
+        props = packet.properties
+        self.server_receive_maximum = props.get(Property.RECEIVE_MAXIMUM, 65535)
+        self.max_qos = props.get(Property.MAXIMUM_QOS, 2)
+        if Property.SERVER_KEEP_ALIVE in props:
+            self.keepalive = props[Property.SERVER_KEEP_ALIVE]
+        if Property.ASSIGNED_CLIENT_IDENTIFIER in props:
+            self.client_id = props[Property.ASSIGNED_CLIENT_IDENTIFIER]
+
+    def _complete(self, packet, now: float):
+        if self.inflight.pop(packet.packet_id, None) is None:
+            return None
+        while self.pending and len(self.inflight) < self.server_receive_maximum:
+            waiting = self.pending.popleft()
+            self.pending_ids.discard(waiting.packet_id)
+            self.inflight[waiting.packet_id] = waiting
+            self._send(waiting, now)
+        return packet
+
+    def _new_id(self) -> int:
+        for _ in range(65535):
+            self.next_id = self.next_id % 65535 + 1
+            candidate = self.next_id
+            if candidate not in self.inflight and candidate not in self.requests \
+                    and candidate not in self.pending_ids:
+                return self.next_id
+        raise RuntimeError("no free packet identifier")
+
+    def _send(self, packet, now: float) -> None:
+        if self.trace is not None:
+            for line in describe(packet, "sending", self.client_id):
+                self.trace(line)
+        self.output.append(encode(packet, self.version))
+        self.last_sent = now
