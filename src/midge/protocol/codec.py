@@ -1,0 +1,727 @@
+"""Bytes <-> packet objects for MQTT 3.1 (level 3), 3.1.1 (level 4) and 5.0 (level 5).
+
+Sans-I/O: `encode(packet, version)` returns bytes; `Decoder.feed(data)` returns the
+packets complete in what it has been fed. A peer error never raises out of `feed`:
+decoding stops, `decoder.error` holds the `MQTTError`, later feeds return [].
+
+Decoding speed (the broker's hot path):
+
+- `feed` works on one immutable `bytes` object and an index: each packet is decoded
+  in place from (data, start, stop) with no per-packet slicing of the buffer; only the
+  payload and strings are sliced out, which are copies the packet objects need anyway.
+- A partial packet is kept as a list of chunks together with the byte count the next
+  attempt needs (known from the fixed header), so a large packet arriving in many
+  reads is joined once, not re-copied per read.
+- The packet size limit is checked from the fixed header, before buffering the body.
+- Dispatch is a 16-entry table indexed by packet type; the server role swaps tables
+  after CONNECT, so "first packet must be CONNECT" costs nothing afterwards.
+
+Fan-out (`prepare_publish`): the broker builds the bytes of one PUBLISH once and
+reuses them for every subscriber that gets identical bytes. For QoS 0 `.data` is the
+complete packet. For QoS 1/2 only the packet id differs between subscribers; it sits
+right after the topic, so a `PreparedPublish` keeps `head` (fixed header + topic) and
+`tail` (properties + payload) and `with_packet_id(pid)` joins head + 2 bytes + tail:
+one memcpy, no Python-level re-encoding. `chunks(pid)` returns (head+pid, tail) for a
+`writelines()` that does not even copy the payload. The DUP flag of a resend is
+patched in the first byte of `head`.
+"""
+
+from __future__ import annotations
+
+from midge.protocol.constants import PacketType, Property
+from midge.protocol.errors import (
+    MalformedPacket, MQTTError, PacketTooLarge, ProtocolError, TopicFilterInvalid,
+    TopicNameInvalid, UnsupportedProtocolVersion,
+)
+from midge.protocol.packets import (
+    Auth, Connack, Connect, Disconnect, Pingreq, Pingresp, Puback, Pubcomp, Publish, Pubrec,
+    Pubrel, Suback, Subscribe, Subscription, Unsuback, Unsubscribe, Will,
+)
+from midge.protocol.properties import (
+    _FORBIDDEN_CHARS, WILL, check_string, decode_properties, encode_binary,
+    encode_property_block, encode_string, encode_varint, read_binary, read_string,
+)
+from midge.protocol.topics import valid_topic_filter, valid_topic_name
+
+__all__ = ["Decoder", "PreparedPublish", "encode", "encode_publish", "prepare_publish"]
+
+# Reason codes each v5 packet may carry (spec 3.4.2.1, 3.5.2.1, 3.6.2.1, 3.7.2.1,
+# 3.14.2.1, 3.15.2.1); anything else from a peer is a protocol error.
+_PUBACK_CODES = frozenset({0x00, 0x10, 0x80, 0x83, 0x87, 0x90, 0x91, 0x97, 0x99})
+_PUBREL_CODES = frozenset({0x00, 0x92})
+_DISCONNECT_CODES = frozenset({
+    0x00, 0x04, 0x80, 0x81, 0x82, 0x83, 0x87, 0x89, 0x8B, 0x8D, 0x8E, 0x8F, 0x90, 0x93, 0x94,
+    0x95, 0x96, 0x97, 0x98, 0x99, 0x9A, 0x9B, 0x9C, 0x9D, 0x9E, 0x9F, 0xA0, 0xA1, 0xA2,
+})
+_AUTH_CODES = frozenset({0x00, 0x18, 0x19})
+
+_NAMES = {t: t.name for t in PacketType}
+
+
+# =============================================================================================
+# Decoding
+# =============================================================================================
+
+class Decoder:
+    """Incremental decoder for one connection.
+
+    role "server" decodes what a client sends; its first packet must be CONNECT, which
+    sets `version`. role "client" decodes what a server sends and needs `version` up
+    front (4 if not given); it may be changed later (`decoder.version = 5`).
+    """
+
+    __slots__ = ("version", "max_packet_size", "role", "error", "_chunks", "_buffered",
+                 "_needed", "_handlers", "_connected_handlers")
+
+    def __init__(self, version: int | None = None, max_packet_size: int | None = None,
+                 role: str = "server"):
+        if role not in ("server", "client"):
+            raise ValueError(f"role must be 'server' or 'client', not {role!r}")
+        self.role = role
+        self.max_packet_size = max_packet_size or None
+        self.error: MQTTError | None = None
+        # Partial packet: chunks received, their total size, and the size needed before
+        # it is worth trying again.
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._needed = 0
+        reject = self._rejecter
+        table = [self._reserved] + [None] * 15
+        if role == "server":
+            self.version = version
+            table[PacketType.PUBLISH] = self._publish
+            table[PacketType.PUBACK] = self._puback
+            table[PacketType.PUBREC] = self._pubrec
+            table[PacketType.PUBREL] = self._pubrel
+            table[PacketType.PUBCOMP] = self._pubcomp
+            table[PacketType.SUBSCRIBE] = self._subscribe
+            table[PacketType.UNSUBSCRIBE] = self._unsubscribe
+            table[PacketType.PINGREQ] = self._pingreq
+            table[PacketType.DISCONNECT] = self._disconnect
+            table[PacketType.AUTH] = self._auth
+            table[PacketType.CONNECT] = reject("a second CONNECT")
+            for ptype in (PacketType.CONNACK, PacketType.SUBACK, PacketType.UNSUBACK,
+                          PacketType.PINGRESP):
+                table[ptype] = reject(f"{ptype.name}, which only a server sends,")
+            self._connected_handlers = table
+            expect_connect = [self._reserved] + [
+                reject(f"{PacketType(t).name} before CONNECT") for t in range(1, 16)
+            ]
+            expect_connect[PacketType.CONNECT] = self._connect
+            self._handlers = expect_connect
+        else:
+            self.version = version or 4
+            table[PacketType.CONNACK] = self._connack
+            table[PacketType.PUBLISH] = self._publish
+            table[PacketType.PUBACK] = self._puback
+            table[PacketType.PUBREC] = self._pubrec
+            table[PacketType.PUBREL] = self._pubrel
+            table[PacketType.PUBCOMP] = self._pubcomp
+            table[PacketType.SUBACK] = self._suback
+            table[PacketType.UNSUBACK] = self._unsuback
+            table[PacketType.PINGRESP] = self._pingresp
+            table[PacketType.DISCONNECT] = self._disconnect
+            table[PacketType.AUTH] = self._auth
+            for ptype in (PacketType.CONNECT, PacketType.SUBSCRIBE, PacketType.UNSUBSCRIBE,
+                          PacketType.PINGREQ):
+                table[ptype] = reject(f"{ptype.name}, which only a client sends,")
+            self._connected_handlers = table
+            self._handlers = table
+
+    # -- Driving ------------------------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list:
+        """Decode every complete packet in what was fed so far; never raises for peer errors."""
+        if self.error is not None:
+            return []
+        if self._chunks:
+            self._chunks.append(bytes(data))
+            self._buffered += len(data)
+            if self._buffered < self._needed:
+                return []  # still short of the packet whose size the header gave
+            data = b"".join(self._chunks)
+            self._chunks = []
+        elif type(data) is not bytes:
+            data = bytes(data)
+        packets: list = []
+        append = packets.append
+        limit = self.max_packet_size
+        pos = 0
+        end = len(data)
+        need = 0
+        try:
+            while pos < end:
+                first = data[pos]
+                index = pos + 1
+                # Remaining length: inline the one-byte case (every body under 128 bytes).
+                if index < end and data[index] < 0x80:
+                    length = data[index]
+                    body = index + 1
+                else:
+                    length, body = _remaining_length(data, index, end)
+                    if length < 0:  # fixed header itself incomplete
+                        need = end - pos + 1
+                        break
+                stop = body + length
+                if limit is not None and stop - pos > limit:
+                    raise PacketTooLarge(
+                        f"{_NAMES.get(first >> 4, 'packet')} of {stop - pos} bytes exceeds the "
+                        f"maximum packet size of {limit}")
+                if stop > end:
+                    need = stop - pos
+                    break
+                append(self._handlers[first >> 4](first, data, body, stop))
+                pos = stop
+        except MQTTError as exc:
+            self._fail(exc)
+            return packets
+        except (IndexError, ValueError, OverflowError) as exc:
+            # Safety net: a decoder bug must not escape to the connection; every read is
+            # bounds-checked, so reaching this means a gap to fix, reported as malformed.
+            self._fail(MalformedPacket(f"malformed packet ({type(exc).__name__}: {exc})"))
+            return packets
+        if pos < end:
+            self._chunks = [data if pos == 0 else data[pos:]]
+            self._buffered = end - pos
+            self._needed = need
+        return packets
+
+    def _fail(self, exc: MQTTError) -> None:
+        self.error = exc
+        self._chunks = []
+
+    # -- Table entries that refuse ---------------------------------------------------------
+
+    @staticmethod
+    def _rejecter(what: str):
+        def reject(first, data, pos, stop):
+            raise ProtocolError(f"received {what} which is a protocol error")
+        return reject
+
+    @staticmethod
+    def _reserved(first, data, pos, stop):
+        raise MalformedPacket("packet type 0 is reserved")
+
+    def _check_flags(self, first: int, expected: int) -> None:
+        # MQTT 3.1 (level 3) defined these bits as DUP/QoS/RETAIN; only 3.1.1 and 5.0
+        # reserve them, so 3.1 clients are not held to them (as Mosquitto).
+        if first & 0x0F != expected and self.version != 3:
+            raise MalformedPacket(
+                f"{_NAMES[first >> 4]} has fixed header flags 0x{first & 0x0F:X}, "
+                f"expected 0x{expected:X}")
+
+    # -- CONNECT ------------------------------------------------------------------------------
+
+    def _connect(self, first, data, pos, stop):
+        name, pos = read_string(data, pos, stop, "protocol name")
+        if pos >= stop:
+            raise MalformedPacket("CONNECT ends before the protocol level")
+        level_byte = data[pos]
+        level = level_byte & 0x7F  # bit 0x80: Mosquitto bridge ("try_private")
+        if name == "MQTT":
+            if level not in (4, 5):
+                raise UnsupportedProtocolVersion(
+                    f"unsupported protocol level {level} for protocol MQTT", name, level)
+            if first & 0x0F:
+                raise MalformedPacket(f"CONNECT has fixed header flags 0x{first & 0x0F:X}, expected 0")
+        elif name == "MQIsdp":
+            if level != 3:
+                raise UnsupportedProtocolVersion(
+                    f"unsupported protocol level {level} for protocol MQIsdp", name, level)
+        else:
+            raise ProtocolError(f"invalid protocol name {name!r} in CONNECT")
+        # Known from here on, so a broker can answer a bad v5 CONNECT in the v5 format.
+        self.version = version = level
+        pos += 1
+        if pos + 3 > stop:
+            raise MalformedPacket("CONNECT ends inside the variable header")
+        flags = data[pos]
+        keepalive = (data[pos + 1] << 8) | data[pos + 2]
+        pos += 3
+        if flags & 0x01:
+            raise MalformedPacket("CONNECT reserved flag bit 0 is set")
+        will_flag = flags & 0x04
+        will_qos = (flags >> 3) & 0x03
+        will_retain = bool(flags & 0x20)
+        if will_flag:
+            if will_qos == 3:
+                raise MalformedPacket("CONNECT will QoS is 3")
+        elif will_qos or will_retain:
+            raise MalformedPacket("CONNECT will QoS or will retain set without the will flag")
+        has_username = flags & 0x80
+        has_password = flags & 0x40
+        if has_password and not has_username and version != 5:
+            raise MalformedPacket("CONNECT password flag set without the username flag")
+        properties = {}
+        if version == 5:
+            properties, pos = decode_properties(data, pos, stop, PacketType.CONNECT)
+            if (Property.AUTHENTICATION_DATA in properties
+                    and Property.AUTHENTICATION_METHOD not in properties):
+                raise ProtocolError("CONNECT has authentication data without a method")
+        client_id, pos = read_string(data, pos, stop, "client identifier")
+        will = None
+        if will_flag:
+            will_properties = {}
+            if version == 5:
+                will_properties, pos = decode_properties(data, pos, stop, WILL)
+            topic, pos = read_string(data, pos, stop, "will topic")
+            if not valid_topic_name(topic):
+                raise TopicNameInvalid(f"invalid will topic {topic!r}")
+            payload, pos = read_binary(data, pos, stop, "will payload")
+            will = Will(topic, payload, will_qos, will_retain, will_properties)
+        username = password = None
+        if has_username:
+            username, pos = read_string(data, pos, stop, "username")
+        if has_password:
+            password, pos = read_binary(data, pos, stop, "password")
+        if pos != stop:
+            raise MalformedPacket(f"CONNECT has {stop - pos} bytes after the payload")
+        self._handlers = self._connected_handlers
+        return Connect(version, client_id, bool(flags & 0x02), keepalive, username, password,
+                       will, properties, name, bool(level_byte & 0x80))
+
+    def _connack(self, first, data, pos, stop):
+        self._check_flags(first, 0)
+        if pos + 2 > stop:
+            raise MalformedPacket("CONNACK is shorter than 2 bytes")
+        ack_flags = data[pos]
+        if ack_flags & 0xFE:
+            raise MalformedPacket(f"CONNACK reserved flags set (0x{ack_flags:02X})")
+        code = data[pos + 1]
+        pos += 2
+        properties = {}
+        if self.version == 5:
+            properties, pos = decode_properties(data, pos, stop, PacketType.CONNACK)
+        _expect_end(pos, stop, "CONNACK")
+        return Connack(bool(ack_flags & 1), code, properties)
+
+    # -- PUBLISH (the hot path) ---------------------------------------------------------------
+
+    def _publish(self, first, data, pos, stop):
+        qos = (first >> 1) & 0x03
+        if qos == 3:
+            raise MalformedPacket("PUBLISH with QoS 3")
+        dup = first & 0x08
+        if dup and not qos:
+            raise MalformedPacket("PUBLISH with DUP set and QoS 0")
+        # Topic: read_string inlined, this runs for every message.
+        if pos + 2 > stop:
+            raise MalformedPacket("PUBLISH ends before the topic length")
+        topic_end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+        if topic_end > stop:
+            raise MalformedPacket("PUBLISH topic runs past the end of the packet")
+        try:
+            topic = data[pos + 2:topic_end].decode()
+        except UnicodeDecodeError as exc:
+            raise MalformedPacket(f"PUBLISH topic is not valid UTF-8 ({exc.reason})") from None
+        if _FORBIDDEN_CHARS.search(topic) is not None:
+            check_string(topic, "PUBLISH topic")
+        if "+" in topic or "#" in topic:
+            raise TopicNameInvalid(f"PUBLISH topic {topic!r} contains a wildcard")
+        pos = topic_end
+        if qos:
+            if pos + 2 > stop:
+                raise MalformedPacket("PUBLISH ends before the packet identifier")
+            packet_id = (data[pos] << 8) | data[pos + 1]
+            if not packet_id:
+                raise ProtocolError("PUBLISH with packet identifier 0")
+            pos += 2
+        else:
+            packet_id = None
+        if self.version == 5:
+            server = self.role == "server"
+            properties, pos = decode_properties(data, pos, stop, PacketType.PUBLISH,
+                                                repeat_subscription_id=not server)
+            if properties:
+                if server and Property.SUBSCRIPTION_IDENTIFIER in properties:
+                    raise ProtocolError("PUBLISH from a client has a subscription identifier")
+            if not topic and Property.TOPIC_ALIAS not in properties:
+                raise ProtocolError("PUBLISH with an empty topic and no topic alias")
+        else:
+            properties = {}
+            if not topic:
+                raise ProtocolError("PUBLISH with an empty topic")
+        return Publish(topic, data[pos:stop], qos, bool(first & 0x01), bool(dup), packet_id,
+                       properties)
+
+    # -- Acknowledgements ---------------------------------------------------------------------
+
+    def _ack(self, cls, flags, codes, first, data, pos, stop):
+        """PUBACK / PUBREC / PUBREL / PUBCOMP: packet id, then (v5) optional code and properties."""
+        self._check_flags(first, flags)
+        size = stop - pos
+        if size < 2:
+            raise MalformedPacket(f"{cls.__name__.upper()} is shorter than 2 bytes")
+        packet_id = (data[pos] << 8) | data[pos + 1]
+        if not packet_id:
+            raise ProtocolError(f"{cls.__name__.upper()} with packet identifier 0")
+        if size == 2:  # the common case in every version: success, nothing else
+            return cls(packet_id, 0, {})
+        if self.version != 5:
+            raise MalformedPacket(f"{cls.__name__.upper()} has {size - 2} bytes after the packet identifier")
+        code = data[pos + 2]
+        if code not in codes:
+            raise ProtocolError(f"{cls.__name__.upper()} with invalid reason code 0x{code:02X}")
+        properties = {}
+        if size > 3:
+            properties, pos = decode_properties(data, pos + 3, stop, cls.type)
+            _expect_end(pos, stop, cls.__name__.upper())
+        return cls(packet_id, code, properties)
+
+    def _puback(self, first, data, pos, stop):
+        return self._ack(Puback, 0, _PUBACK_CODES, first, data, pos, stop)
+
+    def _pubrec(self, first, data, pos, stop):
+        return self._ack(Pubrec, 0, _PUBACK_CODES, first, data, pos, stop)
+
+    def _pubrel(self, first, data, pos, stop):
+        return self._ack(Pubrel, 0x02, _PUBREL_CODES, first, data, pos, stop)
+
+    def _pubcomp(self, first, data, pos, stop):
+        return self._ack(Pubcomp, 0, _PUBREL_CODES, first, data, pos, stop)
+
+    # -- SUBSCRIBE / UNSUBSCRIBE and their acks -----------------------------------------------
+
+    def _packet_id(self, data, pos, stop, what):
+        if pos + 2 > stop:
+            raise MalformedPacket(f"{what} ends before the packet identifier")
+        packet_id = (data[pos] << 8) | data[pos + 1]
+        if not packet_id:
+            raise ProtocolError(f"{what} with packet identifier 0")
+        return packet_id, pos + 2
+
+    def _subscribe(self, first, data, pos, stop):
+        self._check_flags(first, 0x02)
+        packet_id, pos = self._packet_id(data, pos, stop, "SUBSCRIBE")
+        v5 = self.version == 5
+        properties = {}
+        if v5:
+            properties, pos = decode_properties(data, pos, stop, PacketType.SUBSCRIBE)
+        subscriptions = []
+        while pos < stop:
+            topic_filter, pos = read_string(data, pos, stop, "SUBSCRIBE topic filter")
+            if pos >= stop:
+                raise MalformedPacket(f"SUBSCRIBE topic filter {topic_filter!r} has no options byte")
+            options = data[pos]
+            pos += 1
+            qos = options & 0x03
+            if v5:
+                if options & 0xC0:
+                    raise MalformedPacket(f"SUBSCRIBE options reserved bits set (0x{options:02X})")
+                if qos == 3:
+                    raise ProtocolError(f"SUBSCRIBE to {topic_filter!r} with QoS 3")
+                retain_handling = (options >> 4) & 0x03
+                if retain_handling == 3:
+                    raise ProtocolError(f"SUBSCRIBE to {topic_filter!r} with retain handling 3")
+            else:
+                if options & 0xFC:
+                    raise MalformedPacket(f"SUBSCRIBE options reserved bits set (0x{options:02X})")
+                if qos == 3:
+                    raise MalformedPacket(f"SUBSCRIBE to {topic_filter!r} with QoS 3")
+                retain_handling = 0
+            if not valid_topic_filter(topic_filter):
+                raise TopicFilterInvalid(f"invalid topic filter {topic_filter!r} in SUBSCRIBE")
+            subscriptions.append(Subscription(topic_filter, qos, bool(options & 0x04),
+                                              bool(options & 0x08), retain_handling))
+        if not subscriptions:
+            raise ProtocolError("SUBSCRIBE with no topic filters")
+        return Subscribe(packet_id, subscriptions, properties)
+
+    def _unsubscribe(self, first, data, pos, stop):
+        self._check_flags(first, 0x02)
+        packet_id, pos = self._packet_id(data, pos, stop, "UNSUBSCRIBE")
+        properties = {}
+        if self.version == 5:
+            properties, pos = decode_properties(data, pos, stop, PacketType.UNSUBSCRIBE)
+        topic_filters = []
+        while pos < stop:
+            topic_filter, pos = read_string(data, pos, stop, "UNSUBSCRIBE topic filter")
+            if not valid_topic_filter(topic_filter):
+                raise TopicFilterInvalid(f"invalid topic filter {topic_filter!r} in UNSUBSCRIBE")
+            topic_filters.append(topic_filter)
+        if not topic_filters:
+            raise ProtocolError("UNSUBSCRIBE with no topic filters")
+        return Unsubscribe(packet_id, topic_filters, properties)
+
+    def _suback(self, first, data, pos, stop):
+        self._check_flags(first, 0)
+        packet_id, pos = self._packet_id(data, pos, stop, "SUBACK")
+        properties = {}
+        if self.version == 5:
+            properties, pos = decode_properties(data, pos, stop, PacketType.SUBACK)
+        if pos >= stop:
+            raise ProtocolError("SUBACK with no reason codes")
+        return Suback(packet_id, list(data[pos:stop]), properties)
+
+    def _unsuback(self, first, data, pos, stop):
+        self._check_flags(first, 0)
+        packet_id, pos = self._packet_id(data, pos, stop, "UNSUBACK")
+        if self.version != 5:
+            _expect_end(pos, stop, "UNSUBACK")
+            return Unsuback(packet_id, [], {})
+        properties, pos = decode_properties(data, pos, stop, PacketType.UNSUBACK)
+        if pos >= stop:
+            raise ProtocolError("UNSUBACK with no reason codes")
+        return Unsuback(packet_id, list(data[pos:stop]), properties)
+
+    # -- PINGREQ, PINGRESP, DISCONNECT, AUTH --------------------------------------------------
+
+    def _pingreq(self, first, data, pos, stop):
+        self._check_flags(first, 0)
+        _expect_end(pos, stop, "PINGREQ")
+        return Pingreq()
+
+    def _pingresp(self, first, data, pos, stop):
+        self._check_flags(first, 0)
+        _expect_end(pos, stop, "PINGRESP")
+        return Pingresp()
+
+    def _disconnect(self, first, data, pos, stop):
+        self._check_flags(first, 0)
+        if self.version != 5:
+            if self.role == "client":
+                raise ProtocolError("DISCONNECT from a server before MQTT 5")
+            _expect_end(pos, stop, "DISCONNECT")
+            return Disconnect()
+        return Disconnect(*self._code_and_properties(data, pos, stop, PacketType.DISCONNECT,
+                                                     _DISCONNECT_CODES))
+
+    def _auth(self, first, data, pos, stop):
+        if self.version != 5:
+            raise ProtocolError("AUTH before MQTT 5")
+        self._check_flags(first, 0)
+        return Auth(*self._code_and_properties(data, pos, stop, PacketType.AUTH, _AUTH_CODES))
+
+    @staticmethod
+    def _code_and_properties(data, pos, stop, ptype, codes):
+        """v5 DISCONNECT / AUTH body: nothing (success), a reason code, or code + properties."""
+        if pos == stop:
+            return 0, {}
+        code = data[pos]
+        if code not in codes:
+            raise ProtocolError(f"{ptype.name} with invalid reason code 0x{code:02X}")
+        properties = {}
+        if pos + 1 < stop:
+            properties, pos = decode_properties(data, pos + 1, stop, ptype)
+            _expect_end(pos, stop, ptype.name)
+        return code, properties
+
+
+def _remaining_length(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(remaining length, body start), or (-1, 0) if the header is not all here yet."""
+    value = 0
+    shift = 0
+    for index in range(pos, pos + 4):
+        if index >= end:
+            return -1, 0
+        byte = data[index]
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, index + 1
+        shift += 7
+    raise MalformedPacket("remaining length is longer than 4 bytes")
+
+
+def _expect_end(pos: int, stop: int, what: str) -> None:
+    if pos != stop:
+        raise MalformedPacket(f"{what} has {stop - pos} unexpected bytes at the end")
+
+
+# =============================================================================================
+# Encoding
+# =============================================================================================
+
+def _frame(first: int, body: bytes) -> bytes:
+    """Fixed header + body."""
+    size = len(body)
+    if size < 0x80:
+        return bytes((first, size)) + body
+    return bytes((first,)) + encode_varint(size) + body
+
+
+def _encode_connect(packet: Connect, version: int) -> bytes:
+    name = b"\x00\x06MQIsdp" if version == 3 else b"\x00\x04MQTT"
+    level = version | (0x80 if packet.bridge else 0)
+    flags = 0x02 if packet.clean_start else 0
+    will = packet.will
+    if will is not None:
+        flags |= 0x04 | (will.qos << 3) | (0x20 if will.retain else 0)
+    if packet.username is not None:
+        flags |= 0x80
+    if packet.password is not None:
+        flags |= 0x40
+    parts = [name, bytes((level, flags)), packet.keepalive.to_bytes(2, "big")]
+    if version == 5:
+        parts.append(encode_property_block(packet.properties))
+    parts.append(encode_string(packet.client_id))
+    if will is not None:
+        if version == 5:
+            parts.append(encode_property_block(will.properties))
+        parts.append(encode_string(will.topic))
+        parts.append(encode_binary(will.payload))
+    if packet.username is not None:
+        parts.append(encode_string(packet.username))
+    if packet.password is not None:
+        parts.append(encode_binary(packet.password))
+    return _frame(0x10, b"".join(parts))
+
+
+def _encode_connack(packet: Connack, version: int) -> bytes:
+    body = bytes((1 if packet.session_present else 0, packet.reason_code))
+    if version == 5:
+        body += encode_property_block(packet.properties)
+    return _frame(0x20, body)
+
+
+def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                   dup: bool = False, packet_id: int | None = None,
+                   properties: dict | None = None, version: int = 4) -> bytes:
+    """One PUBLISH packet's bytes, without building a Publish object."""
+    topic_bytes = topic.encode()
+    properties_block = encode_property_block(properties) if version == 5 else b""
+    size = 2 + len(topic_bytes) + (2 if qos else 0) + len(properties_block) + len(payload)
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    header = bytes((first, size)) if size < 0x80 else bytes((first,)) + encode_varint(size)
+    packet_id_bytes = packet_id.to_bytes(2, "big") if qos else b""
+    # One join: the payload is copied once, whatever its size.
+    return b"".join((header, len(topic_bytes).to_bytes(2, "big"), topic_bytes, packet_id_bytes,
+                     properties_block, payload))
+
+
+def _encode_publish(packet: Publish, version: int) -> bytes:
+    return encode_publish(packet.topic, packet.payload, packet.qos, packet.retain, packet.dup,
+                          packet.packet_id, packet.properties, version)
+
+
+class PreparedPublish:
+    """A PUBLISH encoded once for many recipients; only the packet id varies (see module doc)."""
+
+    __slots__ = ("head", "tail", "qos", "data")
+
+    def __init__(self, head: bytes, tail: bytes, qos: int):
+        self.head = head  # fixed header + topic
+        self.tail = tail  # (v5 properties +) payload
+        self.qos = qos
+        # QoS 0: the whole packet, shared by every recipient.
+        self.data = head + tail if not qos else None
+
+    def with_packet_id(self, packet_id: int, dup: bool = False) -> bytes:
+        """The complete packet for a QoS 1/2 recipient."""
+        head = self.head
+        if dup:
+            head = bytes((head[0] | 0x08,)) + head[1:]
+        return head + packet_id.to_bytes(2, "big") + self.tail
+
+    def chunks(self, packet_id: int | None = None, dup: bool = False) -> tuple[bytes, bytes]:
+        """(header part, payload part) for writelines(): the payload is not copied."""
+        if not self.qos:
+            return self.head, self.tail
+        head = self.head
+        if dup:
+            head = bytes((head[0] | 0x08,)) + head[1:]
+        return head + packet_id.to_bytes(2, "big"), self.tail
+
+
+def prepare_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = False,
+                    properties: dict | None = None, version: int = 4) -> PreparedPublish:
+    """Encode a PUBLISH once for fan-out; see `PreparedPublish`."""
+    topic_bytes = topic.encode()
+    tail = payload
+    if version == 5:
+        tail = encode_property_block(properties) + payload
+    size = 2 + len(topic_bytes) + (2 if qos else 0) + len(tail)
+    first = 0x30 | (qos << 1) | (0x01 if retain else 0)
+    header = bytes((first, size)) if size < 0x80 else bytes((first,)) + encode_varint(size)
+    head = header + len(topic_bytes).to_bytes(2, "big") + topic_bytes
+    return PreparedPublish(head, bytes(tail), qos)
+
+
+def _encode_ack(first: int):
+    """PUBACK / PUBREC / PUBREL / PUBCOMP; v5 omits a success code with no properties."""
+    def encode_ack(packet, version: int) -> bytes:
+        packet_id = packet.packet_id.to_bytes(2, "big")
+        if version != 5 or (not packet.reason_code and not packet.properties):
+            return bytes((first, 2)) + packet_id
+        if not packet.properties:
+            return bytes((first, 3)) + packet_id + bytes((packet.reason_code,))
+        return _frame(first, packet_id + bytes((packet.reason_code,))
+                      + encode_property_block(packet.properties))
+    return encode_ack
+
+
+def _encode_subscribe(packet: Subscribe, version: int) -> bytes:
+    parts = [packet.packet_id.to_bytes(2, "big")]
+    if version == 5:
+        parts.append(encode_property_block(packet.properties))
+    for sub in packet.subscriptions:
+        options = sub.qos
+        if version == 5:
+            options |= ((0x04 if sub.no_local else 0) | (0x08 if sub.retain_as_published else 0)
+                        | (sub.retain_handling << 4))
+        parts.append(encode_string(sub.topic_filter))
+        parts.append(bytes((options,)))
+    return _frame(0x82, b"".join(parts))
+
+
+def _encode_suback(packet: Suback, version: int) -> bytes:
+    parts = [packet.packet_id.to_bytes(2, "big")]
+    if version == 5:
+        parts.append(encode_property_block(packet.properties))
+    parts.append(bytes(packet.reason_codes))
+    return _frame(0x90, b"".join(parts))
+
+
+def _encode_unsubscribe(packet: Unsubscribe, version: int) -> bytes:
+    parts = [packet.packet_id.to_bytes(2, "big")]
+    if version == 5:
+        parts.append(encode_property_block(packet.properties))
+    parts.extend(encode_string(topic_filter) for topic_filter in packet.topic_filters)
+    return _frame(0xA2, b"".join(parts))
+
+
+def _encode_unsuback(packet: Unsuback, version: int) -> bytes:
+    packet_id = packet.packet_id.to_bytes(2, "big")
+    if version != 5:
+        return b"\xb0\x02" + packet_id
+    return _frame(0xB0, packet_id + encode_property_block(packet.properties)
+                  + bytes(packet.reason_codes))
+
+
+def _encode_code_and_properties(first: int):
+    """v5 DISCONNECT / AUTH: empty body for success without properties (v3: always empty)."""
+    empty = bytes((first, 0))
+
+    def encode_code(packet, version: int) -> bytes:
+        if version != 5 or (not packet.reason_code and not packet.properties):
+            return empty
+        if not packet.properties:
+            return bytes((first, 1, packet.reason_code))
+        return _frame(first, bytes((packet.reason_code,)) + encode_property_block(packet.properties))
+    return encode_code
+
+
+_PINGREQ = b"\xc0\x00"
+_PINGRESP = b"\xd0\x00"
+
+_ENCODERS = {
+    PacketType.CONNECT: _encode_connect,
+    PacketType.CONNACK: _encode_connack,
+    PacketType.PUBLISH: _encode_publish,
+    PacketType.PUBACK: _encode_ack(0x40),
+    PacketType.PUBREC: _encode_ack(0x50),
+    PacketType.PUBREL: _encode_ack(0x62),
+    PacketType.PUBCOMP: _encode_ack(0x70),
+    PacketType.SUBSCRIBE: _encode_subscribe,
+    PacketType.SUBACK: _encode_suback,
+    PacketType.UNSUBSCRIBE: _encode_unsubscribe,
+    PacketType.UNSUBACK: _encode_unsuback,
+    PacketType.PINGREQ: lambda packet, version: _PINGREQ,
+    PacketType.PINGRESP: lambda packet, version: _PINGRESP,
+    PacketType.DISCONNECT: _encode_code_and_properties(0xE0),
+    PacketType.AUTH: _encode_code_and_properties(0xF0),
+}
+
+
+def encode(packet, version: int) -> bytes:
+    """The wire bytes of `packet` for protocol level `version` (3, 4 or 5)."""
+    return _ENCODERS[packet.type](packet, version)
