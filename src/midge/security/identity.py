@@ -153,7 +153,8 @@ class TlsInfo:
     """A finished TLS handshake: what the broker may ask about the peer.
 
     peer_cert is the client's leaf certificate (DER) or None; psk_identity is set for
-    PSK handshakes. Derived values are parsed on first use and cached.
+    PSK handshakes. verified_chain (leaf first, DER) is recorded only where revocation
+    checks need the issuer (require_ocsp). Derived values are parsed on first use and cached.
     """
 
     version: str
@@ -161,6 +162,8 @@ class TlsInfo:
     peer_cert: bytes | None = None
     psk_identity: str | None = None
     listener: str = ""
+    verified_chain: tuple = ()
+    peer: str = ""
 
     @cached_property
     def certificate(self) -> x509.Certificate | None:

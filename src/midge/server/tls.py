@@ -158,6 +158,7 @@ class TlsListenerContext:
         self.require_certificate = bool(_get(listener, "require_certificate", False))
         self.crl_check = _get(listener, "crl_check", "leaf") if _get(listener, "crlfile") else None
         self._psk_lookup = psk_lookup
+        self.wants_chain = bool(_get(listener, "require_ocsp", False))
         self._handshaking: TlsStage | None = None
         self._psk_sessions: dict[bytes, str] = {}
         self._ocsp = None
@@ -502,12 +503,18 @@ class TlsStage:
                 sessions[session.id] = psk_identity
         elif ssl_object.session_reused and session is not None:
             psk_identity = sessions.get(session.id)  # a TLS 1.2 PSK session resumed by id
+        peer_cert = ssl_object.getpeercert(binary_form=True)
+        chain = ()
+        if peer_cert is not None and self._context.wants_chain:
+            chain = tuple(ssl_object.get_verified_chain())
         return TlsInfo(
             version=ssl_object.version() or "",
             cipher=cipher[0] if cipher else "",
-            peer_cert=ssl_object.getpeercert(binary_form=True),
+            peer_cert=peer_cert,
             psk_identity=psk_identity,
             listener=self._context.name,
+            verified_chain=chain,
+            peer=self.peer,
         )
 
     def _read(self) -> bytes:
