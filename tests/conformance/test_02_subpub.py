@@ -1,0 +1,340 @@
+"""02-subpub: SUBSCRIBE / SUBACK, UNSUBSCRIBE / UNSUBACK, topic matching, delivery QoS."""
+
+import pytest
+
+from tests.conformance import packets as p
+from tests.conformance.wire import connect, expect_protocol_close, expect_publish, subscribe
+
+VERSIONS = pytest.mark.parametrize("ver", [4, 5])
+
+
+# MQTT-3.8.4-1 / 3.3.4: subscribe QoS 0, a QoS 0 publish is delivered unchanged.
+@pytest.mark.parametrize("ver", [3, 4, 5])
+def test_subscribe_qos0_delivery(broker, cid, ver):
+    sub = connect(broker.port, cid("s"), ver)
+    subscribe(sub, "sp/q0", 0)
+    pub = connect(broker.port, cid("p"), ver)
+    pub.send(p.gen_publish("sp/q0", 0, b"hello", proto_ver=ver))
+    expect_publish(sub, "sp/q0", b"hello")
+
+
+# MQTT-3.9.3-1: SUBACK return codes are in the order of the topic filters, granted QoS as asked.
+@VERSIONS
+def test_subscribe_several_filters_one_suback(broker, cid, ver):
+    conn = connect(broker.port, cid(), ver)
+    conn.send(p.gen_subscribe(3, [("m/a", 0), ("m/b", 1), ("m/c", 2)], proto_ver=ver))
+    conn.expect(p.gen_suback(3, [0, 1, 2], ver))
+
+
+# MQTT-3.3.4-... / 4.3: delivery QoS is the minimum of publish QoS and granted QoS.
+@pytest.mark.parametrize("sub_qos,pub_qos", [(0, 1), (0, 2), (1, 2), (2, 1), (1, 0)])
+def test_delivery_qos_is_minimum(broker, cid, sub_qos, pub_qos):
+    topic = f"sp/min/{sub_qos}{pub_qos}"
+    sub = connect(broker.port, cid("s"), 4)
+    subscribe(sub, topic, sub_qos)
+    pub = connect(broker.port, cid("p"), 4)
+    pub.send(p.gen_publish(topic, pub_qos, b"m", mid=9))
+    if pub_qos == 2:  # the server may hold a QoS 2 message until PUBREL (4.3.3 method B)
+        pub.expect(p.gen_pubrec(9))
+        pub.send(p.gen_pubrel(9))
+        pub.expect(p.gen_pubcomp(9))
+    expect_publish(sub, topic, b"m", qos=min(sub_qos, pub_qos))
+
+
+# MQTT-3.8.4-3: a repeated SUBSCRIBE to the same filter replaces the subscription (new QoS, one delivery).
+@VERSIONS
+def test_resubscribe_replaces_qos(broker, cid, ver):
+    sub = connect(broker.port, cid("s"), ver)
+    subscribe(sub, "sp/re", 2, mid=1)
+    subscribe(sub, "sp/re", 0, mid=2)
+    pub = connect(broker.port, cid("p"), ver)
+    pub.send(p.gen_publish("sp/re", 1, b"x", mid=1, proto_ver=ver))
+    expect_publish(sub, "sp/re", b"x", qos=0)
+    sub.ping()  # exactly one copy: the next packet is the PINGRESP
+
+
+# MQTT-4.7.1-2: "+" matches exactly one level.
+def test_single_level_wildcard(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "sp/+/c")
+    pub = connect(broker.port, cid("p"))
+    for topic in ("sp/b/c/d", "sp/c", "sp/b/c"):
+        pub.send(p.gen_publish(topic, 0, topic.encode()))
+    expect_publish(sub, "sp/b/c", b"sp/b/c")
+
+
+# MQTT-4.7.1-2: "#" also matches the parent level ("sport/#" matches "sport").
+def test_multi_level_wildcard_matches_parent(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "spml/#")
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish("spml", 0, b"1"))
+    pub.send(p.gen_publish("spml/a/b", 0, b"2"))
+    expect_publish(sub, "spml", b"1")
+    expect_publish(sub, "spml/a/b", b"2")
+
+
+# MQTT-4.7.1-3: "+" matches an empty level ("a/+/c" matches "a//c").
+def test_single_level_wildcard_matches_empty_level(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "spe/+/c")
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish("spe//c", 0, b"e"))
+    expect_publish(sub, "spe//c", b"e")
+
+
+# MQTT-4.7.2-1: "#" and "+/..." do not match topics starting with "$".
+def test_wildcards_do_not_match_dollar_topics(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, [("#", 0), ("+/dl", 0)], mid=4)
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish("$dl/dl", 0, b"no"))
+    pub.send(p.gen_publish("$x/dl", 0, b"no"))
+    pub.send(p.gen_publish("plain/dl", 0, b"yes"))
+    expect_publish(sub, "plain/dl", b"yes")
+
+
+# MQTT 4.7.2: a filter starting with "$" matches such topics when written out.
+def test_explicit_dollar_filter_matches(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "$dlx/+")
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish("$dlx/a", 0, b"y"))
+    expect_publish(sub, "$dlx/a", b"y")
+
+
+# MQTT-4.7.3-4: topic matching is case sensitive and does not normalise.
+def test_topics_are_case_sensitive(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "sp/Case")
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish("sp/case", 0, b"no"))
+    pub.send(p.gen_publish("sp/Case", 0, b"yes"))
+    expect_publish(sub, "sp/Case", b"yes")
+
+
+# MQTT-3.10.4-1/2/4: after UNSUBSCRIBE + UNSUBACK, nothing more is delivered.
+@VERSIONS
+def test_unsubscribe_stops_delivery(broker, cid, ver):
+    sub = connect(broker.port, cid("s"), ver)
+    subscribe(sub, "sp/un", 0)
+    sub.send(p.gen_unsubscribe(5, "sp/un", ver))
+    sub.expect(p.gen_unsuback(5, [0], ver))
+    pub = connect(broker.port, cid("p"), ver)
+    pub.send(p.gen_publish("sp/un", 0, b"gone", proto_ver=ver))
+    pub.ping()
+    sub.expect_nothing()
+
+
+# MQTT-3.10.4-5: UNSUBACK is sent even when nothing matched (3.1.1: no payload).
+def test_unsubscribe_unknown_v311(broker, cid):
+    conn = connect(broker.port, cid(), 4)
+    conn.send(p.gen_unsubscribe(7, "sp/never"))
+    conn.expect(p.gen_unsuback(7))
+
+
+# MQTT 5.0 3.11.3: one reason code per filter; 0x11 "no subscription existed".
+def test_unsubscribe_v5_reason_codes(broker, cid):
+    conn = connect(broker.port, cid(), 5)
+    subscribe(conn, "sp/has", 1)
+    conn.send(p.gen_unsubscribe(8, ["sp/has", "sp/never"], 5))
+    conn.expect(p.gen_unsuback(8, [0x00, 0x11], 5))
+
+
+# MQTT 3.3.5: a client subscribed to its own topic receives its own message (no No Local in 3.1.1).
+def test_publisher_receives_own_message_v311(broker, cid):
+    conn = connect(broker.port, cid())
+    subscribe(conn, "sp/self")
+    conn.send(p.gen_publish("sp/self", 0, b"me"))
+    expect_publish(conn, "sp/self", b"me")
+
+
+# MQTT-3.8.3-3: v5 No Local: the publisher's own message is not delivered back to it.
+def test_v5_no_local(broker, cid):
+    conn = connect(broker.port, cid(), 5)
+    subscribe(conn, "sp/nl", p.sub_options(qos=0, no_local=True), granted=[0])
+    conn.send(p.gen_publish("sp/nl", 0, b"me", proto_ver=5))
+    other = connect(broker.port, cid("o"), 5)
+    other.send(p.gen_publish("sp/nl", 0, b"other", proto_ver=5))
+    expect_publish(conn, "sp/nl", b"other")
+
+
+# MQTT-3.3.4-3: a v5 subscription identifier is returned in each matching PUBLISH.
+def test_v5_subscription_identifier_delivered(broker, cid):
+    sub = connect(broker.port, cid("s"), 5)
+    subscribe(sub, "sp/sid", 0, properties=[(p.SUBSCRIPTION_IDENTIFIER, 42)])
+    pub = connect(broker.port, cid("p"), 5)
+    pub.send(p.gen_publish("sp/sid", 0, b"i", proto_ver=5))
+    expect_publish(sub, "sp/sid", b"i", properties=[(p.SUBSCRIPTION_IDENTIFIER, 42)])
+
+
+# MQTT 5.0 3.8.2.1.2: a subscription identifier of 0 is a protocol error.
+def test_v5_subscription_identifier_zero(broker, cid):
+    conn = connect(broker.port, cid(), 5)
+    conn.send(p.gen_subscribe(1, "sp/sid0", 0, 5, properties=[(p.SUBSCRIPTION_IDENTIFIER, 0)]))
+    expect_protocol_close(conn)
+
+
+# MQTT-3.8.3-4 (3.1.1 numbering MQTT-3-8.3-4): QoS 3 in SUBSCRIBE is malformed: close.
+@VERSIONS
+def test_subscribe_qos_3(broker, cid, ver):
+    conn = connect(broker.port, cid(), ver)
+    conn.send(p.gen_subscribe(1, "sp/q3", 3, ver))
+    expect_protocol_close(conn)
+
+
+# MQTT-3.8.3-5 (3.1.1): the upper six bits of the requested QoS byte are reserved.
+def test_subscribe_v311_reserved_option_bits(broker, cid):
+    conn = connect(broker.port, cid())
+    conn.send(p.gen_subscribe(1, "sp/rb", 0x04))
+    conn.expect_closed()
+
+
+# MQTT 5.0 3.8.3.1: subscription option bits 6-7 are reserved; retain handling 3 is a protocol error.
+@pytest.mark.parametrize("options", [0xC0, 0x30], ids=["reserved-bits", "retain-handling-3"])
+def test_subscribe_v5_bad_options(broker, cid, options):
+    conn = connect(broker.port, cid(), 5)
+    conn.send(p.gen_subscribe(1, "sp/o", options, 5))
+    expect_protocol_close(conn)
+
+
+# MQTT-3.8.1-1: SUBSCRIBE fixed header flags must be 0010.
+def test_subscribe_bad_fixed_header_flags(broker, cid):
+    conn = connect(broker.port, cid())
+    conn.send(p.packet(0x80, b"\x00\x01" + p.string("sp/f") + b"\x00"))
+    conn.expect_closed()
+
+
+# MQTT-3.8.3-3: a SUBSCRIBE with no topic filter is a protocol violation.
+@VERSIONS
+def test_subscribe_without_filters(broker, cid, ver):
+    conn = connect(broker.port, cid(), ver)
+    conn.send(p.packet(0x82, b"\x00\x01" + (b"\x00" if ver == 5 else b"")))
+    expect_protocol_close(conn)
+
+
+# MQTT-2.3.1-1: SUBSCRIBE needs a non-zero packet identifier.
+def test_subscribe_packet_id_zero(broker, cid):
+    conn = connect(broker.port, cid())
+    conn.send(p.gen_subscribe(0, "sp/z", 0))
+    conn.expect_closed()
+
+
+# MQTT-4.7.1-2/3: "#" not last, or "+"/"#" sharing a level, makes the filter invalid: close.
+@pytest.mark.parametrize("filter_", ["sp/#/b", "sp+", "sp/#x"])
+@VERSIONS
+def test_subscribe_invalid_filter(broker, cid, ver, filter_):
+    conn = connect(broker.port, cid(), ver)
+    conn.send(p.gen_subscribe(1, filter_, 0, ver))
+    expect_protocol_close(conn)
+
+
+# MQTT-3.10.3-2: UNSUBSCRIBE with no topic filter is a protocol violation.
+def test_unsubscribe_without_filters(broker, cid):
+    conn = connect(broker.port, cid())
+    conn.send(p.packet(0xA2, b"\x00\x01"))
+    conn.expect_closed()
+
+
+# MQTT-3.10.1-1: UNSUBSCRIBE fixed header flags must be 0010.
+def test_unsubscribe_bad_fixed_header_flags(broker, cid):
+    conn = connect(broker.port, cid())
+    conn.send(p.packet(0xA0, b"\x00\x01" + p.string("sp/f")))
+    conn.expect_closed()
+
+
+# MQTT-3.3.2-2: a PUBLISH topic must not contain wildcards.
+@pytest.mark.parametrize("topic", ["sp/+", "sp/#"])
+@VERSIONS
+def test_publish_to_wildcard_topic(broker, cid, ver, topic):
+    conn = connect(broker.port, cid(), ver)
+    conn.send(p.gen_publish(topic, 0, b"x", proto_ver=ver))
+    expect_protocol_close(conn)
+
+
+# MQTT-4.7.3-1: a zero-length topic (3.1.1, no alias possible) is invalid.
+def test_publish_empty_topic_v311(broker, cid):
+    conn = connect(broker.port, cid())
+    conn.send(p.gen_publish("", 0, b"x"))
+    conn.expect_closed()
+
+
+# MQTT-3.3.1-4: PUBLISH QoS 3 is malformed.
+@VERSIONS
+def test_publish_qos_3(broker, cid, ver):
+    conn = connect(broker.port, cid(), ver)
+    props = b"\x00" if ver == 5 else b""
+    conn.send(p.packet(0x36, p.string("sp/q3") + b"\x00\x01" + props + b"x"))
+    expect_protocol_close(conn)
+
+
+# MQTT-2.3.1-1: a QoS 1 PUBLISH with packet identifier 0 is a protocol violation.
+@VERSIONS
+def test_publish_qos1_packet_id_zero(broker, cid, ver):
+    conn = connect(broker.port, cid(), ver)
+    conn.send(p.gen_publish("sp/pid0", 1, b"x", mid=0, proto_ver=ver))
+    expect_protocol_close(conn)
+
+
+# MQTT-4.6.0-6: messages on one topic at one QoS arrive in the order they were published.
+def test_ordering_qos1(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "sp/order", 1)
+    pub = connect(broker.port, cid("p"))
+    for i in range(1, 6):
+        pub.send(p.gen_publish("sp/order", 1, str(i).encode(), mid=i))
+    for i in range(1, 6):
+        pub.expect(p.gen_puback(i))
+    for i in range(1, 6):
+        mid = expect_publish(sub, "sp/order", str(i).encode(), qos=1)
+        sub.send(p.gen_puback(mid))
+
+
+# MQTT 4.8.2: a shared subscription delivers each message to exactly one group member.
+@VERSIONS
+def test_shared_subscription_one_copy_per_group(broker, cid, ver):
+    members = [connect(broker.port, cid(f"m{i}"), ver) for i in range(2)]
+    for member in members:
+        subscribe(member, "$share/grp/sp/shared", 0)
+    pub = connect(broker.port, cid("p"), ver)
+    for i in range(4):
+        pub.send(p.gen_publish("sp/shared", 0, str(i).encode(), proto_ver=ver))
+    pub.ping()
+    payloads = []
+    for member in members:
+        member.send(p.gen_pingreq())
+        while True:
+            got = member.receive()
+            if got["type"] == "PINGRESP":
+                break
+            assert got["type"] == "PUBLISH" and got["topic"] == b"sp/shared", got
+            payloads.append(got["payload"])
+    assert sorted(payloads) == [b"0", b"1", b"2", b"3"]
+
+
+# MQTT-3.8.3-4: No Local on a shared subscription is a protocol error.
+@pytest.mark.mosquitto_bug("2.0.11 grants No Local on $share subscriptions")
+def test_v5_shared_subscription_no_local(broker, cid):
+    conn = connect(broker.port, cid(), 5)
+    conn.send(p.gen_subscribe(1, "$share/g/sp/nl", p.sub_options(no_local=True), 5))
+    expect_protocol_close(conn, codes=(0x82,))
+
+
+# MQTT-4.8.2-2: "$share/name" must be followed by "/" and a filter.
+@pytest.mark.mosquitto_bug("2.0.11 grants '$share/g' as if it were a plain filter")
+def test_v5_shared_subscription_without_filter(broker, cid):
+    conn = connect(broker.port, cid(), 5)
+    conn.send(p.gen_subscribe(1, "$share/g", 0, 5))
+    try:
+        got = conn.receive()
+    except AssertionError:  # closed without a DISCONNECT is a valid answer
+        return
+    assert (got["type"] == "SUBACK" and got["codes"] == [0x8F]) or (
+        got["type"] == "DISCONNECT" and got["rc"] in (0x81, 0x82, 0x8F)), got
+
+
+# MQTT-4.8.2-2: a share name containing a wildcard is invalid.
+def test_v5_shared_subscription_wildcard_share_name(broker, cid):
+    conn = connect(broker.port, cid(), 5)
+    conn.send(p.gen_subscribe(1, "$share/g+/sp/x", 0, 5))
+    expect_protocol_close(conn)
