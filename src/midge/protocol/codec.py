@@ -38,7 +38,7 @@ from midge.protocol.packets import (
     Pubrel, Suback, Subscribe, Subscription, Unsuback, Unsubscribe, Will,
 )
 from midge.protocol.properties import (
-    _FORBIDDEN_CHARS, WILL, check_string, decode_properties, encode_binary,
+    WILL, check_string, decode_properties, encode_binary,
     encode_property_block, encode_string, encode_varint, read_binary, read_string,
 )
 from midge.protocol.topics import valid_topic_filter, valid_topic_name
@@ -314,7 +314,7 @@ class Decoder:
             topic = data[pos + 2:topic_end].decode()
         except UnicodeDecodeError as exc:
             raise MalformedPacket(f"PUBLISH topic is not valid UTF-8 ({exc.reason})") from None
-        if _FORBIDDEN_CHARS.search(topic) is not None:
+        if not topic.isprintable():  # fast pre-check, see properties.read_string
             check_string(topic, "PUBLISH topic")
         if "+" in topic or "#" in topic:
             raise TopicNameInvalid(f"PUBLISH topic {topic!r} contains a wildcard")
@@ -329,10 +329,13 @@ class Decoder:
         else:
             packet_id = None
         if self.version == 5:
-            server = self.role == "server"
-            properties, pos = decode_properties(data, pos, stop, PacketType.PUBLISH,
-                                                repeat_subscription_id=not server)
-            if properties:
+            if pos < stop and not data[pos]:  # inlined: no properties, the common case
+                properties = {}
+                pos += 1
+            else:
+                server = self.role == "server"
+                properties, pos = decode_properties(data, pos, stop, PacketType.PUBLISH,
+                                                    repeat_subscription_id=not server)
                 if server and Property.SUBSCRIPTION_IDENTIFIER in properties:
                     raise ProtocolError("PUBLISH from a client has a subscription identifier")
             if not topic and Property.TOPIC_ALIAS not in properties:

@@ -140,7 +140,10 @@ def read_string(data: bytes, pos: int, stop: int, what: str) -> tuple[str, int]:
         text = data[pos + 2:end].decode()  # strict: refuses surrogates and overlongs
     except UnicodeDecodeError as exc:
         raise MalformedPacket(f"{what} is not valid UTF-8 ({exc.reason})") from None
-    if _FORBIDDEN_CHARS.search(text) is not None:
+    # isprintable() is a fast exact pre-check: every forbidden character is non-printable
+    # (C0/C1 controls, unassigned non-characters), so the slow regex runs only for text
+    # with other non-printables (such as U+00A0), which is rare.
+    if not text.isprintable():
         check_string(text, what)
     return text, end
 
