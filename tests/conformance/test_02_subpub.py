@@ -220,13 +220,14 @@ def test_subscribe_packet_id_zero(broker, cid):
     conn.expect_closed()
 
 
-# MQTT-4.7.1-2/3: "#" not last, or "+"/"#" sharing a level, makes the filter invalid: close.
+# MQTT-4.7.1-2/3: "#" not last, or "+"/"#" sharing a level, makes the filter invalid: close
+# (v5 may say why first: 0x81 malformed, 0x82 protocol error or 0x8F topic filter invalid).
 @pytest.mark.parametrize("filter_", ["sp/#/b", "sp+", "sp/#x"])
 @VERSIONS
 def test_subscribe_invalid_filter(broker, cid, ver, filter_):
     conn = connect(broker.port, cid(), ver)
     conn.send(p.gen_subscribe(1, filter_, 0, ver))
-    expect_protocol_close(conn)
+    expect_protocol_close(conn, codes=(0x81, 0x82, 0x8F))
 
 
 # MQTT-3.10.3-2: UNSUBSCRIBE with no topic filter is a protocol violation.
@@ -243,13 +244,13 @@ def test_unsubscribe_bad_fixed_header_flags(broker, cid):
     conn.expect_closed()
 
 
-# MQTT-3.3.2-2: a PUBLISH topic must not contain wildcards.
+# MQTT-3.3.2-2: a PUBLISH topic must not contain wildcards (v5 may first send 0x81, 0x82 or 0x90 topic name invalid).
 @pytest.mark.parametrize("topic", ["sp/+", "sp/#"])
 @VERSIONS
 def test_publish_to_wildcard_topic(broker, cid, ver, topic):
     conn = connect(broker.port, cid(), ver)
     conn.send(p.gen_publish(topic, 0, b"x", proto_ver=ver))
-    expect_protocol_close(conn)
+    expect_protocol_close(conn, codes=(0x81, 0x82, 0x90))
 
 
 # MQTT-4.7.3-1: a zero-length topic (3.1.1, no alias possible) is invalid.
@@ -337,4 +338,4 @@ def test_v5_shared_subscription_without_filter(broker, cid):
 def test_v5_shared_subscription_wildcard_share_name(broker, cid):
     conn = connect(broker.port, cid(), 5)
     conn.send(p.gen_subscribe(1, "$share/g+/sp/x", 0, 5))
-    expect_protocol_close(conn)
+    expect_protocol_close(conn, codes=(0x81, 0x82, 0x8F))
