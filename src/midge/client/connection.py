@@ -46,7 +46,7 @@ class ClientConnection(asyncio.Protocol):
 
     def flush(self) -> None:
         """Write everything the session has queued, in one call."""
-        data = self.session.data_to_send()
+        data = self.session.data_to_send(self.loop.time())
         if data and self.transport is not None and not self.transport.is_closing():
             self.transport.writelines(data)
         self._arm_timer()

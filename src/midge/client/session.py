@@ -26,10 +26,7 @@ from midge.protocol.packets import (
 )
 from midge.client.trace import describe
 
-try:  # the shared codec, when it exists; the client's own otherwise
-    from midge.protocol.codec import Decoder, encode
-except ImportError:  # pragma: no cover - depends on the tree's state
-    from midge.client.wire import Decoder, encode
+from midge.protocol.codec import Decoder, encode, encode_publish
 
 
 @dataclass(slots=True)
@@ -54,6 +51,7 @@ class ClientSession:
         self.keepalive = connect.keepalive
         self.last_sent = 0.0
         self.ping_outstanding = False
+        self.ping_sent = 0.0
         self.server_receive_maximum = 65535
         self.max_qos = 2
         # Packet identifiers and QoS flows
@@ -73,10 +71,16 @@ class ClientSession:
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                 properties: dict | None = None, now: float = 0.0) -> int:
         """Queue a PUBLISH; returns its packet identifier (0 for QoS 0)."""
-        packet = Publish(topic, payload, qos, retain, False, None, properties or {})
         if qos == 0:
-            self._send(packet, now)
+            # libmosquitto numbers QoS 0 messages too (seen only in the -d trace)
+            self.next_id = self.next_id % 65535 + 1
+            if self.trace is None:  # hot path of `pub -l`: no packet object
+                self.output.append(encode_publish(topic, payload, 0, retain, False, None,
+                                                  properties, self.version))
+                return 0
+            self._send(Publish(topic, payload, 0, retain, False, None, properties or {}), now, self.next_id)
             return 0
+        packet = Publish(topic, payload, qos, retain, False, None, properties or {})
         packet.packet_id = self._new_id()
         if len(self.inflight) < self.server_receive_maximum:
             self.inflight[packet.packet_id] = packet
@@ -109,13 +113,18 @@ class ClientSession:
 
     # -- driver interface ------------------------------------------------
 
-    def data_to_send(self) -> list[bytes]:
+    def data_to_send(self, now: float | None = None) -> list[bytes]:
+        """Encoded packets to write, in order; `now` is when they are written."""
         out, self.output = self.output, []
+        if out and now is not None:
+            self.last_sent = now
         return out
 
     def next_deadline(self) -> float | None:
         if not self.keepalive or not self.connected:
             return None
+        if self.ping_outstanding:  # the server has one keepalive period to answer
+            return self.ping_sent + self.keepalive
         return self.last_sent + self.keepalive
 
     def handle_timer(self, now: float) -> bool:
@@ -123,9 +132,12 @@ class ClientSession:
         deadline = self.next_deadline()
         if deadline is None or now < deadline:
             return True
-        if self.ping_outstanding:
+        if self.ping_outstanding and now >= self.ping_sent + self.keepalive:
             return False
+        if self.ping_outstanding:
+            return True
         self.ping_outstanding = True
+        self.ping_sent = now
         self._send(Pingreq(), now)
         return True
 
@@ -209,9 +221,8 @@ class ClientSession:
                 return self.next_id
         raise RuntimeError("no free packet identifier")
 
-    def _send(self, packet, now: float) -> None:
+    def _send(self, packet, now: float, mid: int = 0) -> None:
         if self.trace is not None:
-            for line in describe(packet, "sending", self.client_id):
+            for line in describe(packet, "sending", self.client_id, mid):
                 self.trace(line)
         self.output.append(encode(packet, self.version))
-        self.last_sent = now

@@ -10,14 +10,14 @@ from __future__ import annotations
 from midge.protocol.constants import PacketType
 
 
-def describe(packet, direction: str, client_id: str) -> list[str]:
+def describe(packet, direction: str, client_id: str, mid: int = 0) -> list[str]:
     """Trace lines for one packet; `direction` is "sending" or "received"."""
     who = f"Client {client_id or '(null)'} {direction}"
     kind = packet.type
     sending = direction == "sending"
     if kind == PacketType.PUBLISH:
         return [f"{who} PUBLISH (d{int(packet.dup)}, q{packet.qos}, r{int(packet.retain)}, "
-                f"m{packet.packet_id or 0}, '{packet.topic}', ... ({len(packet.payload)} bytes))"]
+                f"m{packet.packet_id or mid}, '{packet.topic}', ... ({len(packet.payload)} bytes))"]
     if kind == PacketType.CONNACK:
         return [f"{who} CONNACK ({packet.reason_code})"]
     if kind == PacketType.SUBSCRIBE:

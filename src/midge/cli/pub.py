@@ -1,0 +1,123 @@
+"""`midge pub`: mosquitto_pub's flags and behaviour.
+
+`-l` doubles as a load generator: lines are read from stdin in large chunks,
+published without waiting per message (QoS 0 is pipelined, QoS 1/2 keep up to
+`-M` messages in flight) and written with one `writelines()` per chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from midge.cli.clientargs import ClientConfig, parse_or_exit
+from midge.client.tool import Tool, run
+from midge.protocol.constants import PacketType
+
+CHUNK = 1 << 16
+
+
+class Publisher(Tool):
+    def __init__(self, cfg: ClientConfig):
+        super().__init__(cfg)
+        self.topic = cfg.topics[0]
+        self.properties = dict(cfg.properties["publish"]) if cfg.protocol_version == 5 else {}
+        self.room = asyncio.Event()  # set when fewer than -M messages are in flight
+
+    def publish(self, payload: bytes) -> None:
+        cfg = self.cfg
+        self.session.publish(self.topic, payload, cfg.qos, cfg.retain, self.properties)
+
+    async def wait_for_room(self) -> None:
+        while self.session.inflight_count >= self.cfg.max_inflight and not self.finished.done():
+            self.room.clear()
+            await self.room.wait()
+
+    async def connected(self) -> None:
+        asyncio.ensure_future(self.send_all())
+
+    async def send_all(self) -> None:
+        try:
+            if self.cfg.message_mode == "l":
+                await self.send_lines()
+            else:
+                payload = self.load_payload()
+                if payload is None:
+                    self.finish(1)
+                    return
+                for index in range(self.cfg.repeat):
+                    if index and self.cfg.repeat_delay:
+                        await asyncio.sleep(self.cfg.repeat_delay)
+                    await self.wait_for_room()
+                    self.publish(payload)
+                    self.connection.flush()
+            await self.wait_for_all_acks()
+            self.finish(0)
+        except Exception as exc:  # noqa: BLE001 - report, don't hang
+            self.error(f"Error: {exc}")
+            self.finish(1)
+
+    def load_payload(self) -> bytes | None:
+        mode = self.cfg.message_mode
+        if mode == "m":
+            return self.cfg.message
+        if mode == "n":
+            return b""
+        if mode == "s":
+            return sys.stdin.buffer.read()
+        try:
+            with open(self.cfg.file, "rb") as handle:
+                return handle.read()
+        except OSError:
+            self.error(f'Error loading input file "{self.cfg.file}".')
+            return None
+
+    async def send_lines(self) -> None:
+        loop = asyncio.get_running_loop()
+        stdin = sys.stdin.buffer
+        read = stdin.read1 if hasattr(stdin, "read1") else stdin.read
+        pending = b""
+        qos = self.cfg.qos
+        while True:
+            chunk = await loop.run_in_executor(None, read, CHUNK)
+            if not chunk:
+                break
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            if qos == 0:
+                for line in lines:
+                    self.publish(line)
+            else:
+                for line in lines:
+                    await self.wait_for_room()
+                    self.publish(line)
+                    self.connection.flush()
+            self.connection.flush()
+            await self.connection.drain()
+            if self.finished.done():
+                return
+        if pending:
+            await self.wait_for_room()
+            self.publish(pending)
+            self.connection.flush()
+
+    async def wait_for_all_acks(self) -> None:
+        while self.session.inflight_count and not self.finished.done():
+            self.room.clear()
+            await self.room.wait()
+
+    def on_packet(self, packet) -> None:
+        kind = packet.type
+        if kind in (PacketType.PUBACK, PacketType.PUBREC, PacketType.PUBCOMP):
+            if packet.reason_code >= 0x80:
+                from midge.client.tool import reason_string
+
+                self.error(f"Warning: Publish {packet.packet_id} failed: {reason_string(packet.reason_code)}.")
+            self.room.set()
+
+
+def main(argv: list[str]) -> int:
+    cfg = parse_or_exit("pub", argv)
+    if isinstance(cfg, int):
+        return cfg
+    return run(Publisher(cfg))

@@ -1,0 +1,161 @@
+"""The run loop shared by `midge pub`, `midge sub` and `midge rr`.
+
+Connects with the parsed flags, reports a refused connection the way mosquitto's
+clients do (message, exit code = CONNACK code), runs the tool's logic, honours
+`-W` (exit 27, "Timed out") and disconnects cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from midge.client.connection import ClientConnection, ConnectError, open_connection
+from midge.client.session import ClientSession
+from midge.client.tls import TlsSetupError
+from midge.protocol.constants import ConnackCode, PacketType, ReasonCode
+
+EXIT_TIMEOUT = 27  # MOSQ_ERR_TIMEOUT
+
+CONNACK_V3 = {
+    1: "Connection Refused: unacceptable protocol version.",
+    2: "Connection Refused: identifier rejected.",
+    3: "Connection Refused: broker unavailable.",
+    4: "Connection Refused: bad user name or password.",
+    5: "Connection Refused: not authorised.",
+}
+
+
+def reason_string(code: int) -> str:
+    """Mosquitto's wording of a v5 reason code ("Not authorized")."""
+    try:
+        name = ReasonCode(code).name
+    except ValueError:
+        return "Unknown reason"
+    return name.replace("_", " ").capitalize().replace("qos", "QoS")
+
+
+def connack_string(version: int, code: int) -> str:
+    if version == 5:
+        return reason_string(code)
+    return CONNACK_V3.get(code, "Connection Refused: unknown reason.")
+
+
+class Tool:
+    """Base of the three commands; subclasses implement `connected()` and `on_packet()`."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.session: ClientSession | None = None
+        self.connection: ClientConnection | None = None
+        self.exit_code = 0
+        self.finished: asyncio.Future | None = None
+        self.out = sys.stdout.buffer
+        self._flush_scheduled = False
+
+    # -- output -------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        """stdout, flushed once per received batch rather than per message."""
+        if not data:
+            return
+        self.out.write(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_stdout)
+
+    def _flush_stdout(self) -> None:
+        self._flush_scheduled = False
+        try:
+            self.out.flush()
+        except BrokenPipeError:
+            self.finish(1)
+
+    def trace(self, line: str) -> None:
+        self.out.write(line.encode() + b"\n")
+        self.out.flush()
+
+    def error(self, message: str) -> None:
+        if not self.cfg.quiet:
+            self.out.flush()
+            sys.stderr.write(message + "\n")
+            sys.stderr.flush()
+
+    # -- lifecycle ----------------------------------------------------------
+
+    async def run(self) -> int:
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        self.finished = loop.create_future()
+        self.session = ClientSession(cfg.connect_packet(), trace=self.trace if cfg.debug else None)
+        try:
+            self.connection = await open_connection(cfg.client_options(), self.session, self._on_event)
+            connack = await self.connection.connack
+        except (ConnectError, TlsSetupError) as exc:
+            message = str(exc)
+            self.error(message if message.startswith(("Error", "TLS")) else f"Error: {message}")
+            return 1
+        if connack.reason_code != 0:
+            self.error(f"Connection error: {connack_string(cfg.protocol_version, connack.reason_code)}")
+            self.connection.close()
+            return connack.reason_code
+        timer = loop.call_later(cfg.timeout, self._timed_out) if getattr(cfg, "timeout", 0) else None
+        await self.connected()
+        self.connection.flush()
+        closed = self.connection.closed
+        await asyncio.wait([self.finished, closed], return_when=asyncio.FIRST_COMPLETED)
+        if timer is not None:
+            timer.cancel()
+        if not self.finished.done():
+            self.error("Error: The connection was lost.")
+            self.exit_code = 1
+        else:
+            try:
+                async with asyncio.timeout(5):
+                    await closed
+            except TimeoutError:
+                pass
+        self._flush_stdout()
+        return self.exit_code
+
+    def finish(self, code: int = 0) -> None:
+        """Disconnect cleanly and end `run()` with exit status `code`."""
+        if self.finished.done():
+            return
+        self.exit_code = code
+        if self.session.connected:
+            self.session.disconnect()
+        self.connection.flush()
+        self.connection.close()
+        self.finished.set_result(code)
+
+    def _timed_out(self) -> None:
+        self.error("Timed out")
+        self.finish(EXIT_TIMEOUT)
+
+    def _on_event(self, packet) -> None:
+        if self.finished.done():
+            return
+        if packet.type == PacketType.DISCONNECT:
+            self.error(f"Disconnected by the server: {reason_string(packet.reason_code)}")
+            self.finish(packet.reason_code or 1)
+            return
+        self.on_packet(packet)
+
+    # -- subclass hooks -------------------------------------------------------
+
+    async def connected(self) -> None:
+        raise NotImplementedError
+
+    def on_packet(self, packet) -> None:
+        raise NotImplementedError
+
+
+def run(tool: Tool) -> int:
+    try:
+        return asyncio.run(tool.run())
+    except KeyboardInterrupt:
+        return 0
+
+
+__all__ = ["Tool", "run", "EXIT_TIMEOUT", "connack_string", "reason_string", "ConnackCode"]
