@@ -162,6 +162,7 @@ class TlsListenerContext:
         self._handshaking: TlsStage | None = None
         self._psk_sessions: dict[bytes, str] = {}
         self._ocsp = None
+        self.quiet_context: ssl.SSLContext | None = None
         self._revoked_serials = {(crl.issuer.public_bytes(), entry.serial_number)
                                  for crl in self.crls for entry in crl}
 
@@ -170,149 +171,26 @@ class TlsListenerContext:
     @classmethod
     def from_listener(cls, listener, psk_lookup=None, log=None) -> "TlsListenerContext":
         """Build the context for `listener`; raise TlsSetupError on any unusable option."""
-        name = _listener_name(listener)
-        files: list[str] = []
-
-        def fail(option, message):
-            raise TlsSetupError(option, message, name)
-
-        keyform = str(_get(listener, "tls_keyform", "pem")).lower()
-        if keyform == "engine" or _get(listener, "tls_engine") or _get(listener, "tls_engine_kpass_sha1"):
-            option = ("tls_engine" if _get(listener, "tls_engine") else
-                      "tls_keyform" if keyform == "engine" else "tls_engine_kpass_sha1")
-            fail(option, "OpenSSL engine keys cannot be loaded by midge (Python's ssl module has no "
-                 "ENGINE or provider API); export the key to a PEM keyfile (encrypted keys are "
-                 "fine with keyfile_password_file), or terminate TLS in front of midge")
-
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        # As Mosquitto: no compression, server cipher preference, no renegotiation.
-        ctx.options |= (ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-                        | ssl.OP_NO_RENEGOTIATION | ssl.OP_SINGLE_DH_USE | ssl.OP_SINGLE_ECDH_USE)
-        # Mosquitto sets neither VERIFY_X509_STRICT nor VERIFY_X509_PARTIAL_CHAIN; nor do we.
-        ctx.verify_flags &= ~(ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN)
-
-        version = _get(listener, "tls_version")
-        if version is None:
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        elif version in _VERSIONS:
-            ctx.minimum_version = _VERSIONS[version]
-        else:
-            fail("tls_version", f"Unsupported tls_version '{version}'; use tlsv1.3, tlsv1.2 or tlsv1.1 "
-                 "(a minimum version)")
-
-        ciphers = _get(listener, "ciphers", MOSQUITTO_CIPHERS)
-        try:
-            ctx.set_ciphers(ciphers)
-        except ssl.SSLError:
-            fail("ciphers", f"no usable cipher in '{ciphers}' (see `openssl ciphers -v '{ciphers}'`)")
-
-        suites = _get(listener, "ciphers_tls1_3")
-        if suites is not None:
-            names = [s for s in suites.split(":") if s]
-            unknown = [s for s in names if s not in _KNOWN_TLS13_SUITES]
-            if unknown:
-                fail("ciphers_tls1.3", f"unknown TLS 1.3 ciphersuite {unknown[0]!r}; known: "
-                     + ", ".join(sorted(_KNOWN_TLS13_SUITES)))
-            if ":".join(names) != OPENSSL_TLS13_SUITES:
-                fail("ciphers_tls1.3", f"'{suites}' cannot be applied: Python's ssl module (before "
-                     "3.15) cannot set TLS 1.3 ciphersuites, and midge will not silently use others. "
-                     f"Remove the option to use OpenSSL's default ({OPENSSL_TLS13_SUITES}), or set "
-                     "`Ciphersuites` in the system OpenSSL configuration (OPENSSL_CONF) for the "
-                     "whole process")
-
-        certfile, keyfile = _get(listener, "certfile"), _get(listener, "keyfile")
-        if bool(certfile) != bool(keyfile):
-            fail("keyfile" if certfile else "certfile",
-                 "certfile and keyfile must be given together (Mosquitto would silently serve "
-                 "plaintext here)")
-        if certfile:
-            _readable("certfile", certfile, name)
-            key_path = _readable("keyfile", keyfile, name)
-            files += [str(certfile), str(keyfile)]
-            password = _key_password(listener, key_path, name, files)
-            try:
-                ctx.load_cert_chain(certfile, keyfile, password=password)
-            except ssl.SSLError as exc:
-                reason = _ssl_reason(exc)
-                if exc.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
-                    fail("keyfile", f"'{keyfile}' is not the private key of the certificate in '{certfile}'")
-                if _get(listener, "keyfile_password_file") and b"ENCRYPTED" in key_path.read_bytes():
-                    fail("keyfile_password_file", f"cannot decrypt '{keyfile}' with the password in "
-                         f"'{_get(listener, 'keyfile_password_file')}' ({reason})")
-                fail("certfile", f"cannot load '{certfile}' / '{keyfile}': {reason}")
-            except (ValueError, TypeError) as exc:
-                fail("keyfile", f"cannot load '{keyfile}': {exc}")
-
-        cafile, capath = _get(listener, "cafile"), _get(listener, "capath")
-        if cafile:
-            _readable("cafile", cafile, name)
-            files.append(str(cafile))
-        if capath:
-            _readable("capath", capath, name, directory=True)
-            files.append(str(capath))
-        if cafile or capath:
-            try:
-                ctx.load_verify_locations(cafile=cafile, capath=capath)
-            except ssl.SSLError as exc:
-                fail("cafile" if cafile else "capath", f"cannot load CA certificates from "
-                     f"'{cafile or capath}': {_ssl_reason(exc)}")
-
-        require = bool(_get(listener, "require_certificate", False))
-        if require:
-            if not (cafile or capath):
-                fail("require_certificate", "true needs cafile or capath: without a CA no client "
-                     "certificate can be verified and every client would be refused")
-            ctx.verify_mode = ssl.CERT_REQUIRED
-        else:
-            ctx.verify_mode = ssl.CERT_NONE  # as Mosquitto: never ask for a client certificate
-
-        crls = []
-        crlfile = _get(listener, "crlfile")
-        if crlfile:
-            crl_check = _get(listener, "crl_check", "leaf")
-            if crl_check not in ("leaf", "chain"):
-                fail("crl_check", f"'{crl_check}' is not leaf or chain")
-            if not Path(crlfile).exists():
-                fail("crlfile", f"cannot read '{crlfile}': No such file or directory")
-            crls = load_crls(crlfile, listener=name)
-            files.append(str(crlfile))
-            _load_crls_into(ctx, crls, name)
-            ctx.verify_flags |= (ssl.VERIFY_CRL_CHECK_CHAIN if crl_check == "chain"
-                                 else ssl.VERIFY_CRL_CHECK_LEAF)
-
-        dhparamfile = _get(listener, "dhparamfile")
-        if dhparamfile:
-            _readable("dhparamfile", dhparamfile, name)
-            try:
-                ctx.load_dh_params(dhparamfile)
-            except (ssl.SSLError, OSError) as exc:
-                fail("dhparamfile", f"cannot load DH parameters from '{dhparamfile}': {_ssl_reason(exc)}")
-            files.append(str(dhparamfile))
-
-        psk_hint = _get(listener, "psk_hint")
-        security = getattr(listener, "security", None)
-        psk_file = getattr(security, "psk_file", None) if security is not None else None
-        if not certfile and not psk_hint:
-            fail("certfile", "TLS needs certfile and keyfile, or psk_hint")
-        if psk_file and not _get(listener, "psk_tls13", True):
-            ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # Mosquitto 2.0.12+: no PSK over TLS 1.3
-            if version == "tlsv1.3":
-                fail("psk_tls13", "false turns TLS 1.3 off, but tls_version tlsv1.3 allows nothing else")
-        if psk_file:
-            files.append(str(psk_file))
-
+        ctx, files, crls = build_ssl_context(listener)
         context = cls(listener, ctx, files, psk_lookup, log, crls)
+        psk_hint = _get(listener, "psk_hint")
         if psk_hint:
             ctx.set_psk_server_callback(context._psk_callback, psk_hint)
             # TLS 1.3 session tickets would let a client resume without the PSK callback
             # running, and Python cannot read the resumed PSK identity: issue none.
             ctx.num_tickets = 0
-        if require and hasattr(ctx, "_msg_callback"):
+        if hasattr(ctx, "_msg_callback"):
             # Only to explain failures (the certificate a client sent, the alert it sent);
             # private but stable since Python 3.8. Without it, diagnostics lose detail.
-            ctx._msg_callback = context._message_callback
-        elif hasattr(ctx, "_msg_callback"):
-            ctx._msg_callback = context._alert_callback
+            # The callback costs ~3 us per record, so a finished handshake moves its
+            # connection to a twin context without it (`quiet_context`).
+            ctx._msg_callback = (context._message_callback if context.require_certificate
+                                 else context._alert_callback)
+            quiet, _, _ = build_ssl_context(listener)
+            if psk_hint:
+                quiet.set_psk_server_callback(context._psk_callback, psk_hint)
+                quiet.num_tickets = 0
+            context.quiet_context = quiet
         return context
 
     # -- connections ----------------------------------------------------------------
@@ -385,6 +263,142 @@ class TlsListenerContext:
                               listener=self.name)
         return await self.check_revocation(info)
 
+
+
+def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
+    """The listener's SSLContext like Mosquitto's, its files, and its CRLs (parsed)."""
+    name = _listener_name(listener)
+    files: list[str] = []
+
+    def fail(option, message):
+        raise TlsSetupError(option, message, name)
+
+    keyform = str(_get(listener, "tls_keyform", "pem")).lower()
+    if keyform == "engine" or _get(listener, "tls_engine") or _get(listener, "tls_engine_kpass_sha1"):
+        option = ("tls_engine" if _get(listener, "tls_engine") else
+                  "tls_keyform" if keyform == "engine" else "tls_engine_kpass_sha1")
+        fail(option, "OpenSSL engine keys cannot be loaded by midge (Python's ssl module has no "
+             "ENGINE or provider API); export the key to a PEM keyfile (encrypted keys are "
+             "fine with keyfile_password_file), or terminate TLS in front of midge")
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    # As Mosquitto: no compression, server cipher preference, no renegotiation.
+    ctx.options |= (ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
+                    | ssl.OP_NO_RENEGOTIATION | ssl.OP_SINGLE_DH_USE | ssl.OP_SINGLE_ECDH_USE)
+    # Mosquitto sets neither VERIFY_X509_STRICT nor VERIFY_X509_PARTIAL_CHAIN; nor do we.
+    ctx.verify_flags &= ~(ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN)
+
+    version = _get(listener, "tls_version")
+    if version is None:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    elif version in _VERSIONS:
+        ctx.minimum_version = _VERSIONS[version]
+    else:
+        fail("tls_version", f"Unsupported tls_version '{version}'; use tlsv1.3, tlsv1.2 or tlsv1.1 "
+             "(a minimum version)")
+
+    ciphers = _get(listener, "ciphers", MOSQUITTO_CIPHERS)
+    try:
+        ctx.set_ciphers(ciphers)
+    except ssl.SSLError:
+        fail("ciphers", f"no usable cipher in '{ciphers}' (see `openssl ciphers -v '{ciphers}'`)")
+
+    suites = _get(listener, "ciphers_tls1_3")
+    if suites is not None:
+        names = [s for s in suites.split(":") if s]
+        unknown = [s for s in names if s not in _KNOWN_TLS13_SUITES]
+        if unknown:
+            fail("ciphers_tls1.3", f"unknown TLS 1.3 ciphersuite {unknown[0]!r}; known: "
+                 + ", ".join(sorted(_KNOWN_TLS13_SUITES)))
+        if ":".join(names) != OPENSSL_TLS13_SUITES:
+            fail("ciphers_tls1.3", f"'{suites}' cannot be applied: Python's ssl module (before "
+                 "3.15) cannot set TLS 1.3 ciphersuites, and midge will not silently use others. "
+                 f"Remove the option to use OpenSSL's default ({OPENSSL_TLS13_SUITES}), or set "
+                 "`Ciphersuites` in the system OpenSSL configuration (OPENSSL_CONF) for the "
+                 "whole process")
+
+    certfile, keyfile = _get(listener, "certfile"), _get(listener, "keyfile")
+    if bool(certfile) != bool(keyfile):
+        fail("keyfile" if certfile else "certfile",
+             "certfile and keyfile must be given together (Mosquitto would silently serve "
+             "plaintext here)")
+    if certfile:
+        _readable("certfile", certfile, name)
+        key_path = _readable("keyfile", keyfile, name)
+        files += [str(certfile), str(keyfile)]
+        password = _key_password(listener, key_path, name, files)
+        try:
+            ctx.load_cert_chain(certfile, keyfile, password=password)
+        except ssl.SSLError as exc:
+            reason = _ssl_reason(exc)
+            if exc.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
+                fail("keyfile", f"'{keyfile}' is not the private key of the certificate in '{certfile}'")
+            if _get(listener, "keyfile_password_file") and b"ENCRYPTED" in key_path.read_bytes():
+                fail("keyfile_password_file", f"cannot decrypt '{keyfile}' with the password in "
+                     f"'{_get(listener, 'keyfile_password_file')}' ({reason})")
+            fail("certfile", f"cannot load '{certfile}' / '{keyfile}': {reason}")
+        except (ValueError, TypeError) as exc:
+            fail("keyfile", f"cannot load '{keyfile}': {exc}")
+
+    cafile, capath = _get(listener, "cafile"), _get(listener, "capath")
+    if cafile:
+        _readable("cafile", cafile, name)
+        files.append(str(cafile))
+    if capath:
+        _readable("capath", capath, name, directory=True)
+        files.append(str(capath))
+    if cafile or capath:
+        try:
+            ctx.load_verify_locations(cafile=cafile, capath=capath)
+        except ssl.SSLError as exc:
+            fail("cafile" if cafile else "capath", f"cannot load CA certificates from "
+                 f"'{cafile or capath}': {_ssl_reason(exc)}")
+
+    require = bool(_get(listener, "require_certificate", False))
+    if require:
+        if not (cafile or capath):
+            fail("require_certificate", "true needs cafile or capath: without a CA no client "
+                 "certificate can be verified and every client would be refused")
+        ctx.verify_mode = ssl.CERT_REQUIRED
+    else:
+        ctx.verify_mode = ssl.CERT_NONE  # as Mosquitto: never ask for a client certificate
+
+    crls = []
+    crlfile = _get(listener, "crlfile")
+    if crlfile:
+        crl_check = _get(listener, "crl_check", "leaf")
+        if crl_check not in ("leaf", "chain"):
+            fail("crl_check", f"'{crl_check}' is not leaf or chain")
+        if not Path(crlfile).exists():
+            fail("crlfile", f"cannot read '{crlfile}': No such file or directory")
+        crls = load_crls(crlfile, listener=name)
+        files.append(str(crlfile))
+        _load_crls_into(ctx, crls, name)
+        ctx.verify_flags |= (ssl.VERIFY_CRL_CHECK_CHAIN if crl_check == "chain"
+                             else ssl.VERIFY_CRL_CHECK_LEAF)
+
+    dhparamfile = _get(listener, "dhparamfile")
+    if dhparamfile:
+        _readable("dhparamfile", dhparamfile, name)
+        try:
+            ctx.load_dh_params(dhparamfile)
+        except (ssl.SSLError, OSError) as exc:
+            fail("dhparamfile", f"cannot load DH parameters from '{dhparamfile}': {_ssl_reason(exc)}")
+        files.append(str(dhparamfile))
+
+    psk_hint = _get(listener, "psk_hint")
+    security = getattr(listener, "security", None)
+    psk_file = getattr(security, "psk_file", None) if security is not None else None
+    if not certfile and not psk_hint:
+        fail("certfile", "TLS needs certfile and keyfile, or psk_hint")
+    if psk_file and not _get(listener, "psk_tls13", True):
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # Mosquitto 2.0.12+: no PSK over TLS 1.3
+        if version == "tlsv1.3":
+            fail("psk_tls13", "false turns TLS 1.3 off, but tls_version tlsv1.3 allows nothing else")
+    if psk_file:
+        files.append(str(psk_file))
+
+    return ctx, files, crls
 
 def _key_password(listener, key_path: Path, name: str, files: list[str]):
     """The keyfile password callback: never let OpenSSL prompt on a terminal."""
@@ -489,6 +503,8 @@ class TlsStage:
             context._handshaking = None
         self.handshake_complete = True
         self.info = self._make_info()
+        if context.quiet_context is not None:
+            self._ssl.context = context.quiet_context  # drop the diagnostics callback
         self._facts = None  # only needed to explain a failure
         return True
 
