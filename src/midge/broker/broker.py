@@ -33,6 +33,8 @@ try:  # the security layer's access constants; the values are the contract's
 except Exception:  # pragma: no cover - before the security package lands
     READ, WRITE, SUBSCRIBE = 1, 2, 4
 
+_CONNECT_KIND = "connect"
+
 _HANDLERS = {
     p.Connect: handle_connect,
     p.Publish: handle_publish,
@@ -118,6 +120,9 @@ class Broker:
                 session_expiry.check(self, owner, token, now)
             elif kind == sys_tree.KIND:
                 self.sys.check(token, now)
+            elif kind == _CONNECT_KIND:
+                if owner.state != CLOSED:
+                    owner.resume_deferred(now)
 
     def _timer_live(self, kind, owner, token) -> bool:
         if kind == keepalive.KIND:
@@ -128,7 +133,13 @@ class Broker:
             return token == owner.expiry_token
         if kind == sys_tree.KIND:
             return token == self.sys.token
+        if kind == _CONNECT_KIND:
+            return owner.state != CLOSED
         return True
+
+    def defer_connect(self, client: Client, when: float) -> None:
+        """Handle `client`'s held CONNECT at `when` (login delay)."""
+        self.timers.add(when, _CONNECT_KIND, client, 0)
 
     def reload(self, config, now: float) -> None:
         """SIGHUP: Mosquitto's reloaded options, plus the limits Mosquitto forgets to apply."""
@@ -396,7 +407,6 @@ class Broker:
         upgrade = self.limits.upgrade_outgoing_qos
         ids = [sub.identifier] if sub.identifier is not None else None
         check_read = self.security is not None
-        cache: dict = {}
         for message in messages:
             if message.expired(now):
                 self.retained.store(Message(message.topic, b"", 0, True, {}))
@@ -404,7 +414,7 @@ class Broker:
             if check_read and not self._may_read(session, message.topic):
                 continue
             qos = sub.qos if upgrade else min(message.qos, sub.qos)
-            self._deliver(session, message, qos, True, ids, now, cache)
+            self._deliver(session, message, qos, True, ids, now, {})
 
     # -- Delivery ------------------------------------------------------------------------
 

@@ -58,7 +58,8 @@ class Client:
         "session", "will", "last_activity", "keepalive_token", "receive_maximum",
         "max_packet_out", "topic_alias_max_out", "aliases_in", "request_problem_info",
         "paused_qos0", "mount_point", "max_qos", "max_topic_alias", "is_bridge",
-        "pending", "acl_cache", "connected_at", "__weakref__", "__dict__",
+        "pending", "acl_cache", "connected_at", "deferred", "deferred_error", "connect_delayed",
+        "deferred_resume_pending", "__weakref__", "__dict__",
     )
 
     def __init__(self, broker, listener, peer, tls, io, now):
@@ -98,6 +99,10 @@ class Client:
         self.pending = False
         self.acl_cache = None
         self.connected_at = None
+        self.deferred = None            # packets held while CONNECT waits (login delay, async auth)
+        self.deferred_error = None
+        self.connect_delayed = False
+        self.deferred_resume_pending = False
 
     def __repr__(self):
         return f"<Client {self.client_id!r} from {self.peer} state={self.state}>"
@@ -111,32 +116,54 @@ class Client:
     def receive_data(self, data: bytes, now: float) -> None:
         if self.state == CLOSED:
             return
-        broker = self.broker
-        stats = broker.stats
+        stats = self.broker.stats
         stats.bytes_received += len(data)
         self.last_activity = now
         try:
             packets = self.decoder.feed(data)
             if packets:
                 stats.messages_received += len(packets)
-                handlers = broker.handlers
-                for packet in packets:
-                    handlers[packet.__class__](self, packet, now)
-                    if self.state == CLOSED:
-                        return
-            error = self.decoder.error
-            if error is not None and self.state != CLOSED:
-                self._peer_error(error, now)
+            self._process(packets, self.decoder.error, now)
         except Exception as exc:  # a bug must cost one connection, never the broker
-            log = broker.log
-            if log.enabled(LogType.ERROR):
-                import traceback
-                detail = "".join(traceback.format_exception_only(exc)).strip()
-                log.error(f"Internal error handling data from client {self.id_for_log}: {detail}")
-                if log.enabled(LogType.DEBUG):
-                    log.debug("".join(traceback.format_exception(exc)))
-            if self.state != CLOSED:
-                self.close(now, "internal", reason_code=ReasonCode.UNSPECIFIED_ERROR)
+            self._internal_error(exc, now)
+
+    def _process(self, packets, error, now) -> None:
+        handlers = self.broker.handlers
+        for index, packet in enumerate(packets):
+            if self.deferred is not None:
+                self.deferred.extend(packets[index:])
+                break
+            handlers[packet.__class__](self, packet, now)
+            if self.state == CLOSED:
+                return
+        if error is not None and self.state != CLOSED:
+            if self.deferred is not None:
+                self.deferred_error = error
+            else:
+                self._peer_error(error, now)
+
+    def resume_deferred(self, now: float) -> None:
+        """Handle the packets held while CONNECT waited (login delay or async auth)."""
+        self.deferred_resume_pending = False
+        packets, self.deferred = self.deferred or [], None
+        error, self.deferred_error = self.deferred_error, None
+        if self.state == CLOSED:
+            return
+        try:
+            self._process(packets, error, now)
+        except Exception as exc:
+            self._internal_error(exc, now)
+
+    def _internal_error(self, exc, now) -> None:
+        log = self.broker.log
+        if log.enabled(LogType.ERROR):
+            import traceback
+            detail = "".join(traceback.format_exception_only(exc)).strip()
+            log.error(f"Internal error handling data from client {self.id_for_log}: {detail}")
+            if log.enabled(LogType.DEBUG):
+                log.debug("".join(traceback.format_exception(exc)))
+        if self.state != CLOSED:
+            self.close(now, "internal", reason_code=ReasonCode.UNSPECIFIED_ERROR)
 
     def connection_lost(self, now: float) -> None:
         if self.state == CLOSED:

@@ -5,12 +5,18 @@ from __future__ import annotations
 
 import uuid
 
-from midge.broker.client import CONNECTED
+from midge.broker.client import CLOSED, CONNECTED
 from midge.broker.limits import listener_value, security_value
 from midge.broker.session import NEVER
 from midge.log import LogType
 from midge.protocol.constants import ConnackCode, Property, ReasonCode
 from midge.protocol.packets import Connack
+
+try:
+    from midge.security.throttle import peer_host
+except Exception:  # pragma: no cover
+    def peer_host(peer):
+        return peer.rpartition(':')[0] or peer
 
 # v5 reason code -> the v3 CONNACK return code Mosquitto sends for the same refusal.
 _V3_CODES = {
@@ -68,6 +74,16 @@ def handle_connect(client, packet, now) -> None:
         client.protocol_error(now, message="second CONNECT")
         return
     broker = client.broker
+    security = broker.security
+    if security is not None and not client.connect_delayed and hasattr(security, "login_delay"):
+        # Brute-force slow-down (security/throttle.py): an address with recent failed
+        # logins gets its CONNACK later, whatever the outcome.
+        delay = security.login_delay(peer_host(client.peer), now)
+        if delay > 0:
+            client.connect_delayed = True
+            client.deferred = [packet]
+            broker.defer_connect(client, now + delay)
+            return
     config = broker.config
     listener = client.listener
     limits = broker.limits
@@ -139,18 +155,49 @@ def handle_connect(client, packet, now) -> None:
             _refuse(client, now, ReasonCode.BAD_USER_NAME_OR_PASSWORD,
                     ConnackCode.BAD_USERNAME_OR_PASSWORD, kind="not_authorised")
             return
+        _after_authentication(client, packet, now, session_expiry, assigned)
+        return
+    client.username = username
+    security = broker.security
+    if security is None:
+        anonymous = security_value(listener, config, "allow_anonymous", True)
+        reason = 0 if anonymous else ReasonCode.NOT_AUTHORIZED
     else:
-        client.username = username
-        security = broker.security
-        if security is not None:
-            reason = security.authenticate(client, username, packet.password)
-        else:
-            anonymous = security_value(listener, config, "allow_anonymous", True)
-            reason = 0 if anonymous else ReasonCode.NOT_AUTHORIZED
-        if reason:
-            _refuse_auth(client, now, reason)
-            return
+        reason = security.authenticate(client, username, packet.password)
+        if not isinstance(reason, int):
+            # An async plugin hook decides later (security.PendingAuth): hold every
+            # packet that follows until it has.
+            client.deferred = []
 
+            def finished(result, client=client):
+                if client.state == CLOSED:
+                    return
+                when = client.last_activity  # no clock in the core: the latest known time
+                client.deferred_resume_pending = True
+                _authentication_result(client, packet, when, session_expiry, assigned, result)
+                client.resume_deferred(when)
+            reason.on_done(finished)
+            return
+    _authentication_result(client, packet, now, session_expiry, assigned, reason)
+
+
+def _authentication_result(client, packet, now, session_expiry, assigned, reason) -> None:
+    security = client.broker.security
+    host = peer_host(client.peer)
+    if reason:
+        if security is not None and hasattr(security, "record_failure"):
+            security.record_failure(host, now)
+        _refuse_auth(client, now, reason)
+        return
+    if security is not None and hasattr(security, "record_success"):
+        security.record_success(host)
+    _after_authentication(client, packet, now, session_expiry, assigned)
+
+
+def _after_authentication(client, packet, now, session_expiry, assigned) -> None:
+    listener = client.listener
+    limits = client.broker.limits
+    client_id = client.client_id
     if listener_value(listener, "cert_identity_as_clientid", None):
         tls_id = _clientid_from_tls(listener, client.tls)
         if not tls_id:
@@ -167,7 +214,7 @@ def handle_connect(client, packet, now) -> None:
     connack_props = {}
     max_keepalive = limits.max_keepalive
     if max_keepalive and (client.keepalive > max_keepalive or client.keepalive == 0):
-        if version == 5:
+        if client.version == 5:
             client.keepalive = max_keepalive
             connack_props[Property.SERVER_KEEP_ALIVE] = max_keepalive
         else:

@@ -1,0 +1,58 @@
+"""Keepalive: 1.5 x keepalive of silence closes the client; traffic keeps it alive."""
+
+import pytest
+
+from tests.broker.harness import Harness
+
+V311_V5 = pytest.mark.parametrize("version", [4, 5])
+
+
+@V311_V5
+def test_timeout_at_one_and_a_half_keepalive(version):
+    h = Harness()
+    conn = h.connect("c", version=version, keepalive=10)
+    h.advance(14.9)
+    assert not conn.closed
+    h.advance(0.2)
+    assert conn.closed
+    assert h.log.has("Client c has exceeded timeout, disconnecting.")
+
+
+def test_traffic_keeps_alive():
+    h = Harness()
+    conn = h.connect("c", keepalive=10)
+    for _ in range(5):
+        h.advance(9)
+        conn.send_raw(b"\xc0\x00")
+        assert conn.take_one().__class__.__name__ == "Pingresp"
+    assert not conn.closed
+    h.advance(16)
+    assert conn.closed
+
+
+def test_keepalive_zero_never_times_out():
+    h = Harness()
+    conn = h.connect("c", keepalive=0)
+    h.advance(100000)
+    assert not conn.closed
+
+
+def test_connection_without_connect_is_closed():
+    h = Harness()
+    conn = h.open()
+    h.advance(91)
+    assert conn.closed
+
+
+def test_v5_server_keep_alive_applies():
+    h = Harness(max_keepalive=10)
+    conn = h.connect("c", version=5, keepalive=0)
+    h.advance(16)
+    assert conn.closed
+
+
+def test_next_deadline_reports_keepalive():
+    h = Harness()
+    h.connect("c", keepalive=10)
+    deadline = h.broker.next_deadline()
+    assert deadline is not None and deadline <= h.now + 15
