@@ -1,0 +1,161 @@
+"""midge pub/sub/rr against Debian's mosquitto broker, interleaved with Mosquitto's
+own clients: what one publishes the other receives, and `midge sub` prints exactly
+the bytes `mosquitto_sub` prints for the same messages and flags."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.client.tools import finish, midge, mosquitto, run, start_subscriber
+
+V5_PROPS = ["-D", "publish", "user-property", "k", "v", "-D", "publish", "user-property", "k2", "v 2",
+            "-D", "publish", "content-type", "text/plain", "-D", "publish", "correlation-data", "c0rr",
+            "-D", "publish", "response-topic", "re/ply", "-D", "publish", "message-expiry-interval", "300",
+            "-D", "publish", "payload-format-indicator", "1"]
+
+# (payload args, extra publish args); every message goes to topic t/<n>
+MESSAGES = [
+    (["-m", "hello world"], []),
+    (["-n"], []),
+    (["-m", '{"a": [1, 2.5, "x", true, null], "b": {}, "c": {"d": -3e-7}}'], []),
+    (["-m", 'quote " back\\slash\ttab'], []),
+    (["-f", "BINARY"], []),
+    (["-m", "with props"], ["-V", "5", *V5_PROPS]),
+    (["-m", "[]"], ["-q", "1"]),
+    (["-m", "retained one"], ["-r"]),
+]
+
+FORMATS = [
+    [],
+    ["-v"],
+    ["-N"],
+    ["-v", "-N"],
+    ["-F", "%t|%p|%l|%q|%r|%m|%%|%-12t|%12t|%.3t|%05l|%-5l;|%x|%X|%6x|%-8p|%A|%C|%D|%E|%F|%P|%R|%S\\t@@\\\\"],
+    ["-F", "%j"],
+    ["-F", "%J"],
+    ["-F", "%j", "--pretty"],
+    ["-F", "%J", "--pretty"],
+    ["-F", "%015X|%-020x|%3p", "-N"],
+]
+
+
+def publish_all(broker, tmp_path) -> None:
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(bytes(range(256)) + b"\0tail")
+    for index, (payload, extra) in enumerate(MESSAGES):
+        payload = [str(binary) if arg == "BINARY" else arg for arg in payload]
+        result = run(mosquitto("pub", "-p", str(broker.port), "-t", f"t/{index}", *payload, *extra))
+        assert result.returncode == 0, result.stderr
+
+
+def without_time(data: bytes) -> bytes:
+    return re.sub(rb'"tst":(\t?)"[^"]*"', rb'"tst":\1"T"', data)
+
+
+@pytest.mark.parametrize("flags", FORMATS, ids=lambda f: " ".join(f) or "default")
+@pytest.mark.parametrize("version", ["311", "5"])
+def test_output_identical_to_mosquitto_sub(broker, tmp_path, flags, version, request):
+    run(mosquitto("pub", "-p", str(broker.port), "-t", "t/7", "-r", "-n"))  # clear old retained
+    common = ["-p", str(broker.port), "-t", "t/#", "-q", "1", "-V", version, "-C", str(len(MESSAGES)), *flags]
+    ident = request.node.name.encode().hex()[-16:]
+    theirs = start_subscriber(broker, mosquitto("sub", *common), f"m-{ident}")
+    ours = start_subscriber(broker, midge("sub", *common), f"g-{ident}")
+    publish_all(broker, tmp_path)
+    rc_theirs, out_theirs, err_theirs = finish(theirs)
+    rc_ours, out_ours, err_ours = finish(ours)
+    assert rc_ours == rc_theirs == 0, (err_ours, err_theirs)
+    assert without_time(out_ours) == without_time(out_theirs)
+    assert err_ours.replace(b"midge", b"mosquitto") == err_theirs
+
+
+def test_midge_pub_to_mosquitto_sub(broker, tmp_path):
+    port = str(broker.port)
+    sub = start_subscriber(broker, mosquitto("sub", "-p", port, "-t", "mp/#", "-v", "-C", "5", "-q", "2"),
+                           "mp-sub")
+    assert run(midge("pub", "-p", port, "-t", "mp/0", "-m", "qos0")).returncode == 0
+    assert run(midge("pub", "-p", port, "-t", "mp/1", "-m", "qos1", "-q", "1")).returncode == 0
+    assert run(midge("pub", "-p", port, "-t", "mp/2", "-m", "qos2", "-q", "2", "-V", "5")).returncode == 0
+    result = run(midge("pub", "-p", port, "-t", "mp/l", "-l", "-q", "1"), input=b"line one\nline two")
+    assert result.returncode == 0, result.stderr
+    rc, out, err = finish(sub)
+    assert rc == 0, err
+    assert out == b"mp/0 qos0\nmp/1 qos1\nmp/2 qos2\nmp/l line one\nmp/l line two\n"
+
+
+def test_mosquitto_pub_to_midge_sub_qos2_and_properties(broker):
+    port = str(broker.port)
+    sub = start_subscriber(broker, midge("sub", "-p", port, "-t", "pm/#", "-q", "2", "-V", "5", "-C", "2",
+                                            "-F", "%t %q %p %P %C"), "pm-sub")
+    assert run(mosquitto("pub", "-p", port, "-t", "pm/a", "-m", "one", "-q", "2")).returncode == 0
+    assert run(mosquitto("pub", "-p", port, "-t", "pm/b", "-m", "two", "-q", "1", "-V", "5",
+                         "-D", "publish", "user-property", "x", "y",
+                         "-D", "publish", "content-type", "ct")).returncode == 0
+    rc, out, err = finish(sub)
+    assert rc == 0, err
+    # QoS 2 messages are delivered at PUBREL (as libmosquitto), so order may vary.
+    assert sorted(out.splitlines(keepends=True)) == [b"pm/a 2 one  \n", b"pm/b 1 two x:y ct\n"]
+
+
+def test_debug_trace_matches_mosquitto_pub(broker):
+    args = ["-p", str(broker.port), "-t", "dbg", "-m", "x", "-q", "1", "-d", "-i", "tracer"]
+    ours = run(midge("pub", *args))
+    theirs = run(mosquitto("pub", *args))
+    assert ours.returncode == theirs.returncode == 0
+    assert ours.stdout == theirs.stdout
+
+
+def test_request_response(broker):
+    port = str(broker.port)
+    # A responder: mosquitto_sub prints the response topic of the request; we then reply.
+    responder = start_subscriber(broker, mosquitto("sub", "-p", port, "-V", "5", "-t", "rq", "-C", "1",
+                                                      "-F", "%R %p"), "responder")
+    mark = broker.mark()
+    from tests.client.tools import start
+    requester = start([*midge("rr", "-p", port, "-t", "rq", "-e", "rs", "-m", "ping", "-i", "asker")])
+    broker.wait_for_log("Sending SUBACK to asker", start=mark)
+    rc, out, err = finish(responder)
+    assert out == b"rs ping\n"
+    assert run(mosquitto("pub", "-p", port, "-t", "rs", "-m", "pong")).returncode == 0
+    rc, out, err = finish(requester)
+    assert (rc, out) == (0, b"pong\n"), err
+
+
+def test_wait_timeout_exit_code_27(broker):
+    result = run(midge("sub", "-p", str(broker.port), "-t", "nothing", "-W", "1"))
+    assert result.returncode == 27
+    assert result.stderr == b"Timed out\n"
+
+
+def test_exit_after_subscribe(broker):
+    result = run(midge("sub", "-p", str(broker.port), "-t", "a", "-t", "b", "-E", "-d"))
+    assert result.returncode == 0
+    assert b"Subscribed (mid: 1): 0, 0\n" in result.stdout
+
+
+def test_retained_only_and_remove_retained(broker):
+    port = str(broker.port)
+    for topic in ("rt/a", "rt/b"):
+        assert run(mosquitto("pub", "-p", port, "-t", topic, "-m", topic, "-r")).returncode == 0
+    result = run(midge("sub", "-p", port, "-t", "rt/#", "--remove-retained", "--retained-only", "-v", "-W", "2"))
+    assert result.stdout in (b"rt/a rt/a\nrt/b rt/b\n", b"rt/b rt/b\nrt/a rt/a\n")
+    # They were removed: nothing retained is left.
+    result = run(midge("sub", "-p", port, "-t", "rt/#", "-W", "1", "--retained-only"))
+    assert (result.returncode, result.stdout) == (27, b"")
+
+
+def test_refused_connection_exit_code_is_connack_code(tmp_path):
+    from tests.brokerproc import free_port, start_mosquitto
+
+    port = free_port()
+    broker = start_mosquitto(f"listener {port} 127.0.0.1\nallow_anonymous false\n", tmp_path, port)
+    try:
+        for version, code in (("311", 5), ("5", 135)):
+            args = ["-p", str(port), "-t", "a", "-V", version]
+            ours = run(midge("sub", *args))
+            theirs = run(mosquitto("sub", *args))
+            assert ours.returncode == theirs.returncode == code
+            assert ours.stderr == theirs.stderr
+    finally:
+        broker.stop()
