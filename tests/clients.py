@@ -7,6 +7,7 @@ publishes; payload lines are the lines that are not protocol-trace lines.
 from __future__ import annotations
 
 import queue
+import shutil
 import subprocess
 import threading
 import time
@@ -22,7 +23,9 @@ class Subscriber:
         exe = require_peer("mosquitto_sub")
         if isinstance(topics, str):
             topics = [topics]
-        argv = [exe, "-h", host, "-p", str(port), "-d"]
+        # mosquitto_sub block-buffers its -d trace on a pipe; line-buffer it with stdbuf.
+        stdbuf = shutil.which("stdbuf")
+        argv = ([stdbuf, "-oL", "-eL"] if stdbuf else []) + [exe, "-h", host, "-p", str(port), "-d"]
         for t in topics:
             argv += ["-t", t]
         argv += list(args)

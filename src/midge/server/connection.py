@@ -192,6 +192,9 @@ class Connection(asyncio.Protocol):
             if failure is not None:
                 self._failed(failure)
                 return
+            if getattr(stage, "closed_by_peer", False):
+                self.close()
+                return
             if level == self.ready:
                 if not stage.handshake_complete:
                     return

@@ -18,6 +18,7 @@ import os
 
 from websockets.frames import Opcode
 from websockets.http11 import Request
+from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
@@ -38,6 +39,17 @@ def _select_subprotocol(protocol, offered):
     return None
 
 
+def _not_http(data: bytes) -> str | None:
+    """Name the mistake when a client speaks something other than HTTP to this port."""
+    if data[0] == 0x16:
+        return "a TLS handshake was sent to a WebSocket listener without TLS (certfile/keyfile)"
+    if data[0] == 0x10:
+        return "plain MQTT was sent to a WebSocket listener; use a 'protocol mqtt' listener"
+    if not data[:1].isalpha():
+        return "the client did not send an HTTP request (WebSocket listener)"
+    return None
+
+
 class WebSocketStage:
     """Server side WebSocket framing for one connection."""
 
@@ -53,9 +65,17 @@ class WebSocketStage:
         self.handshake_complete = False
         self.failure: str | None = None
         self.request_path: str | None = None
+        self.closed_by_peer = False
+        self.first_read = True
 
     def feed(self, data: bytes) -> bytes:
         protocol = self.protocol
+        if self.first_read and data:
+            self.first_read = False
+            reason = _not_http(data)
+            if reason:
+                self.failure = reason
+                return b""
         protocol.receive_data(data)
         chunks: list[bytes] = []
         for event in protocol.events_received():
@@ -67,8 +87,10 @@ class WebSocketStage:
                 # MQTT 5.0 6.0: text frames are a protocol error; close the connection.
                 self.failure = "WebSocket text frame received (MQTT requires binary frames)"
                 protocol.fail(1003, "MQTT needs binary frames")
-        if protocol.close_exc is not None and self.failure is None and not self.handshake_complete:
-            self.failure = f"WebSocket handshake failed: {protocol.handshake_exc or protocol.close_exc}"
+        if protocol.handshake_exc is not None and self.failure is None:
+            self.failure = f"WebSocket handshake failed: {protocol.handshake_exc}"
+        elif protocol.state is State.CLOSED:
+            self.closed_by_peer = True
         return b"".join(chunks)
 
     def _handle_request(self, request: Request) -> None:
