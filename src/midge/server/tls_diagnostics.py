@@ -70,6 +70,10 @@ class FailureKind:
     OTHER = "other"
 
 
+_NOT_A_HANDSHAKE = {FailureKind.PLAINTEXT_MQTT, FailureKind.HTTP, FailureKind.NOT_TLS,
+                    FailureKind.CLIENT_ABORTED}
+
+
 @dataclass(frozen=True)
 class TlsFailure:
     """Why a TLS handshake (or a revocation check) failed, in plain words.
@@ -86,7 +90,12 @@ class TlsFailure:
     details: dict = field(default_factory=dict, compare=False)
 
     def __str__(self) -> str:
-        who = "refused by the client" if self.side == "client" else "refused by midge"
+        if self.side == "midge":
+            who = "refused by midge"
+        elif self.kind in _NOT_A_HANDSHAKE:
+            who = "failed"
+        else:
+            who = "refused by the client"
         return f"TLS handshake {who}: {self.reason}"
 
     def log_line(self) -> str:
