@@ -39,11 +39,16 @@ PATH_COMMENT_RE = re.compile(r"\s#")
 
 @dataclass
 class ReadResult:
-    """Everything one read of a config produced (the config is None after errors)."""
+    """Everything one read of a config produced. With errors, `config` is what could be
+    read (for `midge check` to inspect further), not a config to run."""
 
-    config: Config | None
+    config: Config
     errors: list[ConfigError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
 
 
 class _FileScope:
@@ -94,8 +99,11 @@ class Reader:
                 data = f.read()
         except OSError as exc:
             where = (self.file, self.line) if not main else (None, 0)
-            self._error(f"cannot open config file {path}: {exc.strerror}", "include_dir" if not main else "",
-                        file=where[0] or path, line=where[1])
+            if main:
+                self._error(f"cannot open config file: {exc.strerror}", "", file=path, line=0)
+            else:
+                self._error(f"cannot open {path}: {exc.strerror}", "include_dir",
+                            file=where[0], line=where[1])
             return
         self.read_bytes(data, path, main)
 
@@ -500,7 +508,7 @@ class Reader:
 
     def _opt_topic(self, opt, written, value, scope, main) -> None:
         bridge = self._target(opt, written, scope)
-        tokens = _strip_comment(value.split())
+        tokens = value.split()  # no comment stripping: `topic # both 2` is the classic line
         usage = "expected `topic PATTERN [[[out|in|both] QOS] LOCAL_PREFIX REMOTE_PREFIX]`"
         if not tokens:
             raise _LineError(f"empty value: {usage}", written)
@@ -699,7 +707,7 @@ class Reader:
 
     def result(self) -> ReadResult:
         config = self.finish()
-        return ReadResult(None if self.errors else config, self.errors, self.warnings)
+        return ReadResult(config, self.errors, self.warnings)
 
 
 def _copy_listener(source: ListenerConfig) -> ListenerConfig:
