@@ -35,6 +35,7 @@ class ClientConnection(asyncio.Protocol):
         self.on_event = on_event
         self.loop = loop
         self.transport = None
+        self.options: ClientOptions | None = None
         self.connack: asyncio.Future = loop.create_future()
         self.closed: asyncio.Future = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
@@ -89,10 +90,22 @@ class ClientConnection(asyncio.Protocol):
             self._timer.cancel()
         self._writable.set()
         if not self.connack.done():
-            self.connack.set_exception(ConnectError(
-                "Connection closed by the server before CONNACK" if exc is None else str(exc)))
+            self.connack.set_exception(ConnectError(self._early_close_message(exc)))
         if not self.closed.done():
             self.closed.set_result(exc)
+
+    def _early_close_message(self, exc: Exception | None) -> str:
+        """Why the server hung up before CONNACK, as precisely as we can tell."""
+        tls = self.options.tls if self.options is not None else None
+        if isinstance(exc, ssl.SSLError):
+            return explain(exc, self.options.host if self.options else "")
+        text = "Error: the server closed the connection before CONNACK"
+        if exc is not None:
+            text = f"Error: {getattr(exc, 'strerror', None) or exc} before CONNACK"
+        if tls is not None and tls.psk is None and tls.certfile is None:
+            # TLS 1.3 lets the handshake finish before the server checks our certificate.
+            text += " (TLS: the server may require a client certificate, see --cert/--key)"
+        return text
 
     def pause_writing(self) -> None:
         self._writable.clear()
@@ -178,6 +191,7 @@ async def open_connection(options: ClientOptions, session: ClientSession,
     loop = asyncio.get_running_loop()
     protocol = ClientConnection(session, on_event, loop)
     protocol.nodelay = options.nodelay
+    protocol.options = options
     context = None
     if options.tls is not None:
         context = make_context(options.tls)

@@ -128,9 +128,9 @@ def _verify_message(exc: ssl.SSLCertVerificationError, host: str) -> str:
         return "the server certificate has expired"
     if code == 9:
         return "the server certificate is not yet valid"
-    if code in (18, 19):
+    if code == 18:
         return "the server certificate is self-signed and not in --cafile/--capath"
-    if code in (2, 20):
+    if code in (2, 19, 20):
         return "the server certificate's issuer is not trusted (check --cafile/--capath)"
     return f"the server certificate failed verification: {text}"
 
