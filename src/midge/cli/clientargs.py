@@ -398,9 +398,9 @@ class _Parser:
                 value = float(text)
             except ValueError:
                 value = -1
-            if not 0.1 <= value <= 100.0:
+            if value < 0.1:  # mosquitto_sub takes anything above 100 as 100
                 raise UsageError(f"Error: Invalid random filter value \"{text}\" (must be between 0.1 and 100).")
-            cfg.random_filter = int(value * 100)
+            cfg.random_filter = min(int(value * 100), 10000)
         elif arg == "--remove-retained" and sub:
             cfg.remove_retained = True
         elif arg == "--repeat" and pub:
@@ -434,7 +434,7 @@ class _Parser:
             cfg.topics.append(topic)
         elif arg in ("-T", "--filter-out") and sub:
             topic = self.value(arg, "topic filter")
-            _check_topic(topic, subscribe=True)
+            _check_topic(topic, subscribe=True, what="filter topic")
             cfg.filter_outs.append(topic)
         elif arg == "--tls-alpn":
             cfg.alpn.append(self.value(arg, "protocol"))
@@ -503,12 +503,12 @@ class _Parser:
         command = self.value(flag, "property command")
         name = self.value(flag, "property identifier")
         if command not in ALLOWED_PROPERTIES:
-            raise UsageError(f"Error: Invalid command given in {flag} argument: {command}.")
+            raise UsageError("Error: Invalid command given in --property argument.")
         ident = PROPERTY_NAMES.get(name)
         if ident is None:
-            raise UsageError(f"Error: Invalid property name {name} in {flag} argument.")
+            raise UsageError("Error: Invalid property name given in --property argument.")
         if ident not in ALLOWED_PROPERTIES[command]:
-            raise UsageError(f"Error: {name} property not allowed for {command} in {flag} argument.")
+            raise UsageError(f"Error: {name} property not allowed for {command} in --property argument.")
         props = self.cfg.properties[command]
         if ident == P.USER_PROPERTY:
             key = self.value(flag, "property key")
@@ -571,7 +571,8 @@ def _check_topic(topic: str, subscribe: bool, what: str = "topic") -> None:
             (p in ("+", "#") or ("+" not in p and "#" not in p)) for p in parts
         ) and ("#" not in parts[:-1])
         if not ok:
-            raise UsageError(f"Error: Invalid subscription topic '{topic}', are all '+' and '#' wildcards correct?")
+            kind = "subscription topic" if what == "topic" else what
+            raise UsageError(f"Error: Invalid {kind} '{topic}', are all '+' and '#' wildcards correct?")
     else:
         if topic == "" or "+" in topic or "#" in topic:
             raise UsageError(f"Error: Invalid publish {what} '{topic}', does it contain '+' or '#'?")
@@ -596,8 +597,6 @@ def check(cfg: ClientConfig) -> None:
         raise UsageError("Error: Only one of --psk or --cafile/--capath may be used at once.")
     if cfg.psk and not cfg.psk_identity:
         raise UsageError("Error: --psk-identity required if --psk used.")
-    if cfg.psk_identity and not cfg.psk:
-        raise UsageError("Error: --psk required if --psk-identity used.")
     if cfg.certfile and not (cfg.cafile or cfg.capath or cfg.use_os_certs):
         cfg.use_os_certs = True  # a client certificate alone still means TLS
     if cfg.port == 8883 and not (cfg.cafile or cfg.capath or cfg.psk):
@@ -605,20 +604,14 @@ def check(cfg: ClientConfig) -> None:
     if not cfg.clean_session and cfg.protocol_version != 5 and cfg.client_id is None and cfg.id_prefix is None:
         raise UsageError("Error: You must provide a client id if you are using the -c option.")
     if cfg.protocol_version != 5:
-        if cfg.session_expiry is not None:
-            raise UsageError("Error: -x is only valid for MQTT v5.")
         if tool == "rr":
             raise UsageError("Error: mosquitto_rr only supports MQTT v5.")
     if tool == "pub":
-        if cfg.repeat > 1 and cfg.message_mode not in ("m", "f", "s", "n"):
-            raise UsageError("Error: --repeat can only be used with -m, -f, -n or -s.")
         if not cfg.topics or cfg.message_mode is None:
             raise UsageError("Error: Both topic and message must be supplied.", show_usage=True)
     elif tool == "sub":
         if not cfg.topics:
             raise UsageError("Error: You must specify a topic to subscribe to.", show_usage=True)
-        if cfg.retained_only and cfg.no_retain:
-            raise UsageError("Error: --retained-only and -R cannot be used together.")
     else:
         if not cfg.topics or not cfg.response_topic or cfg.message_mode is None:
             raise UsageError("Error: All of topic, message, and response topic must be supplied.",
