@@ -183,9 +183,10 @@ OPTIONS: list[Option] = [
     _o("max_packet_size", INT, GLOBAL, 0, minimum=20,
        help="Largest MQTT packet accepted (at least 20); advertised to v5 clients. "
             "Unset means no limit."),
-    _o("max_keepalive", INT, GLOBAL, 0, minimum=0, maximum=65535,
-       help="Largest keepalive a client may ask for; 0 means no limit. DOC≠CODE: the man "
-            "page says 65535; Mosquitto 2.0.16+ code (and midge) use 0."),
+    _o("max_keepalive", INT, GLOBAL, 0, minimum=10, maximum=65535,
+       help="Largest keepalive a client may ask for, 10 to 65535, or 0 for no limit. "
+            "DOC≠CODE: the man page says the default is 65535; Mosquitto 2.0.16+ code (and "
+            "midge) use 0. Mosquitto 2.0.11 refuses 0."),
     _o("memory_limit", INT, GLOBAL, 0, minimum=0, help="Byte limit on the broker's memory."),
     # ---- midge's own globals ----
     _o("tls_watch_interval", FLOAT, GLOBAL, 5.0, midge=True, reload=RELOAD_YES, minimum=0,

@@ -259,6 +259,8 @@ class Reader:
         number = int(token)
         if opt.name == "max_connections" and number < 0:
             return -1
+        if opt.name == "max_keepalive" and number == 0:
+            return 0
         self._check_range(opt, written, number)
         return number
 
