@@ -269,7 +269,9 @@ def test_internal_error_closes_only_that_client(monkeypatch):
     def boom(client, packet, now):
         raise RuntimeError("bug")
 
-    h.broker.handlers[Subscribe] = boom
+    handlers = dict(bad.client.handlers)
+    handlers[Subscribe] = boom
+    bad.client.handlers = handlers
     bad.send(Subscribe(1, [Subscription("a", 0)]))
     assert bad.closed and not good.closed
     assert any("Internal error" in m for m in h.log.messages("error"))

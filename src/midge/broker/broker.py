@@ -25,7 +25,7 @@ from midge.broker.subs import SubscriptionTree
 from midge.broker.timers import TimerHeap
 from midge.log import LogType
 from midge.protocol import packets as p
-from midge.protocol.codec import encode
+from midge.protocol.codec import encode_publish as codec_encode_publish, prepare_publish
 from midge.protocol.constants import Property, ReasonCode
 
 try:  # the security layer's access constants; the values are the contract's
@@ -54,14 +54,14 @@ _HANDLERS = {
 }
 
 
-def _before_connect(handler):
-    """Wrap a handler so it refuses to run before CONNECT (the decoder checks too)."""
-    def guarded(client, packet, now):
-        if client.state != CONNECTED:
-            client.protocol_error(now, message=f"{type(packet).__name__} before CONNECT")
-            return
-        handler(client, packet, now)
-    return guarded
+def _not_before_connect(client, packet, now):
+    client.protocol_error(now, message=f"{type(packet).__name__} before CONNECT")
+
+
+# Dispatch tables: a client uses the first until CONNECT succeeds, then the second, so
+# "nothing but CONNECT first" costs no check per packet afterwards.
+HANDLERS_BEFORE_CONNECT = {cls: (h if cls is p.Connect else _not_before_connect) for cls, h in _HANDLERS.items()}
+HANDLERS_CONNECTED = dict(_HANDLERS)
 
 
 class Broker:
@@ -72,7 +72,6 @@ class Broker:
         self.wall_clock = wall_clock
         self.limits = Limits(config)
         self.debug = log.enabled(LogType.DEBUG)
-        self.handlers = {cls: (h if cls is p.Connect else _before_connect(h)) for cls, h in _HANDLERS.items()}
         self.sessions: dict[str, Session] = {}
         self.clients: set[Client] = set()   # connected clients
         self.subs = SubscriptionTree()
@@ -418,23 +417,44 @@ class Broker:
 
     # -- Delivery ------------------------------------------------------------------------
 
-    def encode_publish(self, client, message, qos, retain, dup, packet_id, sub_ids, now) -> bytes:
+    def _topic_and_props(self, client, message, sub_ids, now):
+        """The topic as this client sees it and the v5 properties of this hop."""
         topic = message.topic
         mount = client.mount_point
         if mount and topic.startswith(mount):
             topic = topic[len(mount):]
-        if client.version == 5:
-            props = message.properties
-            if sub_ids or message.expiry_at is not None:
-                props = dict(props)
-                if sub_ids:
-                    props[Property.SUBSCRIPTION_IDENTIFIER] = sub_ids
-                if message.expiry_at is not None:
-                    remaining = message.expiry_at - now
-                    props[Property.MESSAGE_EXPIRY_INTERVAL] = max(0, int(remaining + 0.999))
-        else:
-            props = {}
-        return encode(p.Publish(topic, message.payload, qos, retain, dup, packet_id, props), client.version)
+        if client.version != 5:
+            return topic, None
+        props = message.properties
+        if sub_ids or message.expiry_at is not None:
+            props = dict(props)
+            if sub_ids:
+                props[Property.SUBSCRIPTION_IDENTIFIER] = sub_ids
+            if message.expiry_at is not None:
+                remaining = message.expiry_at - now
+                props[Property.MESSAGE_EXPIRY_INTERVAL] = max(0, int(remaining + 0.999))
+        return topic, props
+
+    def encode_publish(self, client, message, qos, retain, dup, packet_id, sub_ids, now) -> bytes:
+        topic, props = self._topic_and_props(client, message, sub_ids, now)
+        # codec.encode_publish skips building a Publish object per recipient.
+        return codec_encode_publish(topic, message.payload, qos, retain, dup, packet_id, props,
+                                    client.version)
+
+    def _prepared(self, client, message, qos, retain, sub_ids, now, cache):
+        """Bytes of a QoS 1/2 PUBLISH minus the packet id, shared by recipients that
+        differ only in packet id (saves re-encoding topic and properties per recipient)."""
+        key = None
+        if sub_ids is None and cache is not None:
+            key = (client.version, qos, retain, client.mount_point)
+            prepared = cache.get(key)
+            if prepared is not None:
+                return prepared
+        topic, props = self._topic_and_props(client, message, sub_ids, now)
+        prepared = prepare_publish(topic, message.payload, qos, retain, props, client.version)
+        if key is not None:
+            cache[key] = prepared
+        return prepared
 
     def _deliver(self, session, message, qos, retain, sub_ids, now, cache) -> None:
         client = session.client
@@ -472,7 +492,7 @@ class Broker:
             return
         delivery = Delivery(message, qos, retain, sub_ids)
         if not session.queue and not client.write_paused and self._has_room(session, client):
-            self._send_new(session, client, delivery, now)
+            self._send_new(session, client, delivery, now, cache)
         else:
             self._queue(session, delivery)
 
@@ -498,10 +518,11 @@ class Broker:
         session.queue.append(delivery)
         session.queue_bytes += size
 
-    def _send_new(self, session, client, delivery, now) -> None:
+    def _send_new(self, session, client, delivery, now, cache=None) -> None:
         packet_id = session.allocate_packet_id()
-        data = self.encode_publish(client, delivery.message, delivery.qos, delivery.retain, False,
-                                   packet_id, delivery.sub_ids, now)
+        prepared = self._prepared(client, delivery.message, delivery.qos, delivery.retain,
+                                  delivery.sub_ids, now, cache)
+        data = prepared.with_packet_id(packet_id)
         if client.max_packet_out and len(data) > client.max_packet_out:
             # Too large for this client (v5 3.1.2.25): discard as if it had been delivered.
             self.stats.publish_dropped += 1

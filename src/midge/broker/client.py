@@ -41,6 +41,11 @@ CLOSE_LINES = {
 }
 
 
+def broker_handlers_before_connect():
+    from midge.broker.broker import HANDLERS_BEFORE_CONNECT
+    return HANDLERS_BEFORE_CONNECT
+
+
 def _close_kind_for(error) -> str:
     if isinstance(error, errors.PacketTooLarge):
         return "oversize"
@@ -59,7 +64,7 @@ class Client:
         "max_packet_out", "topic_alias_max_out", "aliases_in", "request_problem_info",
         "paused_qos0", "mount_point", "max_qos", "max_topic_alias", "is_bridge",
         "pending", "acl_cache", "connected_at", "deferred", "deferred_error", "connect_delayed",
-        "deferred_resume_pending", "__weakref__", "__dict__",
+        "deferred_resume_pending", "handlers", "__weakref__", "__dict__",
     )
 
     def __init__(self, broker, listener, peer, tls, io, now):
@@ -99,6 +104,7 @@ class Client:
         self.pending = False
         self.acl_cache = None
         self.connected_at = None
+        self.handlers = broker_handlers_before_connect()
         self.deferred = None            # packets held while CONNECT waits (login delay, async auth)
         self.deferred_error = None
         self.connect_delayed = False
@@ -128,12 +134,11 @@ class Client:
             self._internal_error(exc, now)
 
     def _process(self, packets, error, now) -> None:
-        handlers = self.broker.handlers
         for index, packet in enumerate(packets):
             if self.deferred is not None:
                 self.deferred.extend(packets[index:])
                 break
-            handlers[packet.__class__](self, packet, now)
+            self.handlers[packet.__class__](self, packet, now)  # re-read: CONNECT swaps it
             if self.state == CLOSED:
                 return
         if error is not None and self.state != CLOSED:

@@ -276,6 +276,8 @@ def _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
         if client.max_topic_alias:
             connack_props[Property.TOPIC_ALIAS_MAXIMUM] = client.max_topic_alias
     client.state = CONNECTED
+    from midge.broker.broker import HANDLERS_CONNECTED
+    client.handlers = HANDLERS_CONNECTED
     client.connected_at = now
     client.send_packet(Connack(session_present, 0, connack_props))
     broker.client_connected(client, now)
