@@ -100,3 +100,32 @@ def test_deleted_file_keeps_old(pki, tmp_path):
     os.unlink(tmp_path / "crl.pem")
     assert watcher.check() == [] and state.tls is old
     assert "crlfile" in log.lines[-1][1]
+
+
+def test_sweep_finds_live_connections_revoked_after_reload(pki, tmp_path):
+    import asyncio
+    alice, bob = pki.client("sweep-alice"), pki.client("sweep-bob")
+    state, watcher, log = setup(pki, tmp_path, disconnect_on_revocation=True)
+    pairs = {}
+    for name, cert in (("alice", alice), ("bob", bob)):
+        pairs[name] = Pair(state.tls.new_stage(), client_context(pki, cert))
+        assert pairs[name].handshake()
+    live = [(name, p.stage.info) for name, p in pairs.items()]
+    assert asyncio.run(state.tls.sweep(live)) == []
+    replace(tmp_path / "crl.pem", pki.crl(revoked=[alice]).read_bytes())
+    assert watcher.check() == [state]
+    doomed = asyncio.run(state.tls.sweep(live))
+    assert [name for name, _ in doomed] == ["alice"]
+    assert doomed[0][1].kind == "revoked"
+
+
+def test_sweep_finds_expired_and_is_off_by_default(pki, tmp_path):
+    import asyncio
+    from datetime import datetime, timedelta, timezone
+    state, watcher, log = setup(pki, tmp_path)
+    p = Pair(state.tls.new_stage(), client_context(pki, pki.client("sweep-carol")))
+    assert p.handshake()
+    assert asyncio.run(state.tls.sweep([("carol", p.stage.info)])) == []  # option off
+    later = datetime.now(timezone.utc) + timedelta(days=400)
+    failure = asyncio.run(state.tls.recheck(p.stage.info, later))
+    assert failure.kind == "expired"

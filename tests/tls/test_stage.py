@@ -243,3 +243,17 @@ def test_psk_with_require_certificate_is_refused_like_openssl_does(pki, version)
     assert p.stage.failure.kind == "no_certificate"
     p = pair(lst, client_context(pki, pki.client("alice"), version), keys.get)
     assert p.handshake() and p.stage.info.common_name == "alice"
+
+
+def test_psk_identity_survives_tls12_session_resumption():
+    keys = {"resumer": b"\x07" * 16}
+    ctx = TlsListenerContext.from_listener(listener(psk_hint="midge"), keys.get, None)
+    client_ctx = client_context(version=V12, psk=("resumer", keys["resumer"]), ciphers="PSK")
+    first = Pair(ctx.new_stage(), client_ctx)
+    assert first.handshake() and first.stage.info.psk_identity == "resumer"
+    second = Pair(ctx.new_stage(), client_ctx)
+    second.client = client_ctx.wrap_bio(second.cin, second.cout, server_hostname="localhost",
+                                        session=first.client.session)
+    assert second.handshake()
+    assert second.client.session_reused
+    assert second.stage.info.psk_identity == "resumer"

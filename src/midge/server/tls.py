@@ -176,9 +176,7 @@ class TlsListenerContext:
         psk_hint = _get(listener, "psk_hint")
         if psk_hint:
             ctx.set_psk_server_callback(context._psk_callback, psk_hint)
-            # TLS 1.3 session tickets would let a client resume without the PSK callback
-            # running, and Python cannot read the resumed PSK identity: issue none.
-            ctx.num_tickets = 0
+            _no_psk_tickets(ctx)
         if hasattr(ctx, "_msg_callback"):
             # Only to explain failures (the certificate a client sent, the alert it sent);
             # private but stable since Python 3.8. Without it, diagnostics lose detail.
@@ -189,7 +187,7 @@ class TlsListenerContext:
             quiet, _, _ = build_ssl_context(listener)
             if psk_hint:
                 quiet.set_psk_server_callback(context._psk_callback, psk_hint)
-                quiet.num_tickets = 0
+                _no_psk_tickets(quiet)
             context.quiet_context = quiet
         return context
 
@@ -263,6 +261,35 @@ class TlsListenerContext:
                               listener=self.name)
         return await self.check_revocation(info)
 
+    async def sweep(self, connections) -> list:
+        """disconnect_on_revocation: [(connection, TlsFailure)] for live connections to drop.
+
+        connections: iterable of (connection, TlsInfo | None) for this listener; the
+        server calls this periodically (e.g. every tls_watch_interval) and closes those
+        returned. Returns [] when the listener does not ask for it.
+        """
+        if not _get(self.listener, "disconnect_on_revocation", False):
+            return []
+        doomed = []
+        now = datetime.now(timezone.utc)
+        for connection, info in connections:
+            if info is None or info.peer_cert is None:
+                continue
+            failure = await self.recheck(info, now)
+            if failure is not None:
+                doomed.append((connection, failure))
+        return doomed
+
+
+
+def _no_psk_tickets(ctx: ssl.SSLContext) -> None:
+    """Resumption must not lose the PSK identity, which Python cannot read from a session.
+
+    No TLS 1.3 tickets (a resumed 1.3 session skips the PSK callback), and no TLS 1.2
+    tickets: 1.2 sessions then resume by session id, which the stage maps to the identity.
+    """
+    ctx.num_tickets = 0
+    ctx.options |= ssl.OP_NO_TICKET
 
 
 def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
@@ -515,7 +542,9 @@ class TlsStage:
         sessions = self._context._psk_sessions
         session = ssl_object.session
         if psk_identity is not None:
-            if session is not None and session.id and len(sessions) < _PSK_SESSION_LIMIT:
+            if session is not None and session.id:
+                if len(sessions) >= _PSK_SESSION_LIMIT:
+                    del sessions[next(iter(sessions))]  # forget the oldest
                 sessions[session.id] = psk_identity
         elif ssl_object.session_reused and session is not None:
             psk_identity = sessions.get(session.id)  # a TLS 1.2 PSK session resumed by id
