@@ -27,6 +27,10 @@ from certs import PSK_IDENTITY, PSK_KEY_HEX, PkiFiles
 HERE = Path(__file__).resolve().parent
 PAYLOAD_BYTES = 64
 WORKERS = max(2, min(4, os.cpu_count() or 2))
+# TLS connections are opened one at a time per worker and each waits a round trip or
+# more (Mosquitto, without TCP_NODELAY, holds the CONNACK behind the session tickets
+# until the client's delayed ACK, ~40 ms): more workers keep the broker busy.
+TLS_WORKERS = 16
 
 
 @dataclass
@@ -126,6 +130,18 @@ def _wait_first_line(path: Path, expected: str, deadline: float, proc) -> None:
         time.sleep(0.01)  # readiness probe interval
 
 
+def _feed(pub: subprocess.Popen, feed: Path, release: threading.Event) -> None:
+    """Write the publisher's lines, then hold its stdin open until `release`."""
+    try:
+        with open(feed, "rb") as f:
+            shutil.copyfileobj(f, pub.stdin, 1 << 16)
+        pub.stdin.flush()
+        release.wait()
+        pub.stdin.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass
+
+
 def pubsub(run: Run, *, publishers: int, subscribers: int, qos: int,
            tls: str | None = None) -> dict:
     """`publishers` mosquitto_pub -l -> one topic -> `subscribers` mosquitto_sub -C N.
@@ -166,17 +182,31 @@ def pubsub(run: Run, *, publishers: int, subscribers: int, qos: int,
     for out, sub in zip(outs, subs):
         _wait_first_line(out, "ready", deadline, sub)
 
+    # stdin stays open until the subscribers are done: at EOF mosquitto_pub -l
+    # disconnects without waiting for its queued QoS 1 messages.
     window = Window(run.broker)
-    pubs = []
+    pubs, feeders, logs = [], [], []
+    release = threading.Event()
     for p, feed in enumerate(feeds):
-        with open(feed, "rb") as f:
-            pubs.append(run.spawn(
+        log = run.workdir / f"pub{p}.log"
+        with open(log, "wb") as f:
+            pub = run.spawn(
                 [_tool("mosquitto_pub"), *common, "-t", "bench/t", "-q", str(qos), "-l",
-                 "-i", f"bench-pub{p}"], stdin=f, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL))
+                 "-i", f"bench-pub{p}"] + (["-d"] if qos else []),
+                stdin=subprocess.PIPE, stdout=f, stderr=subprocess.STDOUT)
+        pubs.append(pub)
+        logs.append(log)
+        feeder = threading.Thread(target=_feed, args=(pub, feed, release), daemon=True)
+        feeder.start()
+        feeders.append(feeder)
     finished = _wait_all(subs, deadline)
     row = window.close(total * subscribers)
+    release.set()
+    for feeder in feeders:
+        feeder.join(5)
     _wait_all(pubs, deadline)
+    # QoS 1: every PUBACK the publishers received (mosquitto_pub -d logs each one).
+    acked = sum(log.read_bytes().count(b"received PUBACK") for log in logs) if qos else None
 
     delivered, missing = 0, 0
     for out in outs:
@@ -186,9 +216,9 @@ def pubsub(run: Run, *, publishers: int, subscribers: int, qos: int,
         missing += len(expected - seen)
     pub_codes = [p.returncode for p in pubs]
     row.update(delivered=delivered, expected=total * subscribers, missing=missing,
-               publishers_exit=pub_codes,
+               acked=acked, publishers_exit=pub_codes,
                ok=finished and missing == 0 and delivered == total * subscribers
-               and all(code == 0 for code in pub_codes))
+               and all(code == 0 for code in pub_codes) and acked in (None, total))
     if not finished:
         row["error"] = f"timed out after {run.timeout}s"
     return row
@@ -256,14 +286,19 @@ def _results(raw: list[str]) -> list[dict]:
     return results
 
 
+def _shares(total: int, n: int) -> list[int]:
+    """Split `total` into `n` near-equal parts."""
+    return [total // n + (1 if k < total % n else 0) for k in range(n)]
+
+
 def idle(run: Run, tls: str | None = None) -> dict:
     """`size` connections opened and held; connects per CPU-second, RSS per connection."""
-    per = run.size // WORKERS
+    n_workers = TLS_WORKERS if tls else WORKERS
     deadline = time.monotonic() + run.timeout
     before = run.broker.memory_kib()
-    workers = Workers(run, [["idle", "--port", str(run.port), "--count", str(per),
+    workers = Workers(run, [["idle", "--port", str(run.port), "--count", str(share),
                              "--prefix", f"w{k}-", *_loadgen_tls(run.assets, tls)]
-                            for k in range(WORKERS)])
+                            for k, share in enumerate(_shares(run.size, n_workers))])
     workers.expect_all("armed", deadline)
     window = Window(run.broker)
     workers.go()
@@ -271,19 +306,18 @@ def idle(run: Run, tls: str | None = None) -> dict:
     connected = sum(r["connections"] for r in results)
     row = window.close(connected)
     row["kib_per_conn"] = round((row["rss_kib"] - before["VmRSS"]) / connected, 2)
-    row.update(expected=per * WORKERS, ok=connected == per * WORKERS and run.broker.alive())
+    row.update(expected=run.size, ok=connected == run.size and run.broker.alive())
     workers.release(deadline)
     return row
 
 
 def handshakes(run: Run, key: str, resume: bool) -> dict:
     """TLS 1.3 handshake with a client certificate + CONNECT/CONNACK + DISCONNECT."""
-    per = run.size // WORKERS
     deadline = time.monotonic() + run.timeout
     extra = ["--tls13"] + (["--resume"] if resume else [])
-    workers = Workers(run, [["handshake", "--port", str(run.port), "--count", str(per),
+    workers = Workers(run, [["handshake", "--port", str(run.port), "--count", str(share),
                              "--prefix", f"w{k}-", *_loadgen_tls(run.assets, key), *extra]
-                            for k in range(WORKERS)])
+                            for k, share in enumerate(_shares(run.size, TLS_WORKERS))])
     workers.expect_all("armed", deadline)
     window = Window(run.broker)
     workers.go()
@@ -292,9 +326,9 @@ def handshakes(run: Run, key: str, resume: bool) -> dict:
     reused = sum(r["reused"] for r in results)
     row = window.close(done, reused=reused)
     # With resumption every handshake but each worker's first should resume.
-    row.update(expected=per * WORKERS,
-               ok=done == per * WORKERS and (not resume or reused >= done - WORKERS))
-    if resume and reused < done - WORKERS:
+    row.update(expected=run.size,
+               ok=done == run.size and (not resume or reused >= done - TLS_WORKERS))
+    if resume and reused < done - TLS_WORKERS:
         row["error"] = f"only {reused} of {done} handshakes resumed a session"
     workers.release(deadline)
     return row
