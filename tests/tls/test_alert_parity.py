@@ -65,3 +65,33 @@ def test_same_alert_as_mosquitto(pki, brokers, case):
     seen = {name: alert_seen(port, *args) for name, (_, port) in brokers.items()}
     assert seen["midge"] != "no alert", seen
     assert seen["midge"] == seen["mosquitto"], seen
+
+
+def test_use_subject_as_username_same_string_as_mosquitto(pki, tmp_path):
+    """Both brokers log the username they derived; the strings must be identical."""
+    from cryptography.x509.oid import NameOID
+    exe = require_peer("mosquitto_pub")
+    cert, key = pki.client("Jörg Ü, \"dev\"", subject=((NameOID.COUNTRY_NAME, "DE"),
+                                                       (NameOID.ORGANIZATION_NAME, "Fleet+Co"),
+                                                       (NameOID.EMAIL_ADDRESS, "j@example.com")))
+    usernames = {}
+    for name, start in (("midge", start_midge), ("mosquitto", start_mosquitto)):
+        port = free_port()
+        directory = tmp_path / name
+        directory.mkdir()
+        user = "user root\n" if os.geteuid() == 0 else ""
+        conf = (f"{user}listener {port} 127.0.0.1\ncafile {pki.ca_cert}\ncertfile {pki.server_cert}\n"
+                f"keyfile {pki.server_key}\nrequire_certificate true\nuse_subject_as_username true\n"
+                "log_type all\n")
+        broker = start(conf, directory, port)
+        try:
+            result = subprocess.run([exe, "-h", "localhost", "-p", str(port), "--cafile", str(pki.ca_cert),
+                                     "--cert", str(cert), "--key", str(key), "-t", "t", "-m", "x"],
+                                    capture_output=True, text=True, timeout=20)
+            assert result.returncode == 0, result.stderr
+            line = broker.wait_for_log("New client connected")
+            usernames[name] = line.split(" u'", 1)[1].rsplit("')", 1)[0]
+        finally:
+            broker.stop()
+    assert usernames["midge"] == usernames["mosquitto"], usernames
+    assert usernames["midge"].startswith(r"CN=J\C3\B6rg \C3\9C\, \"dev\"")
