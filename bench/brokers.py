@@ -37,6 +37,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_profiler(pid: int, output: Path) -> subprocess.Popen:
+    """py-spy sampling `pid` (a Python broker) into `output` (collapsed stacks)."""
+    exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw",
+                             "--rate", "250", "--nonblocking", "-o", str(output)],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
 class BrokerFailed(RuntimeError):
     """The broker exited or never listened; the message holds the end of its log."""
 
@@ -45,7 +54,7 @@ class Broker:
     """One broker process with its log in `workdir/<name>.log`."""
 
     def __init__(self, name: str, config_text: str, workdir: Path, port: int,
-                 start_timeout: float = 15.0):
+                 start_timeout: float = 15.0, profile_to: Path | None = None):
         self.name = name
         self.workdir = workdir
         conf = workdir / f"{name}.conf"
@@ -57,11 +66,14 @@ class Broker:
                                      stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT)
         self.pid = self.proc.pid
+        self._profiler = None
         try:
             self._wait_listening(port, start_timeout)
         except Exception:
             self.stop()
             raise
+        if profile_to is not None:
+            self._profiler = start_profiler(self.pid, profile_to)
 
     def _wait_listening(self, port: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -105,6 +117,15 @@ class Broker:
         return out
 
     def stop(self, timeout: float = 10.0) -> None:
+        if self._profiler is not None:
+            # py-spy writes its report on SIGINT; the broker keeps running meanwhile.
+            self._profiler.send_signal(signal.SIGINT)
+            try:
+                self._profiler.wait(30)
+            except subprocess.TimeoutExpired:
+                self._profiler.kill()
+                self._profiler.wait()
+            self._profiler = None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:

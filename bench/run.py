@@ -80,14 +80,17 @@ def machine() -> dict:
 
 
 def run_once(scenario, broker_name: str, size: int, assets: Assets, root: Path,
-             rep: int, timeout: float) -> dict[str, dict]:
+             rep: int, timeout: float, profile_dir: Path | None = None) -> dict[str, dict]:
     workdir = root / f"{scenario.name}-{broker_name}-{rep}"
     workdir.mkdir(mode=0o777)
     workdir.chmod(0o777)  # the broker may run as another user and writes its files here
     port = free_port()
     config = broker_config(port, scenario.listener(assets))
     try:
-        broker = Broker(broker_name, config, workdir, port)
+        profile_to = None
+        if profile_dir is not None and broker_name == "midge":
+            profile_to = profile_dir / f"{scenario.name}-{rep}.txt"
+        broker = Broker(broker_name, config, workdir, port, profile_to=profile_to)
     except BrokerFailed as exc:
         return {scenario.name: {"ok": False, "error": str(exc)[:400]}}
     run = Run(broker, port, workdir, assets, size, timeout)
@@ -166,6 +169,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=180.0,
                         help="seconds before one scenario run is abandoned")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--profile", metavar="DIR", type=Path,
+                        help="sample midge with py-spy into DIR/<scenario>-<rep>.txt "
+                             "(collapsed stacks; CPU figures of such a run are inflated)")
     args = parser.parse_args(argv)
 
     brokers = [b.strip() for b in args.brokers.split(",") if b.strip()]
@@ -181,6 +187,8 @@ def main(argv: list[str]) -> int:
 
     ensure_tools()
     raise_fd_limit()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="midge-bench-"))
     # Mosquitto started as root drops to the 'mosquitto' user: it must read our files.
     root.chmod(0o755)
@@ -207,7 +215,7 @@ def main(argv: list[str]) -> int:
                     order = brokers if rep % 2 == 0 else brokers[::-1]
                     for broker_name in order:
                         rows = run_once(scenario, broker_name, size, assets, root, rep,
-                                        args.timeout)
+                                        args.timeout, args.profile)
                         for row_name, row in rows.items():
                             units[row_name] = scenario.unit
                             results.setdefault(row_name, {}).setdefault(broker_name, []).append(row)
