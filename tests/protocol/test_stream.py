@@ -115,3 +115,8 @@ def test_prepared_publish_qos0_is_shared_bytes(version):
     assert prepared.data == encode(Publish("a/b", b"m"), version)
     assert b"".join(prepared.chunks()) == prepared.data
     assert prepared.chunks()[1] is prepared.tail  # the payload part is passed through
+
+
+def test_encode_publish_refuses_missing_packet_id():
+    with pytest.raises(ValueError):
+        encode_publish("t", b"", 1)

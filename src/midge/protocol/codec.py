@@ -580,6 +580,8 @@ def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = Fals
                    dup: bool = False, packet_id: int | None = None,
                    properties: dict | None = None, version: int = 4) -> bytes:
     """One PUBLISH packet's bytes, without building a Publish object."""
+    if qos and not packet_id:
+        raise ValueError(f"a QoS {qos} PUBLISH needs a packet identifier, got {packet_id!r}")
     topic_bytes = topic.encode()
     properties_block = encode_property_block(properties) if version == 5 else b""
     size = 2 + len(topic_bytes) + (2 if qos else 0) + len(properties_block) + len(payload)

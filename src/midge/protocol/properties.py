@@ -148,6 +148,19 @@ def read_string(data: bytes, pos: int, stop: int, what: str) -> tuple[str, int]:
     return text, end
 
 
+def valid_utf8_payload(payload: bytes) -> bool:
+    """True if a payload sent with payload format indicator 1 is well-formed MQTT UTF-8.
+
+    The receiver MAY check this (5.0 3.3.2.3.2) and answer 0x99 Payload format invalid;
+    the decoder leaves that choice to the broker.
+    """
+    try:
+        text = bytes(payload).decode()
+    except UnicodeDecodeError:
+        return False
+    return text.isprintable() or _FORBIDDEN_CHARS.search(text) is None
+
+
 def read_binary(data: bytes, pos: int, stop: int, what: str) -> tuple[bytes, int]:
     """Binary data with a 2-byte length; (bytes, next position)."""
     if pos + 2 > stop:
