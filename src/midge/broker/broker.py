@@ -81,11 +81,22 @@ class Broker:
         self.start_time = now
         self._pending: list[Client] = []
         self.shutting_down = False
+        self.now = now   # latest time the server gave us (for log lines published to $SYS)
         self.sys = sys_tree.SysTree(self, now)
+        set_publisher = getattr(log, "set_topic_publisher", None)
+        if set_publisher is not None:
+            set_publisher(self._publish_log_line)
+
+    def _publish_log_line(self, topic: str, payload: bytes) -> None:
+        """`log_dest topic`: each log line to $SYS/broker/log/..., QoS 0, not retained,
+        expiring after 20 s (Mosquitto logging.c)."""
+        now = self.now
+        self.publish(Message(topic, payload, 0, False, {}, now + 20), now)
 
     # -- Server interface --------------------------------------------------------------
 
     def new_client(self, listener, peer: str, tls=None, io=None, now: float = 0.0) -> Client:
+        self.now = now
         client = Client(self, listener, peer, tls, io, now)
         self.stats.sockets += 1
         keepalive.add(self, client, now)
@@ -110,6 +121,7 @@ class Broker:
         return self.timers.next_deadline(self._timer_live)
 
     def handle_timer(self, now: float) -> None:
+        self.now = now
         for kind, owner, token in self.timers.pop_due(now):
             if kind == keepalive.KIND:
                 keepalive.check(self, owner, token, now)
@@ -406,12 +418,16 @@ class Broker:
         upgrade = self.limits.upgrade_outgoing_qos
         ids = [sub.identifier] if sub.identifier is not None else None
         check_read = self.security is not None
+        check_source = check_read and self.limits.check_retain_source
         for message in messages:
             if message.expired(now):
                 self.retained.store(Message(message.topic, b"", 0, True, {}))
                 continue
             if check_read and not self._may_read(session, message.topic):
                 continue
+            if check_source and message.origin_client is not None and not self.security.acl_check(
+                    message.origin_client, message.topic, WRITE):
+                continue   # check_retain_source: the publisher lost its write access
             qos = sub.qos if upgrade else min(message.qos, sub.qos)
             self._deliver(session, message, qos, True, ids, now, {})
 
@@ -486,6 +502,8 @@ class Broker:
             if client.max_packet_out and len(data) > client.max_packet_out:
                 stats.publish_dropped += 1
                 return
+            if self.debug:
+                self._log_sending(client, message, 0, retain, False, 0)
             self.write(client, data)
             stats.publish_sent += 1
             stats.publish_bytes_sent += len(message.payload)
@@ -527,6 +545,8 @@ class Broker:
             # Too large for this client (v5 3.1.2.25): discard as if it had been delivered.
             self.stats.publish_dropped += 1
             return
+        if self.debug:
+            self._log_sending(client, delivery.message, delivery.qos, delivery.retain, False, packet_id)
         delivery.packet_id = packet_id
         delivery.state = WAIT_ACK
         session.inflight[packet_id] = delivery
@@ -534,6 +554,10 @@ class Broker:
         self.write(client, data)
         self.stats.publish_sent += 1
         self.stats.publish_bytes_sent += len(delivery.message.payload)
+
+    def _log_sending(self, client, message, qos, retain, dup, packet_id) -> None:
+        self.log.debug(f"Sending PUBLISH to {client.client_id} (d{int(dup)}, q{qos}, r{int(retain)}, "
+                       f"m{packet_id}, '{message.topic}', ... ({len(message.payload)} bytes))")
 
     def complete_delivery(self, session, packet_id, now) -> None:
         delivery = session.inflight.pop(packet_id, None)

@@ -122,7 +122,9 @@ class Client:
     def receive_data(self, data: bytes, now: float) -> None:
         if self.state == CLOSED:
             return
-        stats = self.broker.stats
+        broker = self.broker
+        broker.now = now
+        stats = broker.stats
         stats.bytes_received += len(data)
         self.last_activity = now
         try:
@@ -173,6 +175,7 @@ class Client:
     def connection_lost(self, now: float) -> None:
         if self.state == CLOSED:
             return
+        self.broker.now = now
         self.close(now, "conn_lost")
 
     # -- Errors and closing ----------------------------------------------------------

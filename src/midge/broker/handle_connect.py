@@ -33,6 +33,9 @@ _V3_CODES = {
 
 def _refuse(client, now, v5_code, v3_code, kind="refused") -> None:
     """CONNACK with a failure code, then close (no will: the connection never started)."""
+    if client.broker.debug:
+        code = v5_code if client.version == 5 else v3_code
+        client.broker.log.debug(f"Sending CONNACK to {client.id_for_log} (0, {int(code)})")
     if client.version == 5:
         client.send_packet(Connack(False, v5_code))
     else:
@@ -279,6 +282,8 @@ def _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
     from midge.broker.broker import HANDLERS_CONNECTED
     client.handlers = HANDLERS_CONNECTED
     client.connected_at = now
+    if broker.debug:
+        log.debug(f"Sending CONNACK to {client_id} ({int(session_present)}, 0)")
     client.send_packet(Connack(session_present, 0, connack_props))
     broker.client_connected(client, now)
 

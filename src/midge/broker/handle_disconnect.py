@@ -8,6 +8,8 @@ PINGRESP = b"\xd0\x00"  # constant packet, built once
 
 
 def handle_disconnect(client, packet, now) -> None:
+    if client.broker.debug:
+        client.broker.log.debug(f"Received DISCONNECT from {client.client_id}")
     if client.version == 5:
         expiry = packet.properties.get(Property.SESSION_EXPIRY_INTERVAL)
         if expiry is not None:
@@ -26,6 +28,9 @@ def handle_disconnect(client, packet, now) -> None:
 
 
 def handle_pingreq(client, packet, now) -> None:
+    if client.broker.debug:
+        client.broker.log.debug(f"Received PINGREQ from {client.client_id}")
+        client.broker.log.debug(f"Sending PINGRESP to {client.client_id}")
     client.send_bytes(PINGRESP)
 
 

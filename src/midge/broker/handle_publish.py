@@ -26,6 +26,9 @@ def _ack_bytes(first_byte: int, packet_id: int) -> bytes:
 
 
 def _send_ack(client, first_byte, packet_cls, packet_id, reason) -> None:
+    if client.broker.debug:
+        client.broker.log.debug(f"Sending {packet_cls.__name__.upper()} to {client.client_id} "
+                                f"(m{packet_id}, rc{int(reason)})")
     if reason == 0 or client.version != 5:
         client.send_bytes(_ack_bytes(first_byte, packet_id))
     else:

@@ -32,6 +32,9 @@ def handle_subscribe(client, packet, now) -> None:
             identifier = ids[0] if isinstance(ids, list) else ids
     log = broker.log
     log_subscribe = log.enabled(LogType.SUBSCRIBE)
+    debug = broker.debug
+    if debug:
+        log.debug(f"Received SUBSCRIBE from {client.client_id}")
     codes = []
     retained_for = []
     for request in packet.subscriptions:
@@ -55,10 +58,14 @@ def handle_subscribe(client, packet, now) -> None:
         key = request.topic_filter if not client.mount_point else client.mount_point + "\0" + request.topic_filter
         session.subscriptions[key] = sub
         codes.append(qos)
+        if debug:
+            log.debug(f"\t{request.topic_filter} (QoS {request.qos})")
         if log_subscribe:
             log.subscribe(f"{client.client_id} {qos} {request.topic_filter}")
         if group is None and (request.retain_handling == 0 or (request.retain_handling == 1 and is_new)):
             retained_for.append(sub)
+    if debug:
+        log.debug(f"Sending SUBACK to {client.client_id}")
     client.send_packet(Suback(packet.packet_id, codes))
     for sub in retained_for:
         broker.send_retained(client, sub, now)
@@ -69,6 +76,8 @@ def handle_unsubscribe(client, packet, now) -> None:
     session = client.session
     log = broker.log
     log_unsubscribe = log.enabled(LogType.UNSUBSCRIBE)
+    if broker.debug:
+        log.debug(f"Received UNSUBSCRIBE from {client.client_id}")
     codes = []
     for requested in packet.topic_filters:
         split = _split(requested)
@@ -84,4 +93,6 @@ def handle_unsubscribe(client, packet, now) -> None:
         codes.append(ReasonCode.SUCCESS if removed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
         if log_unsubscribe:
             log.unsubscribe(f"{client.client_id} {requested}")
+    if broker.debug:
+        log.debug(f"Sending UNSUBACK to {client.client_id}")
     client.send_packet(Unsuback(packet.packet_id, codes if client.version == 5 else []))
