@@ -320,8 +320,9 @@ def split_fixed_header(data: bytes) -> tuple[int, int, int]:
             raise ValueError("remaining length longer than 4 bytes")
 
 
-def decode(data: bytes, proto_ver: int = 4) -> dict:
-    """Decode one server-to-client packet into a normalised dict."""
+def decode(data: bytes, proto_ver: int = 4, ordered: bool = False) -> dict:
+    """Decode one server-to-client packet into a normalised dict (properties sorted,
+    unless `ordered`, for checks on the order of user properties)."""
     first, length, start = split_fixed_header(data)
     body = Reader(data[start:start + length])
     kind, flags = first >> 4, first & 0x0F
@@ -329,7 +330,9 @@ def decode(data: bytes, proto_ver: int = 4) -> dict:
     v5 = proto_ver == 5
 
     def v5_props():
-        return sorted(body.properties(), key=repr) if v5 else []
+        if not v5:
+            return []
+        return body.properties() if ordered else sorted(body.properties(), key=repr)
 
     if kind == CONNACK:
         out["session_present"] = body.byte()

@@ -96,10 +96,10 @@ class Conn:
         except Exception:
             return False
 
-    def receive(self, timeout: float = TIMEOUT) -> dict:
+    def receive(self, timeout: float = TIMEOUT, ordered: bool = False) -> dict:
         """Read and decode one packet (for checks on parts of it)."""
         try:
-            return p.decode(self.read_packet(timeout), self.proto_ver)
+            return p.decode(self.read_packet(timeout), self.proto_ver, ordered)
         except Closed:
             raise AssertionError("expected a packet, but the broker closed the connection") from None
         except TimeoutError:
