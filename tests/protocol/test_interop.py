@@ -89,7 +89,7 @@ def test_session_with_mosquitto(mosquitto, version):
         client.close()
 
 
-def test_retained_and_will_with_mosquitto(mosquitto):
+def test_will_with_mosquitto(mosquitto):
     """A will with properties (v5) published by mosquitto when the connection drops."""
     watcher = WireClient.connect(mosquitto, 5)
     dying = WireClient.connect(mosquitto, 5)
