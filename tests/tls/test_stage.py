@@ -257,3 +257,12 @@ def test_psk_identity_survives_tls12_session_resumption():
     assert second.handshake()
     assert second.client.session_reused
     assert second.stage.info.psk_identity == "resumer"
+
+
+def test_success_line_names_version_cipher_and_identity(pki):
+    from midge.server.tls_diagnostics import success_line
+    p = pair(listener(pki, require_certificate=True), client_context(pki, pki.client("alice"), V13))
+    assert p.handshake()
+    line = success_line(p.stage.info, "127.0.0.1:5", "8883")
+    assert line.startswith("TLS handshake with 127.0.0.1:5 on listener 8883: TLSv1.3 TLS_")
+    assert "certificate CN=alice (sha256 " in line

@@ -260,3 +260,9 @@ def client_aborted(facts: HandshakeFacts, peer: str = "", listener: str = "") ->
     else:
         reason = "the client closed the connection during the handshake"
     return TlsFailure(FailureKind.CLIENT_ABORTED, reason, "client", peer, listener)
+
+
+def success_line(info, peer: str = "", listener: str = "") -> str:
+    """The debug line for a finished handshake: version, cipher and identity."""
+    where = f" on listener {listener}" if listener else ""
+    return f"TLS handshake with {peer}{where}: {info.version} {info.cipher}, {info.describe()}"
