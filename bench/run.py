@@ -125,7 +125,7 @@ def ratio(a, b) -> str:
 
 def table(results: dict, brokers: list[str], units: dict) -> str:
     """Markdown table: medians per broker and midge/mosquitto ratios."""
-    others = [b for b in brokers if b != REFERENCE]
+    others = [b for b in brokers if b != REFERENCE] if REFERENCE in brokers else []
     head = ["scenario", "work"]
     for b in brokers:
         head += [f"{b} /CPU-s", f"{b} /s"]
