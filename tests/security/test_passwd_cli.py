@@ -168,3 +168,37 @@ def test_real_mosquitto_accepts_midge_passwd_files(tmp_path):
         assert _pub(port, "-u", "nobody", "-P", "m-pass") == 5
     finally:
         broker.stop()
+
+
+def test_terminal_prompts_do_not_echo(tmp_path):
+    import pty
+    import select
+    import time
+
+    path = tmp_path / "pw"
+    pid, fd = pty.fork()
+    if pid == 0:  # child: become `midge passwd` on the terminal
+        os.execv(sys.executable, [sys.executable, "-m", "midge", "passwd", *FAST, "-c", str(path), "u"])
+    output = b""
+
+    def read_until(needle: bytes) -> None:
+        nonlocal output
+        deadline = time.monotonic() + 20
+        while needle not in output:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                os.kill(pid, 9)
+                raise AssertionError(f"no {needle!r} on the terminal; got {output!r}")
+            output += os.read(fd, 1024)
+
+    try:
+        read_until(b"Password: ")
+        os.write(fd, b"typed-secret\n")
+        read_until(b"Reenter password: ")
+        os.write(fd, b"typed-secret\n")
+        _, status = os.waitpid(pid, 0)
+    finally:
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert b"typed-secret" not in output
+    assert users(path)["u"].verify(b"typed-secret")

@@ -70,23 +70,25 @@ def _check_password(password: str) -> None:
 
 
 def _read_line(prompt: str) -> str:
-    """Prompt on stdout and read one line without echo when stdin is a terminal."""
-    sys.stdout.write(prompt)
-    sys.stdout.flush()
-    if sys.stdin.isatty():
-        import termios
+    """Prompt on stdout and read one line, without echo when stdin is a terminal."""
+    if not sys.stdin.isatty():
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
+        return sys.stdin.readline().rstrip("\r\n")
+    import termios
 
-        fd = sys.stdin.fileno()
-        old = termios.tcgetattr(fd)
-        new = termios.tcgetattr(fd)
-        new[3] &= ~termios.ECHO
-        try:
-            termios.tcsetattr(fd, termios.TCSAFLUSH, new)
-            line = sys.stdin.readline()
-        finally:
-            termios.tcsetattr(fd, termios.TCSAFLUSH, old)
-    else:
+    fd = sys.stdin.fileno()
+    old = termios.tcgetattr(fd)
+    new = termios.tcgetattr(fd)
+    new[3] &= ~termios.ECHO
+    # Echo goes off before the prompt appears, so nothing typed after it is lost.
+    termios.tcsetattr(fd, termios.TCSAFLUSH, new)
+    try:
+        sys.stdout.write(prompt)
+        sys.stdout.flush()
         line = sys.stdin.readline()
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, old)
     return line.rstrip("\r\n")
 
 
