@@ -11,7 +11,7 @@ from midge.log import ALL_TYPES, Log, LogType, MemoryLog
 
 
 def config(text: str = "", **kw):
-    return load_config_string("listener 1\n" + text, "m.conf", **kw)
+    return load_config_string("listener 1\nallow_anonymous true\n" + text, "m.conf", **kw)
 
 
 def test_default_log_is_stderr_with_unix_timestamp(capsys):
@@ -130,7 +130,7 @@ def test_syslog_destination(monkeypatch):
 def test_config_warnings_are_logged():
     stream = io.StringIO()
     Log(config("retry_interval 5\n"), stream=stream)
-    assert "Warning: m.conf:2: retry_interval: obsolete option" in stream.getvalue()
+    assert "Warning: m.conf:3: retry_interval: obsolete option" in stream.getvalue()
 
 
 def test_memory_log_records():

@@ -161,9 +161,9 @@ class TestValues:
         assert "tlsv1.3, tlsv1.2, tlsv1.1" in error_of(f"listener 1\ntls_version {version}\n").message
 
     def test_retry_interval_accepted_with_warning(self):
-        result = read_config_string("listener 1\nretry_interval 20\n", "m.conf")
+        result = read_config_string("listener 1\nallow_anonymous true\nretry_interval 20\n", "m.conf")
         assert not result.errors
-        assert result.warnings == ["m.conf:2: retry_interval: obsolete option, ignored (as Mosquitto does)"]
+        assert result.warnings == ["m.conf:3: retry_interval: obsolete option, ignored (as Mosquitto does)"]
 
     def test_defaults_follow_mosquitto_code_not_man_page(self):
         config = load("listener 1\n")
@@ -298,6 +298,17 @@ class TestListeners:
     def test_float_refuses_junk(self):
         assert error_of("listener 1\nocsp_timeout soon\n").option == "ocsp_timeout"
         assert error_of("listener 1\nauth_fail_delay -1\n").option == "auth_fail_delay"
+
+    def test_nobody_can_connect_warns(self):
+        assert any("no client can connect" in w for w in warnings_of("listener 1\n"))
+        for extra in ("allow_anonymous true", "password_file /p", "plugin m",
+                      "use_identity_as_username true"):
+            assert not any("no client" in w for w in warnings_of(f"listener 1\n{extra}\n"))
+
+    def test_psk_hint_without_psk_file_warns(self):
+        assert any("psk_file" in w for w in warnings_of("listener 1\npsk_hint h\nallow_anonymous true\n"))
+        assert not any("psk_file" in w for w in
+                       warnings_of("listener 1\npsk_hint h\npsk_file /k\nallow_anonymous true\n"))
 
     def test_tls_only_option_on_plain_listener_warns(self):
         assert any("no TLS" in w for w in warnings_of("listener 1\nrequire_certificate true\n"))

@@ -635,6 +635,11 @@ class Reader:
         if listener.keyfile_password_file and not listener.keyfile:
             self._warn_at(listener.origins["keyfile_password_file"], "keyfile_password_file",
                           f"listener {listener.name} has no keyfile")
+        security = listener.security
+        if listener.psk_hint and not security.psk_file and not security.plugins:
+            self._warn_at(listener.origins.get("psk_hint"), "psk_hint",
+                          f"listener {listener.name} turns TLS-PSK on but no psk_file (or plugin) "
+                          "applies to it: no PSK client can connect")
         if listener.port == 0 and listener.protocol == "websockets":
             self._error_at(listener.origin, "listener", "websockets needs a TCP port, not a Unix socket")
 
@@ -652,6 +657,25 @@ class Reader:
                 security.allow_anonymous = True
             elif security.allow_anonymous is None:
                 security.allow_anonymous = False
+        self._warn_nobody_can_connect()
+
+    def _warn_nobody_can_connect(self) -> None:
+        """Mosquitto's quiet trap: allow_anonymous false and nothing to check passwords."""
+        config = self.config
+        if config.local_only:
+            return
+        for listener in config.listeners:
+            security = listener.security
+            identity = (listener.use_identity_as_username or listener.use_subject_as_username
+                        or listener.cert_identity_as_username)
+            if security.allow_anonymous or security.password_file or security.plugins or identity:
+                continue
+            where = listener.origin if listener.origin[0] else None
+            self._warn_at(where, "allow_anonymous",
+                          f"listener {listener.name}: anonymous clients are refused (the default "
+                          "when a listener is configured) and there is no password_file or "
+                          "plugin, so no client can connect; set allow_anonymous true or add a "
+                          "password_file")
 
     def _finish_bridges(self) -> None:
         hostname = os.uname().nodename if hasattr(os, "uname") else "localhost"
