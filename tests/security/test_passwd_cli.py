@@ -176,9 +176,10 @@ def test_terminal_prompts_do_not_echo(tmp_path):
     import time
 
     path = tmp_path / "pw"
-    pid, fd = pty.fork()
-    if pid == 0:  # child: become `midge passwd` on the terminal
-        os.execv(sys.executable, [sys.executable, "-m", "midge", "passwd", *FAST, "-c", str(path), "u"])
+    fd, terminal = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "midge", "passwd", *FAST, "-c", str(path), "u"],
+                            stdin=terminal, stdout=terminal, stderr=terminal, start_new_session=True)
+    os.close(terminal)
     output = b""
 
     def read_until(needle: bytes) -> None:
@@ -187,7 +188,7 @@ def test_terminal_prompts_do_not_echo(tmp_path):
         while needle not in output:
             ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
-                os.kill(pid, 9)
+                proc.kill()
                 raise AssertionError(f"no {needle!r} on the terminal; got {output!r}")
             output += os.read(fd, 1024)
 
@@ -196,9 +197,9 @@ def test_terminal_prompts_do_not_echo(tmp_path):
         os.write(fd, b"typed-secret\n")
         read_until(b"Reenter password: ")
         os.write(fd, b"typed-secret\n")
-        _, status = os.waitpid(pid, 0)
+        status = proc.wait(20)
     finally:
         os.close(fd)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert status == 0
     assert b"typed-secret" not in output
     assert users(path)["u"].verify(b"typed-secret")
