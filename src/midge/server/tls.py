@@ -481,7 +481,7 @@ class TlsStage:
     """One connection's TLS: ciphertext in through `feed`, out through `data_to_send`."""
 
     __slots__ = ("_context", "peer", "_incoming", "_outgoing", "_ssl", "handshake_complete",
-                 "failure", "info", "_facts", "_psk_identity", "closed")
+                 "failure", "info", "_facts", "_psk_identity", "closed", "closed_by_peer")
 
     def __init__(self, context: TlsListenerContext, peer: str = ""):
         self._context = context
@@ -496,6 +496,7 @@ class TlsStage:
             require_certificate=context.require_certificate, crl_check=context.crl_check)
         self._psk_identity: str | None = None
         self.closed = False
+        self.closed_by_peer = False  # the client sent close_notify
 
     def feed(self, data: bytes) -> bytes:
         """Ciphertext from the socket in; application bytes out (may be b"")."""
@@ -572,7 +573,7 @@ class TlsStage:
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
-                self.closed = True  # close_notify from the client
+                self.closed = self.closed_by_peer = True  # close_notify from the client
                 break
             except ssl.SSLError as exc:
                 facts = self._facts or HandshakeFacts()
