@@ -137,7 +137,7 @@ def test_broker_refuses_a_certificate_the_responder_revoked(pki, responder, tmp_
         def publish(cert):
             return subprocess.run([exe, "-h", "localhost", "-p", str(port), "--cafile", str(pki.ca_cert),
                                    "--cert", str(cert[0]), "--key", str(cert[1]), "-t", "t", "-m", "x"],
-                                  capture_output=True, text=True, timeout=8)
+                                  capture_output=True, text=True, timeout=5)
         try:
             result = publish(good)
         except subprocess.TimeoutExpired:
