@@ -85,8 +85,7 @@ class Publisher(Tool):
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
             if qos == 0:
-                for line in lines:
-                    self.publish(line)
+                self.session.publish_batch(self.topic, lines, self.cfg.retain, self.properties)
             else:
                 for line in lines:
                     await self.wait_for_room()

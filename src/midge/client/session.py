@@ -27,6 +27,7 @@ from midge.protocol.packets import (
 from midge.client.trace import describe
 
 from midge.protocol.codec import Decoder, encode, encode_publish
+from midge.protocol.properties import encode_varint
 
 
 @dataclass(slots=True)
@@ -89,6 +90,34 @@ class ClientSession:
             self.pending.append(packet)
             self.pending_ids.add(packet.packet_id)
         return packet.packet_id
+
+    def publish_batch(self, topic: str, payloads: list[bytes], retain: bool = False,
+                      properties: dict | None = None, now: float = 0.0) -> None:
+        """Queue many QoS 0 PUBLISHes to one topic: the load-generator path of `pub -l`.
+
+        The topic (and properties) part is encoded once; each message costs one
+        length prefix and a join, so the whole batch becomes a single bytes object.
+        """
+        if self.trace is not None:
+            for payload in payloads:
+                self.publish(topic, payload, 0, retain, properties, now)
+            return
+        self.next_id = (self.next_id + len(payloads) - 1) % 65535 + 1
+        # Speed: the PUBLISH minus its payload is the same for every message.
+        body_start = encode_publish(topic, b"", 0, retain, False, None, properties, self.version)
+        first, rest = body_start[0:1], body_start[_varint_end(body_start):]
+        fixed = len(rest)
+        parts = []
+        append = parts.append
+        for payload in payloads:
+            size = fixed + len(payload)
+            if size < 0x80:
+                append(first + bytes((size,)))
+            else:
+                append(first + encode_varint(size))
+            append(rest)
+            append(payload)
+        self.output.append(b"".join(parts))
 
     def subscribe(self, subscriptions: list, properties: dict | None = None, now: float = 0.0) -> int:
         packet = Subscribe(self._new_id(), list(subscriptions), properties or {})
@@ -226,3 +255,11 @@ class ClientSession:
             for line in describe(packet, "sending", self.client_id, mid):
                 self.trace(line)
         self.output.append(encode(packet, self.version))
+
+
+def _varint_end(packet: bytes) -> int:
+    """Index just past the fixed header (type byte + remaining length)."""
+    index = 1
+    while packet[index] & 0x80:
+        index += 1
+    return index + 1
