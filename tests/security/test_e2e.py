@@ -139,8 +139,18 @@ def test_unreadable_password_file_stops_the_start(tmp_path):
     (tmp_path / "midge.conf").write_text(f"listener {free_port()} 127.0.0.1\npassword_file {tmp_path}/none\n")
     result = subprocess.run([sys.executable, "-m", "midge", "broker", "-c", str(tmp_path / "midge.conf")],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode != 0
+    assert result.returncode == 3  # a config error (mosquitto exits 13 here)
     assert "Unable to open pwfile" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_bad_acl_file_stops_the_start_naming_the_line(tmp_path):
+    (tmp_path / "acl").write_text("topic a\nbogus line\n")
+    (tmp_path / "midge.conf").write_text(f"listener {free_port()} 127.0.0.1\nacl_file {tmp_path}/acl\n")
+    result = subprocess.run([sys.executable, "-m", "midge", "broker", "-c", str(tmp_path / "midge.conf")],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 3
+    assert f"{tmp_path}/acl:2: Invalid line" in result.stdout + result.stderr
 
 
 def test_c_plugin_stops_the_start(tmp_path):

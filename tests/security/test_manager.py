@@ -51,8 +51,9 @@ class TestAuthenticate:
         assert security.authenticate(Client(), username, password) == expected
 
     def test_unreadable_password_file_is_fatal(self, log, tmp_path):
-        with pytest.raises(SecurityError, match="Unable to open pwfile"):
+        with pytest.raises(SecurityError, match="Unable to open pwfile") as caught:
             make(log, password_file=str(tmp_path / "missing"))
+        assert caught.value.exit_code == 13  # mosquitto's exit code for it
 
     def test_per_listener_settings(self, log, pwfile):
         open_l = ListenerConfig(port=1, security=SecurityConfig(allow_anonymous=True))

@@ -24,6 +24,7 @@ import inspect
 import itertools
 from dataclasses import dataclass, field
 
+from midge.config.errors import ConfigError
 from midge.security.acl import (READ, SUBSCRIBE, UNSUBSCRIBE, WRITE, AclFile, AclFileError, CompiledAcl,
                                 compile_for, load_acl_file, topic_matches)
 from midge.security.passwords import PasswordFileError, PasswordHash, load_password_file
@@ -40,8 +41,16 @@ _generations = itertools.count(1)  # unique across Security objects, so no cache
 _SYS_STATE_FILTER = ("$SYS", "broker", "connection", "+", "state")
 
 
-class SecurityError(Exception):
-    """A password/ACL/PSK file or a plugin cannot be loaded; the message says which."""
+class SecurityError(ConfigError):
+    """A password/ACL/PSK file or a plugin cannot be loaded; the message says which.
+
+    A ConfigError, so `midge broker` prints it without a traceback and exits 3.
+    `exit_code` is what Mosquitto uses: 13 when a file cannot be opened, else 3.
+    """
+
+    def __init__(self, message: str, exit_code: int = 3):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(slots=True)
@@ -187,7 +196,8 @@ class Security:
                 if plugin.hook("acl_check") is not None:
                     context.acl_plugins.append(plugin)
         except (PasswordFileError, AclFileError, PskFileError, PluginError) as exc:
-            raise SecurityError(str(exc)) from exc
+            cannot_open = isinstance(exc.__cause__, OSError)
+            raise SecurityError(str(exc), 13 if cannot_open else 3) from exc
         loaded[id(settings)] = context
         return context
 
