@@ -129,3 +129,22 @@ def test_sweep_finds_expired_and_is_off_by_default(pki, tmp_path):
     later = datetime.now(timezone.utc) + timedelta(days=400)
     failure = asyncio.run(state.tls.recheck(p.stage.info, later))
     assert failure.kind == "expired"
+
+
+def test_crl_expiry_is_announced_once_ahead_and_once_when_it_happens(pki, tmp_path):
+    from datetime import datetime, timedelta, timezone
+    state, watcher, log = setup(pki, tmp_path)
+    log.warning = lambda line: log.lines.append(("warning", line))
+    next_update = state.tls.crls[0].next_update_utc
+    watcher.check(now=datetime.now(timezone.utc))
+    assert log.lines == []
+    soon = next_update - timedelta(hours=2)
+    watcher.check(now=soon)
+    watcher.check(now=soon)
+    assert [level for level, _ in log.lines] == ["warning"]
+    assert "expires on" in log.lines[0][1] and "publish a fresh CRL" in log.lines[0][1]
+    late = next_update + timedelta(minutes=1)
+    watcher.check(now=late)
+    watcher.check(now=late)
+    assert [level for level, _ in log.lines] == ["warning", "error"]
+    assert "every client certificate is now refused" in log.lines[1][1]

@@ -11,7 +11,11 @@ one precise line and the old context stays; the next change is tried again.
 from __future__ import annotations
 
 import os
+from datetime import datetime, timedelta, timezone
 from typing import Callable
+
+#: How long before a CRL's nextUpdate the watcher starts warning.
+CRL_WARNING = timedelta(days=1)
 
 
 def _stat(path: str) -> tuple:
@@ -55,17 +59,19 @@ class TlsFileWatcher:
         self.log = log
         self.on_psk_file_change = on_psk_file_change
         self._seen: dict[int, tuple] = {}
+        self._crl_warned: set = set()
         for state in listeners:
             if state.tls is not None:
                 self._seen[id(state)] = fingerprint(state.tls.files)
 
-    def check(self) -> list:
+    def check(self, now: datetime | None = None) -> list:
         """Poll once; return the states whose context was replaced."""
         replaced = []
         for state in self.listeners:
             context = state.tls
             if context is None:
                 continue
+            self._warn_crl_expiry(context, now or datetime.now(timezone.utc))
             before = self._seen.get(id(state))
             now = fingerprint(context.files)
             if before is None:
@@ -98,6 +104,36 @@ class TlsFileWatcher:
             self._notice(f"TLS files of listener {name} changed ({', '.join(changed)}): reloaded; "
                          "new connections use them, open connections keep theirs")
         return replaced
+
+    def _warn_crl_expiry(self, context, now: datetime) -> None:
+        """Say once, a day ahead and again when it happens, that a CRL runs out.
+
+        Past its nextUpdate a CRL makes OpenSSL refuse every client certificate (the
+        classic Mosquitto lock-out); a fresh file is picked up by the watcher.
+        """
+        for crl in getattr(context, "crls", ()):
+            next_update = crl.next_update_utc
+            if next_update is None or next_update - now > CRL_WARNING:
+                continue
+            expired = next_update <= now
+            key = (id(context), crl.signature, expired)
+            if key in self._crl_warned:
+                continue
+            self._crl_warned.add(key)
+            issuer = crl.issuer.rfc4514_string()
+            name = getattr(context, "name", "?")
+            if expired:
+                self._error(f"TLS listener {name}: the CRL from {issuer} expired on "
+                            f"{next_update:%Y-%m-%d %H:%M:%S} UTC; every client certificate is now "
+                            "refused until a fresh CRL is written to crlfile")
+            else:
+                self._warning(f"TLS listener {name}: the CRL from {issuer} expires on "
+                              f"{next_update:%Y-%m-%d %H:%M:%S} UTC; after that every client "
+                              "certificate will be refused: publish a fresh CRL")
+
+    def _warning(self, line: str) -> None:
+        if self.log is not None:
+            (getattr(self.log, "warning", None) or getattr(self.log, "notice", None) or self.log.error)(line)
 
     def _error(self, line: str) -> None:
         if self.log is not None:
