@@ -198,3 +198,20 @@ def test_failed_logins_slow_down_the_next_connacks(tmp_path):
         assert time.monotonic() - started >= first + 0.9
     finally:
         broker.stop()
+
+
+def test_per_listener_settings(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text(f"u:{hash_password(b'p', iterations=10)}\n")
+    open_port, locked_port = free_port(), free_port()
+    broker = start_midge(f"{NO_DELAY}per_listener_settings true\n"
+                         f"listener {open_port} 127.0.0.1\nallow_anonymous true\n"
+                         f"listener {locked_port} 127.0.0.1\npassword_file {pw}\n", tmp_path, open_port)
+    try:
+        assert _pub(open_port) == 0
+        assert _pub(open_port, "-u", "u", "-P", "wrong") == 0  # no password file on this listener
+        assert _pub(locked_port) == 5
+        assert _pub(locked_port, "-u", "u", "-P", "wrong") == 5
+        assert _pub(locked_port, "-u", "u", "-P", "p") == 0
+    finally:
+        broker.stop()
