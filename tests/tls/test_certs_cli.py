@@ -63,3 +63,20 @@ def test_printed_config_and_commands_work_with_mosquitto(tmp_path, capsys):
         broker.wait_for_log("u'alice'")  # use_identity_as_username took the CN
     finally:
         broker.stop()
+
+
+def test_revoke_adds_to_the_crl_and_keeps_the_server(tmp_path, capsys):
+    openssl = require_peer("openssl")
+    d = tmp_path / "c"
+    run_certs(capsys, "--dir", str(d), "--client", "alice", "--client", "bob", "--key-type", "ec")
+    server = (d / "server.crt").read_bytes()
+    out = run_certs(capsys, "--dir", str(d), "--revoke", "alice", "--key-type", "ec")
+    assert "revoked: alice" in out
+    run_certs(capsys, "--dir", str(d), "--client", "carol", "--key-type", "ec")  # keeps alice revoked
+    assert (d / "server.crt").read_bytes() == server
+
+    def verify(name):
+        return subprocess.run([openssl, "verify", "-CAfile", str(d / "ca.crt"), "-CRLfile", str(d / "crl.pem"),
+                               "-crl_check", str(d / f"{name}.crt")], capture_output=True, text=True)
+    assert "certificate revoked" in verify("alice").stdout + verify("alice").stderr
+    assert verify("bob").returncode == 0 and verify("carol").returncode == 0

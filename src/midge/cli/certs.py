@@ -3,7 +3,8 @@
     midge certs --dir certs --server-name mqtt.lan --client alice --client bob
 
 writes ca.crt/ca.key, server.crt/server.key (SANs localhost, 127.0.0.1, ::1 and the
-given names), <client>.crt/<client>.key, and an empty crl.pem; keys are 0600. An existing
+given names), <client>.crt/<client>.key, and crl.pem (empty, or listing the clients
+given with --revoke); keys are 0600. An existing
 ca.crt/ca.key in the directory is reused, so clients can be added later. Prints a
 mosquitto.conf snippet and client commands that work with the files. For development
 and tests, not production PKI.
@@ -99,13 +100,22 @@ def _load_or_make_ca(directory: Path, key_type: str, days: int):
     return cert, key, True
 
 
-def _empty_crl(ca_cert, ca_key, days: int):
+def _crl(ca_cert, ca_key, days: int, serials=()):
     now = _dt.datetime.now(_dt.timezone.utc)
-    return (x509.CertificateRevocationListBuilder()
-            .issuer_name(ca_cert.subject)
-            .last_update(now - _dt.timedelta(minutes=5))
-            .next_update(now + _dt.timedelta(days=days))
-            .sign(ca_key, hashes.SHA256()))
+    builder = (x509.CertificateRevocationListBuilder()
+               .issuer_name(ca_cert.subject)
+               .last_update(now - _dt.timedelta(minutes=5))
+               .next_update(now + _dt.timedelta(days=days)))
+    for serial in sorted(set(serials)):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
+    return builder.sign(ca_key, hashes.SHA256())
+
+
+def _revoked_serials(crl_path: Path) -> list[int]:
+    if not crl_path.exists():
+        return []
+    return [entry.serial_number for entry in x509.load_pem_x509_crl(crl_path.read_bytes())]
 
 
 def _safe_filename(name: str) -> str:
@@ -123,6 +133,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "localhost, 127.0.0.1 and ::1 are always included")
     parser.add_argument("--client", action="append", default=[], metavar="NAME",
                         help="make a client certificate with this CN (repeatable)")
+    parser.add_argument("--revoke", action="append", default=[], metavar="NAME",
+                        help="add the client certificate NAME.crt in DIR to crl.pem (repeatable)")
     parser.add_argument("--days", type=int, default=365, help="validity of server/client certificates "
                         "and of the CRL, in days (default 365)")
     parser.add_argument("--key-type", choices=("rsa", "ec"), default="rsa",
@@ -140,12 +152,22 @@ def main(argv: list[str]) -> int:
     try:
         directory.mkdir(parents=True, exist_ok=True)
         ca_cert, ca_key, created = _load_or_make_ca(directory, args.key_type, args.days)
-        server_key = _new_key(args.key_type)
         first = args.server_name[0] if args.server_name else "localhost"
         sans = list(dict.fromkeys(_DEFAULT_SANS + args.server_name))
-        _write_key(directory / "server.key", server_key)
-        _write_cert(directory / "server.crt", _leaf(first, server_key, ca_cert, ca_key, args.days,
-                                                    server=True, sans=sans))
+        server_files = (directory / "server.crt", directory / "server.key")
+        # Keep a working server certificate when only clients are added or revoked.
+        if created or args.server_name or not all(f.exists() for f in server_files):
+            server_key = _new_key(args.key_type)
+            _write_key(server_files[1], server_key)
+            _write_cert(server_files[0], _leaf(first, server_key, ca_cert, ca_key, args.days,
+                                               server=True, sans=sans))
+        else:
+            existing = x509.load_pem_x509_certificate(server_files[0].read_bytes())
+            try:
+                sans = [str(v.value) for v in existing.extensions.get_extension_for_class(
+                    x509.SubjectAlternativeName).value]
+            except x509.ExtensionNotFound:
+                sans = []
         clients = []
         for name in args.client:
             key = _new_key(args.key_type)
@@ -154,15 +176,19 @@ def main(argv: list[str]) -> int:
             _write_cert(directory / f"{stem}.crt", _leaf(name, key, ca_cert, ca_key, args.days, server=False))
             clients.append(stem)
         crl_path = directory / "crl.pem"
-        if created or not crl_path.exists():
-            crl_path.write_bytes(_empty_crl(ca_cert, ca_key, args.days).public_bytes(serialization.Encoding.PEM))
+        serials = [] if created else _revoked_serials(crl_path)
+        for name in args.revoke:
+            path = directory / f"{_safe_filename(name)}.crt"
+            serials.append(x509.load_pem_x509_certificate(path.read_bytes()).serial_number)
+        crl_path.write_bytes(_crl(ca_cert, ca_key, args.days, serials).public_bytes(serialization.Encoding.PEM))
     except (OSError, ValueError) as exc:
         print(f"midge certs: {exc}", file=sys.stderr)
         return 1
 
     d = directory.resolve()
     print(f"{'Created' if created else 'Reused'} CA {d}/ca.crt; server certificate {d}/server.crt "
-          f"for {', '.join(sans)}" + (f"; clients: {', '.join(clients)}" if clients else ""))
+          f"for {', '.join(sans)}" + (f"; clients: {', '.join(clients)}" if clients else "")
+          + (f"; revoked: {', '.join(args.revoke)}" if args.revoke else ""))
     print(f"\n# mosquitto.conf (works with midge and mosquitto)\nlistener {args.port}\n"
           f"cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n"
           + ("require_certificate true\nuse_identity_as_username true\n"
