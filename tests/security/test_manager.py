@@ -266,7 +266,9 @@ class TestLoginThrottle:
         from midge.security.throttle import peer_host
         assert peer_host("1.2.3.4:5") == "1.2.3.4"
         assert peer_host("[::1]:5") == "::1"
-        assert peer_host("::1") == "::1"
+        assert peer_host("::1:5000") == "::1"  # how the server formats IPv6 peers
+        assert peer_host("2001:db8::7:443") == "2001:db8::7"
+        assert peer_host("unix-socket") == "unix-socket"
 
 
 class TestTlsIdentity:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_DELAY = 0.5
-DEFAULT_DELAY_MAX = 10.0
+DEFAULT_DELAY_MAX = 8.0
 LOG_AFTER = 5
 MAX_TRACKED = 10_000
 
@@ -32,11 +32,16 @@ class _Failures:
 
 
 def peer_host(peer: str) -> str:
-    """`1.2.3.4:5` -> `1.2.3.4`, `[::1]:5` -> `::1`; anything else is returned unchanged."""
+    """The address part of the server's `host:port` peer string.
+
+    `1.2.3.4:5` -> `1.2.3.4`, `::1:5` -> `::1` (the server writes IPv6 without
+    brackets, as Mosquitto logs it), `[::1]:5` -> `::1`; `unix-socket` is unchanged.
+    """
     if peer.startswith("["):
         return peer[1:].partition("]")[0]
-    if peer.count(":") == 1:
-        return peer.partition(":")[0]
+    host, colon, port = peer.rpartition(":")
+    if colon and host and port.isdigit():
+        return host
     return peer
 
 
