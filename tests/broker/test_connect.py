@@ -14,19 +14,20 @@ def test_connect_accepted_and_logged(version):
     h = Harness()
     conn = h.connect("sensor", version=version, keepalive=30)
     assert conn.connack.session_present is False
-    assert h.log.has(f"New client connected from 127.0.0.1:{h.port} as sensor (p{version}, c1, k30).")
+    level = {4: 2, 5: 5}[version]   # Mosquitto's protocol enum, not the wire level
+    assert h.log.has(f"New client connected from 127.0.0.1:{h.port} as sensor (p{level}, c1, k30).")
 
 
 def test_connect_log_line_with_username():
     h = Harness()
     h.connect("c", username="user")
-    assert h.log.has("as c (p4, c1, k60, u'user').")
+    assert h.log.has("as c (p2, c1, k60, u'user').")
 
 
 def test_v31_connect():
     h = Harness()
     h.connect("old", version=3)
-    assert h.log.has("(p3, c1, k60)")
+    assert h.log.has("(p1, c1, k60)")
 
 
 @V311_V5
@@ -276,3 +277,11 @@ def test_internal_error_closes_only_that_client(monkeypatch):
     assert bad.closed and not good.closed
     assert any("Internal error" in m for m in h.log.messages("error"))
     good.send(Publish("x", b"1"))
+
+
+def test_v31_never_sets_session_present():
+    h = Harness()
+    h.connect("s", version=3, clean_start=False).disconnect()
+    again = h.connect("s", version=3, clean_start=False)
+    assert again.connack.session_present is False
+    assert again.client.session is h.broker.sessions["s"]

@@ -347,3 +347,11 @@ def test_packet_ids_skip_inflight():
         pub.publish("t", qos=1, packet_id=i + 1)
     ids = [m.packet_id for m in sub.publishes()]
     assert len(set(ids)) == 3 and 0 not in ids
+
+
+def test_response_topic_with_wildcard_is_protocol_error():
+    h = Harness()
+    pub = h.connect("pub", version=5)
+    pub.publish("t", properties={Property.RESPONSE_TOPIC: "reply/#"})
+    assert pub.take()[-1].reason_code == ReasonCode.PROTOCOL_ERROR
+    assert pub.closed

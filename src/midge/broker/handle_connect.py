@@ -31,6 +31,10 @@ _V3_CODES = {
 }
 
 
+# Mosquitto logs its protocol enum, not the protocol level: 3.1 -> p1, 3.1.1 -> p2, 5 -> p5.
+_LOG_PROTOCOL = {3: 1, 4: 2, 5: 5}
+
+
 def _refuse(client, now, v5_code, v3_code, kind="refused") -> None:
     """CONNACK with a failure code, then close (no will: the connection never started)."""
     if client.broker.debug:
@@ -284,14 +288,15 @@ def _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
     client.connected_at = now
     if broker.debug:
         log.debug(f"Sending CONNACK to {client_id} ({int(session_present)}, 0)")
-    client.send_packet(Connack(session_present, 0, connack_props))
+    # MQTT 3.1 has no session present flag: that CONNACK byte is reserved (0).
+    client.send_packet(Connack(session_present and client.version >= 4, 0, connack_props))
     broker.client_connected(client, now)
 
     if limits.connection_messages and log.enabled(LogType.NOTICE):
         kind = "bridge" if client.is_bridge else "client"
         user = f", u'{client.username}'" if client.username is not None else ""
         log.notice(f"New {kind} connected from {client.peer} as {client_id} "
-                   f"(p{client.version}, c{int(packet.clean_start)}, k{client.keepalive}{user}).")
+                   f"(p{_LOG_PROTOCOL[client.version]}, c{int(packet.clean_start)}, k{client.keepalive}{user}).")
 
     if session_present:
         broker.resume_session(session, client, now)

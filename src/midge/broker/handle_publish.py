@@ -6,6 +6,7 @@ from __future__ import annotations
 from midge.broker.message import WAIT_ACK, WAIT_COMP, Message
 from midge.log import LogType
 from midge.protocol.constants import Property, ReasonCode
+from midge.protocol.topics import valid_topic_name
 from midge.protocol.packets import Puback, Pubcomp, Pubrec, Pubrel
 
 _MISSING = object()
@@ -43,6 +44,11 @@ def handle_publish(client, packet, now) -> None:
     props = packet.properties
 
     if props and version == 5:
+        response_topic = props.get(Property.RESPONSE_TOPIC)
+        if response_topic is not None and not valid_topic_name(response_topic):
+            client.protocol_error(now, ReasonCode.PROTOCOL_ERROR,
+                                  f"response topic {response_topic!r} is not a valid topic name")
+            return
         alias = props.get(Property.TOPIC_ALIAS)
         if alias is not None:
             if alias == 0 or alias > client.max_topic_alias:
