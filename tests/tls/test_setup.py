@@ -113,3 +113,18 @@ def test_files_listed_for_the_watcher(pki):
     crl = pki.crl()
     ctx = TlsListenerContext.from_listener(listener(pki, require_certificate=True, crlfile=str(crl)), None, None)
     assert ctx.files == [str(pki.server_cert), str(pki.server_key), str(pki.ca_cert), str(crl)]
+
+
+def test_crl_not_signed_by_its_ca_refused(pki, tmp_path):
+    """A CRL naming the root as issuer but signed by another key."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from tests.certs import NOW, DAY
+    forged = (x509.CertificateRevocationListBuilder().issuer_name(pki.cert(pki.ca_cert).subject)
+              .last_update(NOW - DAY).next_update(NOW + DAY).sign(ec.generate_private_key(ec.SECP256R1()),
+                                                                  hashes.SHA256()))
+    path = tmp_path / "forged.pem"
+    path.write_bytes(forged.public_bytes(serialization.Encoding.PEM))
+    error = refused(listener(pki, require_certificate=True, crlfile=str(path)))
+    assert error.option == "crlfile" and "not signed by" in str(error)

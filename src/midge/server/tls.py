@@ -282,6 +282,32 @@ class TlsListenerContext:
 
 
 
+def _check_crl_signatures(crls, cafile: str, name: str) -> None:
+    """A CRL whose issuer is in cafile must carry that CA's signature.
+
+    Otherwise OpenSSL would fail every handshake with "CRL signature failure"; better to
+    say so at start (or keep the old context on reload).
+    """
+    try:
+        cas = x509.load_pem_x509_certificates(Path(cafile).read_bytes())
+    except (OSError, ValueError):
+        return  # OpenSSL already loaded the file; leave odd formats to it
+    for crl in crls:
+        issuers = [ca for ca in cas if ca.subject == crl.issuer]
+        if not issuers:
+            continue
+        if not any(_signed_by(crl, ca) for ca in issuers):
+            raise TlsSetupError("crlfile", f"the CRL from {crl.issuer.rfc4514_string()} is not signed by "
+                                "that CA in cafile (wrong or re-keyed CA?)", name)
+
+
+def _signed_by(crl, ca) -> bool:
+    try:
+        return crl.is_signature_valid(ca.public_key())
+    except (TypeError, ValueError):
+        return False
+
+
 def _no_psk_tickets(ctx: ssl.SSLContext) -> None:
     """Resumption must not lose the PSK identity, which Python cannot read from a session.
 
@@ -399,6 +425,8 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
         if not Path(crlfile).exists():
             fail("crlfile", f"cannot read '{crlfile}': No such file or directory")
         crls = load_crls(crlfile, listener=name)
+        if cafile:
+            _check_crl_signatures(crls, cafile, name)
         files.append(str(crlfile))
         _load_crls_into(ctx, crls, name)
         ctx.verify_flags |= (ssl.VERIFY_CRL_CHECK_CHAIN if crl_check == "chain"
