@@ -215,3 +215,24 @@ def test_per_listener_settings(tmp_path):
         assert _pub(locked_port, "-u", "u", "-P", "p") == 0
     finally:
         broker.stop()
+
+
+def test_sighup_with_a_broken_acl_file_keeps_the_old_one(tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite ok/#\n")
+    port = free_port()
+    broker = start_midge(f"{NO_DELAY}listener {port} 127.0.0.1\nallow_anonymous true\nacl_file {acl}\n",
+                         tmp_path, port)
+    try:
+        acl.write_text("topic readwrite ok/#\nnonsense here\n")
+        mark = broker.mark()
+        broker.signal(signal.SIGHUP)
+        line = broker.wait_for_log("keeping the old ones", start=mark)
+        assert f"{acl}:2" in line
+        with Subscriber(port, "#", "-v") as sub:
+            sub.wait_subscribed()
+            assert _pub(port, topic="other/x", message="no") == 0
+            assert _pub(port, topic="ok/x", message="yes") == 0
+            assert sub.messages(1) == ["ok/x yes"]
+    finally:
+        broker.stop()

@@ -202,12 +202,9 @@ class Security:
         return context
 
     def reload(self, config) -> None:
-        """Re-read the files (SIGHUP). On any error keep everything as it was and raise."""
-        try:
-            contexts = self._load(config)
-        except SecurityError as exc:
-            self.log.error(f"Error reloading security files, keeping the old ones: {exc}")
-            raise
+        """Re-read the files (SIGHUP). On any error keep everything as it was and raise
+        SecurityError, whose message names the file (and line); the server logs it."""
+        contexts = self._load(config)
         self._global, self._by_listener, self._per_listener = contexts
         self.generation = next(_generations)  # invalidates every client's cached ACL
 
