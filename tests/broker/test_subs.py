@@ -264,3 +264,27 @@ def test_subscribe_log_lines():
     sub.unsubscribe("a/b")
     assert "sub 1 a/b" in h.log.messages("subscribe")
     assert "sub a/b" in h.log.messages("unsubscribe")
+
+
+def test_v5_no_local_with_overlapping_plain_subscription():
+    h = Harness()
+    me = h.connect("me", version=5)
+    me.subscribe("t", 1, packet_id=1, no_local=True, properties={Property.SUBSCRIPTION_IDENTIFIER: [1]})
+    me.subscribe("#", 0, packet_id=2, properties={Property.SUBSCRIPTION_IDENTIFIER: [2]})
+    me.publish("t", qos=1)
+    packets = me.take()
+    [msg] = [m for m in packets if isinstance(m, Publish)]
+    assert msg.qos == 0 and msg.properties[Property.SUBSCRIPTION_IDENTIFIER] == [2]
+
+
+def test_match_cache_follows_tree_changes():
+    h = Harness()
+    sub = h.connect("sub")
+    pub = h.connect("pub")
+    pub.publish("c/t")
+    sub.subscribe("c/#")
+    pub.publish("c/t")
+    assert len(sub.publishes()) == 1
+    sub.unsubscribe("c/#")
+    pub.publish("c/t")
+    assert sub.take() == []

@@ -341,62 +341,63 @@ class Broker:
         """Store if retained, deliver to every matching session; True if any matched."""
         if message.retain:
             self.retained.store(message)
-        subs, groups = self.subs.match(message.topic)
-        if not subs and not groups:
+        limits = self.limits
+        if limits.allow_duplicate_messages:
+            return self._publish_per_subscription(message, now)
+        entries, groups = self.subs.match_sessions(message.topic)
+        if not entries and not groups:
             return False
         origin = message.origin_id
-        allow_dup_v3 = self.limits.allow_duplicate_messages
-        upgrade = self.limits.upgrade_outgoing_qos
+        upgrade = limits.upgrade_outgoing_qos
         msg_qos = message.qos
+        msg_retain = message.retain
         topic = message.topic
+        check_read = self.security is not None
+        debug = self.debug
         cache: dict = {}   # encoded bytes shared by recipients with identical packets
         deliver = self._deliver
-        if len(subs) == 1 and not groups:
-            # Fast path: one subscriber, no aggregation needed.
-            sub = subs[0]
-            session = sub.session
-            if sub.no_local and origin is not None and session.client_id == origin:
-                return True
-            if self.security is not None and not self._may_read(session, topic):
-                return True
-            qos = sub.qos if upgrade else (msg_qos if msg_qos < sub.qos else sub.qos)
-            retain = message.retain and sub.retain_as_published
-            ids = [sub.identifier] if sub.identifier is not None else None
-            deliver(session, message, qos, retain, ids, now, cache)
-            return True
-        # One delivery per session with the highest QoS and every subscription
-        # identifier of its matching subscriptions (v5 3.3.4); v3 sessions get one per
-        # subscription when allow_duplicate_messages is true (Mosquitto 2.0).
-        per_session: dict = {}
-        for sub in subs:
-            session = sub.session
-            if sub.no_local and origin is not None and session.client_id == origin:
-                continue
-            if allow_dup_v3 and session.protocol != 5:
-                qos = sub.qos if upgrade else min(msg_qos, sub.qos)
-                if self._may_read(session, topic):
-                    deliver(session, message, qos, message.retain and sub.retain_as_published, None, now, cache)
-                continue
-            entry = per_session.get(session)
-            if entry is None:
-                per_session[session] = [sub.qos, sub.retain_as_published,
-                                        [sub.identifier] if sub.identifier is not None else None]
-            else:
-                if sub.qos > entry[0]:
-                    entry[0] = sub.qos
-                if sub.retain_as_published:
-                    entry[1] = True
-                if sub.identifier is not None:
-                    if entry[2] is None:
-                        entry[2] = [sub.identifier]
-                    elif sub.identifier not in entry[2]:
-                        entry[2].append(sub.identifier)
-        check_read = self.security is not None
-        for session, (sub_qos, rap, ids) in per_session.items():
+        pending = self._pending
+        sent = 0
+        sent_bytes = 0
+        for session, sub_qos, rap, ids, no_local, subs in entries:
+            if no_local and origin is not None and session.client_id == origin:
+                # Only this session's subscriptions without No Local count (v5 3.8.3.1).
+                subs = [sub for sub in subs if not sub.no_local]
+                if not subs:
+                    continue
+                sub_qos = max(sub.qos for sub in subs)
+                rap = any(sub.retain_as_published for sub in subs)
+                ids = [sub.identifier for sub in subs if sub.identifier is not None] or None
             if check_read and not self._may_read(session, topic):
                 continue
             qos = sub_qos if upgrade else (msg_qos if msg_qos < sub_qos else sub_qos)
-            deliver(session, message, qos, message.retain and rap, ids, now, cache)
+            retain = msg_retain and rap
+            client = session.client
+            if (qos == 0 and ids is None and client is not None and client.state == CONNECTED
+                    and not client.write_paused and not debug):
+                # The common case inlined (QoS 0 to a connected, writable client): saves
+                # a call and the per-recipient counter updates.
+                key = (client.version, retain, client.mount_point)
+                data = cache.get(key)
+                if data is None:
+                    data = cache[key] = self.encode_publish(client, message, 0, retain, False, None, None, now)
+                if client.max_packet_out and len(data) > client.max_packet_out:
+                    self.stats.publish_dropped += 1
+                    continue
+                client.output.append(data)
+                if not client.pending:
+                    client.pending = True
+                    pending.append(client)
+                sent += 1
+                sent_bytes += len(data)
+                continue
+            deliver(session, message, qos, retain, ids, now, cache)
+        if sent:
+            stats = self.stats
+            stats.messages_sent += sent
+            stats.bytes_sent += sent_bytes
+            stats.publish_sent += sent
+            stats.publish_bytes_sent += sent * len(message.payload)
         for group in groups:
             sub = group.pick()
             if sub is None:
@@ -406,7 +407,48 @@ class Broker:
                 continue
             qos = sub.qos if upgrade else min(msg_qos, sub.qos)
             ids = [sub.identifier] if sub.identifier is not None else None
-            deliver(session, message, qos, message.retain and sub.retain_as_published, ids, now, cache)
+            deliver(session, message, qos, msg_retain and sub.retain_as_published, ids, now, cache)
+        return True
+
+    def _publish_per_subscription(self, message: Message, now: float) -> bool:
+        """allow_duplicate_messages true: v3 sessions get one copy per matching
+        subscription (Mosquitto 2.0); v5 sessions still get one with every identifier."""
+        subs, groups = self.subs.match(message.topic)
+        if not subs and not groups:
+            return False
+        origin = message.origin_id
+        upgrade = self.limits.upgrade_outgoing_qos
+        msg_qos = message.qos
+        topic = message.topic
+        cache: dict = {}
+        per_session: dict = {}
+        for sub in subs:
+            session = sub.session
+            if sub.no_local and origin is not None and session.client_id == origin:
+                continue
+            if session.protocol != 5:
+                if self._may_read(session, topic):
+                    qos = sub.qos if upgrade else min(msg_qos, sub.qos)
+                    self._deliver(session, message, qos, message.retain and sub.retain_as_published,
+                                  None, now, cache)
+                continue
+            entry = per_session.setdefault(session, [0, False, []])
+            entry[0] = max(entry[0], sub.qos)
+            entry[1] = entry[1] or sub.retain_as_published
+            if sub.identifier is not None and sub.identifier not in entry[2]:
+                entry[2].append(sub.identifier)
+        for session, (sub_qos, rap, ids) in per_session.items():
+            if not self._may_read(session, topic):
+                continue
+            qos = sub_qos if upgrade else min(msg_qos, sub_qos)
+            self._deliver(session, message, qos, message.retain and rap, ids or None, now, cache)
+        for group in groups:
+            sub = group.pick()
+            if sub is None or not self._may_read(sub.session, topic):
+                continue
+            qos = sub.qos if upgrade else min(msg_qos, sub.qos)
+            ids = [sub.identifier] if sub.identifier is not None else None
+            self._deliver(sub.session, message, qos, message.retain and sub.retain_as_published, ids, now, cache)
         return True
 
     def send_retained(self, client: Client, sub, now: float) -> None:

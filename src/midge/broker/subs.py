@@ -69,6 +69,7 @@ class SubscriptionTree:
     def __init__(self):
         self._root = _Node()
         self._cache: dict[str, tuple] = {}
+        self._session_cache: dict[str, tuple] = {}
         self.count = 0
         self.shared_count = 0
 
@@ -83,6 +84,7 @@ class SubscriptionTree:
                 child = node.children[level] = _Node()
             node = child
         self._cache.clear()
+        self._session_cache.clear()
         if sub.group is None:
             is_new = sub.session not in node.subs
             node.subs[sub.session] = sub
@@ -129,6 +131,7 @@ class SubscriptionTree:
             return False
         self.count -= 1
         self._cache.clear()
+        self._session_cache.clear()
         # Prune empty branches so a churn of unique topics does not leak nodes.
         for depth in range(len(levels), 0, -1):
             child = path[depth]
@@ -150,6 +153,7 @@ class SubscriptionTree:
         result = (subs, groups)
         if len(self._cache) >= _CACHE_LIMIT:
             self._cache.clear()
+        self._session_cache.clear()
         self._cache[topic] = result
         return result
 
@@ -182,6 +186,43 @@ class SubscriptionTree:
         exact = children.get(levels[index])
         if exact is not None:
             self._walk(exact, levels, index + 1, subs, groups, dollar)
+
+    def match_sessions(self, topic: str) -> tuple:
+        """(entries, shared groups) for `topic`, one entry per session:
+        (session, highest QoS, any retain-as-published, subscription ids or None,
+        any no-local, the session's matching subscriptions).
+
+        Cached like `match`: the per-session merge of overlapping subscriptions is
+        done once per topic and tree version, not once per message.
+        """
+        cached = self._session_cache.get(topic)
+        if cached is not None:
+            return cached
+        subs, groups = self.match(topic)
+        merged: dict = {}
+        for sub in subs:
+            entry = merged.get(sub.session)
+            if entry is None:
+                merged[sub.session] = [sub.qos, sub.retain_as_published,
+                                       [sub.identifier] if sub.identifier is not None else None,
+                                       sub.no_local, [sub]]
+                continue
+            if sub.qos > entry[0]:
+                entry[0] = sub.qos
+            entry[1] = entry[1] or sub.retain_as_published
+            if sub.identifier is not None:
+                if entry[2] is None:
+                    entry[2] = [sub.identifier]
+                elif sub.identifier not in entry[2]:
+                    entry[2].append(sub.identifier)
+            entry[3] = entry[3] or sub.no_local
+            entry[4].append(sub)
+        entries = tuple((session, e[0], e[1], e[2], e[3], e[4]) for session, e in merged.items())
+        result = (entries, groups)
+        if len(self._session_cache) >= _CACHE_LIMIT:
+            self._session_cache.clear()
+        self._session_cache[topic] = result
+        return result
 
     def has_subscribers(self, topic: str) -> bool:
         subs, groups = self.match(topic)
