@@ -283,3 +283,33 @@ class TestTlsIdentity:
         plain = Client(listener=listener)
         assert security.authenticate(plain, "alice", b"secret") == 0x86  # CONNACK 4 for v3
         assert not security.still_allowed(plain)
+
+
+class TestRepeatLogins:
+    def test_only_new_or_wrong_passwords_pay_for_pbkdf2(self, log, pwfile, monkeypatch):
+        from midge.security.passwords import PasswordHash
+
+        calls = []
+        real_verify = PasswordHash.verify
+        monkeypatch.setattr(PasswordHash, "verify", lambda self, pw: calls.append(pw) or real_verify(self, pw))
+        config = Config(security=SecurityConfig(password_file=pwfile))
+        security = Security(config, log)
+        assert security.authenticate(Client(), "alice", b"secret") == 0
+        assert security.authenticate(Client(), "alice", b"secret") == 0
+        assert calls == [b"secret"]  # the second login used the remembered HMAC
+        assert security.authenticate(Client(), "alice", b"guess") == NOT_AUTHORIZED
+        assert calls == [b"secret", b"guess"]  # a wrong password always gets the full check
+        with open(pwfile, "w") as f:
+            f.write(f"alice:{hash_password(b'rotated', iterations=2)}\n")
+        security.reload(config)
+        assert security.authenticate(Client(), "alice", b"secret") == NOT_AUTHORIZED
+        assert security.authenticate(Client(), "alice", b"rotated") == 0
+
+    def test_reload_changes_the_throttle(self, log):
+        config = Config(security=SecurityConfig(allow_anonymous=True))
+        security = Security(config, log)
+        security.record_failure("192.0.2.9", 0.0)
+        assert security.login_delay("192.0.2.9", 0.0) == 0.5
+        config.auth_fail_delay = 0
+        security.reload(config)
+        assert security.login_delay("192.0.2.9", 0.0) == 0.0

@@ -47,11 +47,15 @@ def peer_host(peer: str) -> str:
 
 class LoginThrottle:
     def __init__(self, delay: float = DEFAULT_DELAY, delay_max: float = DEFAULT_DELAY_MAX, log=None):
+        self.log = log
+        self._failures: dict[str, _Failures] = {}
+        self.configure(delay, delay_max)
+
+    def configure(self, delay: float, delay_max: float) -> None:
+        """Set (or, on reload, change) the delays; recorded failures are kept."""
         self.delay = max(0.0, delay)
         self.delay_max = max(self.delay, delay_max)
         self.forget_after = max(60.0, 6 * self.delay_max)
-        self.log = log
-        self._failures: dict[str, _Failures] = {}
 
     def _current(self, ip: str, now: float) -> _Failures | None:
         entry = self._failures.get(ip)
