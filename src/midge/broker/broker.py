@@ -28,10 +28,12 @@ from midge.protocol import packets as p
 from midge.protocol.codec import encode_publish as codec_encode_publish, prepare_publish
 from midge.protocol.constants import Property, ReasonCode
 
-try:  # the security layer's access constants; the values are the contract's
-    from midge.security import READ, SUBSCRIBE, WRITE
-except Exception:  # pragma: no cover - before the security package lands
-    READ, WRITE, SUBSCRIBE = 1, 2, 4
+from midge.security import READ, SUBSCRIBE, WRITE
+
+try:
+    from midge.security import UNSUBSCRIBE
+except ImportError:  # pragma: no cover
+    UNSUBSCRIBE = 8
 
 _CONNECT_KIND = "connect"
 
@@ -325,6 +327,12 @@ class Broker:
         if security is None:
             return True
         return security.acl_check(client, topic_filter, SUBSCRIBE)
+
+    def may_unsubscribe(self, client, topic_filter: str) -> bool:
+        security = self.security
+        if security is None:
+            return True
+        return security.acl_check(client, topic_filter, UNSUBSCRIBE)
 
     def _may_read(self, session, topic: str) -> bool:
         security = self.security

@@ -88,6 +88,9 @@ def handle_unsubscribe(client, packet, now) -> None:
         if client.mount_point:
             topic_filter = client.mount_point + topic_filter
         key = requested if not client.mount_point else client.mount_point + "\0" + requested
+        if not broker.may_unsubscribe(client, topic_filter):
+            codes.append(ReasonCode.NOT_AUTHORIZED)   # a plugin may refuse; the file ACL never does
+            continue
         removed = broker.subs.remove(session, topic_filter, group)
         session.subscriptions.pop(key, None)
         codes.append(ReasonCode.SUCCESS if removed else ReasonCode.NO_SUBSCRIPTION_EXISTED)
