@@ -1,0 +1,46 @@
+"""Other transports: MQTT over WebSocket (ws:// URLs) and Unix sockets (--unix)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.brokerproc import free_port, start_midge, start_mosquitto
+from tests.client.tools import finish, midge, mosquitto, run, start_subscriber
+
+LOGGING = "log_dest stderr\nlog_type all\n"
+
+
+def test_websocket_url(tmp_path):
+    """Debian's mosquitto 2.0.11 cannot bind a websockets listener to 127.0.0.1,
+    so this runs against midge's broker (whose WebSocket stage has its own tests)."""
+    tcp, ws = free_port(), free_port()
+    broker = start_midge(f"allow_anonymous true\n{LOGGING}listener {tcp} 127.0.0.1\n"
+                         f"listener {ws} 127.0.0.1\nprotocol websockets\n", tmp_path, tcp)
+    try:
+        sub = start_subscriber(broker, midge("sub", "-L", f"ws://127.0.0.1:{ws}/over/ws", "-C", "2", "-v",
+                                             "-q", "1"), "ws-sub")
+        assert run(mosquitto("pub", "-p", str(tcp), "-t", "over/ws", "-m", "from tcp")).returncode == 0
+        result = run(midge("pub", "-L", f"ws://127.0.0.1:{ws}/over/ws", "-m", "from ws", "-q", "2"))
+        assert result.returncode == 0, result.stderr
+        rc, out, err = finish(sub)
+        assert (rc, out) == (0, b"over/ws from tcp\nover/ws from ws\n"), err
+    finally:
+        broker.stop()
+
+
+def test_unix_socket(tmp_path):
+    tcp = free_port()
+    path = tmp_path / "mqtt.sock"
+    user = "user root\n"  # mosquitto started as root would drop to a user who cannot use tmp_path
+    broker = start_mosquitto(f"{user}allow_anonymous true\n{LOGGING}listener {tcp} 127.0.0.1\n"
+                             f"listener 0 {path}\n", tmp_path, tcp)
+    try:
+        sub = start_subscriber(broker, midge("sub", "--unix", str(path), "-t", "ux", "-C", "1"), "unix-sub")
+        assert run(mosquitto("pub", "-p", str(tcp), "-t", "ux", "-m", "local")).returncode == 0
+        assert finish(sub)[1] == b"local\n"
+        sub = start_subscriber(broker, mosquitto("sub", "-p", str(tcp), "-t", "ux", "-C", "1"), "tcp-sub")
+        result = run(midge("pub", "--unix", str(path), "-t", "ux", "-m", "back", "-q", "1"))
+        assert result.returncode == 0, result.stderr
+        assert finish(sub)[1] == b"back\n"
+    finally:
+        broker.stop()
