@@ -285,3 +285,76 @@ def test_v31_never_sets_session_present():
     again = h.connect("s", version=3, clean_start=False)
     assert again.connack.session_present is False
     assert again.client.session is h.broker.sessions["s"]
+
+
+class _Pending:
+    """Stand-in for security.PendingAuth: the decision arrives later."""
+
+    def __init__(self):
+        self.callbacks = []
+
+    def on_done(self, callback):
+        self.callbacks.append(callback)
+
+    def finish(self, result):
+        for callback in self.callbacks:
+            callback(result)
+
+
+class AsyncSecurity(FakeSecurity):
+    def __init__(self):
+        super().__init__()
+        self.pending = []
+
+    def authenticate(self, client, username, password):
+        if client.client_id != "slow":
+            return 0
+        pending = _Pending()
+        self.pending.append(pending)
+        return pending
+
+
+@pytest.mark.parametrize("result,code", [(0, 0), (ReasonCode.NOT_AUTHORIZED, 5)])
+def test_async_authentication_holds_following_packets(result, code):
+    security = AsyncSecurity()
+    h = Harness(security=security)
+    sub = h.connect("sub")
+    sub.subscribe("t")
+    conn = h.open(4)
+    conn.send(Connect(4, "slow", True, 60), Publish("t", b"after connect"))
+    assert conn.take() == [] and sub.take() == []
+    security.pending[-1].finish(result)
+    h.drain()
+    packets = conn.take()
+    assert isinstance(packets[0], Connack) and packets[0].reason_code == code
+    delivered = [m.payload for m in sub.take()]
+    assert delivered == ([b"after connect"] if result == 0 else [])
+
+
+class ThrottledSecurity(FakeSecurity):
+    def __init__(self, delay):
+        super().__init__({"u": b"p"})
+        self.delay = delay
+        self.failures = []
+
+    def login_delay(self, host, now):
+        return self.delay
+
+    def record_failure(self, host, now):
+        self.failures.append(host)
+
+    def record_success(self, host):
+        pass
+
+
+def test_login_delay_postpones_connack():
+    security = ThrottledSecurity(2.0)
+    h = Harness(security=security)
+    conn = h.open(4)
+    conn.send(Connect(4, "c", True, 60, "u", b"wrong"))
+    assert conn.take() == []
+    h.advance(1.9)
+    assert conn.take() == []
+    h.advance(0.2)
+    assert conn.take()[0].reason_code == 4
+    assert security.failures == ["127.0.0.1"]
