@@ -236,3 +236,20 @@ def test_sighup_with_a_broken_acl_file_keeps_the_old_one(tmp_path):
             assert sub.messages(1) == ["ok/x yes"]
     finally:
         broker.stop()
+
+
+def test_midge_accepts_a_mosquitto_passwd_file(tmp_path):
+    from tests.peers import require_peer
+
+    tool = require_peer("mosquitto_passwd")
+    pw = tmp_path / "pw"
+    subprocess.run([tool, "-c", "-b", pw, "seven", "s7"], check=True)
+    subprocess.run([tool, "-H", "sha512", "-b", pw, "six", "s6"], check=True)
+    port = free_port()
+    broker = start_midge(f"{NO_DELAY}listener {port} 127.0.0.1\npassword_file {pw}\n", tmp_path, port)
+    try:
+        assert _pub(port, "-u", "seven", "-P", "s7") == 0
+        assert _pub(port, "-u", "six", "-P", "s6", "-V", "mqttv5") == 0
+        assert _pub(port, "-u", "six", "-P", "s7") == 5
+    finally:
+        broker.stop()
