@@ -280,8 +280,9 @@ class Security:
     def _plugins_auth(self, context, client, username, password, anonymous: bool):
         """First plugin opinion as a reason code; None when every plugin deferred.
 
-        For an anonymous client only a refusal counts (allow_anonymous decides to let
-        it in), matching Mosquitto, where anonymous access is never granted by plugins.
+        For an anonymous client only a refusal counts: allow_anonymous alone decides to
+        let it in (midge's rule; a plugin cannot open a broker that refuses anonymous
+        clients).
         """
         for plugin in context.auth_plugins:
             hook = plugin.hook("basic_auth")
