@@ -67,9 +67,10 @@ def test_line_rules_bad_lines_drop_only_their_user(log):
         f"  bob  :  {good}  ",
         f"carol:{good}\r",
         f"dave::{good}",  # strtok skips the empty field
+        f":eve:{good}",  # ... also a leading one (all three checked against mosquitto 2.0.11)
     ])
     users = parse_passwords(text, "pw", log)
-    assert sorted(users) == ["alice", "bob", "carol", "dave"]
+    assert sorted(users) == ["alice", "bob", "carol", "dave", "eve"]
     assert "pw:5" in log.text() and "empty" in log.text()
     assert "pw:6" in log.text() and "broken" in log.text()
     assert all(users[u].verify(b"pw") for u in users)
