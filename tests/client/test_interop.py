@@ -151,11 +151,80 @@ def test_refused_connection_exit_code_is_connack_code(tmp_path):
     port = free_port()
     broker = start_mosquitto(f"listener {port} 127.0.0.1\nallow_anonymous false\n", tmp_path, port)
     try:
-        for version, code in (("311", 5), ("5", 135)):
-            args = ["-p", str(port), "-t", "a", "-V", version]
-            ours = run(midge("sub", *args))
-            theirs = run(mosquitto("sub", *args))
-            assert ours.returncode == theirs.returncode == code
-            assert ours.stderr == theirs.stderr
+        for tool, extra in (("sub", []), ("pub", ["-m", "x"]), ("rr", ["-e", "b", "-m", "x"])):
+            for version, code in (("311", 5), ("5", 135)):
+                if tool == "rr" and version == "311":
+                    continue
+                args = ["-p", str(port), "-t", "a", "-V", version, *extra]
+                ours = run(midge(tool, *args))
+                theirs = run(mosquitto(tool, *args))
+                assert ours.returncode == theirs.returncode == code
+                assert ours.stderr == theirs.stderr
     finally:
         broker.stop()
+
+
+def test_subscriber_debug_trace_matches_mosquitto_sub(broker):
+    port = str(broker.port)
+    common = ["-p", port, "-t", "trace/#", "-q", "2", "-C", "3", "-d", "-V", "5"]
+    theirs = start_subscriber(broker, mosquitto("sub", *common), "tracer")
+    ours = start_subscriber(broker, midge("sub", *common), "tracer2")
+    for qos in ("0", "1", "2"):  # QoS 2 last: a later message could overtake its PUBREL
+        assert run(mosquitto("pub", "-p", port, "-t", "trace/x", "-m", "q" + qos, "-q", qos)).returncode == 0
+    out_theirs, out_ours = finish(theirs)[1], finish(ours)[1]
+    assert out_ours.replace(b"tracer2", b"tracer").splitlines() == out_theirs.splitlines()
+
+
+def test_will_is_published_when_the_client_dies(broker):
+    import signal
+
+    port = str(broker.port)
+    watcher = start_subscriber(broker, mosquitto("sub", "-p", port, "-t", "will/#", "-v", "-C", "1"), "watcher")
+    mark = broker.mark()
+    doomed = start_subscriber(broker, midge("sub", "-p", port, "-t", "nothing", "--will-topic", "will/doomed",
+                                             "--will-payload", "gone", "--will-qos", "1"), "doomed")
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait()
+    rc, out, err = finish(watcher)
+    assert out == b"will/doomed gone\n"
+
+
+@pytest.mark.parametrize("mode", ["-s", "-f", "-n", "-m", "--repeat"])
+def test_publish_message_sources(broker, tmp_path, mode):
+    port = str(broker.port)
+    source = tmp_path / "message.bin"
+    source.write_bytes(b"file\x00contents\nwith newline\n")
+    args, stdin, expected = {
+        "-s": (["-s"], b"all of\nstdin\n", [b"all of\nstdin\n"]),
+        "-f": (["-f", str(source)], None, [source.read_bytes()]),
+        "-n": (["-n"], None, [b""]),
+        "-m": (["-m", "text", "-r"], None, [b"text"]),
+        "--repeat": (["-m", "again", "--repeat", "3", "--repeat-delay", "0.01"], None, [b"again"] * 3),
+    }[mode]
+    sub = start_subscriber(broker, mosquitto("sub", "-p", port, "-t", "src", "-C", str(len(expected)),
+                                             "-F", "%l:%x"), f"src{len(mode)}")
+    result = run(midge("pub", "-p", port, "-t", "src", *args), input=stdin)
+    assert result.returncode == 0, result.stderr
+    rc, out, err = finish(sub)
+    assert out == b"".join(b"%d:%s\n" % (len(e), e.hex().encode()) for e in expected)
+    run(mosquitto("pub", "-p", port, "-t", "src", "-r", "-n"))
+
+
+def test_rr_output_matches_mosquitto_rr(broker):
+    port = str(broker.port)
+    outputs = []
+    for tool, ident in ((mosquitto, "rr-m"), (midge, "rr-g")):
+        responder = start_subscriber(broker, mosquitto("sub", "-p", port, "-V", "5", "-t", f"svc/{ident}",
+                                                       "-C", "1", "-F", "%R"), f"{ident}-responder")
+        mark = broker.mark()
+        from tests.client.tools import start
+        requester = start(tool("rr", "-p", port, "-t", f"svc/{ident}", "-e", f"reply/{ident}", "-m", "q",
+                               "-v", "-i", ident))
+        reply_topic = finish(responder)[1].strip().decode()
+        broker.wait_for_log(f"Sending SUBACK to {ident}", start=mark)
+        assert run(mosquitto("pub", "-p", port, "-t", reply_topic, "-m", "answer", "-V", "5",
+                             "-D", "publish", "user-property", "a", "b")).returncode == 0
+        rc, out, err = finish(requester)
+        assert rc == 0, err
+        outputs.append(out.replace(ident.encode(), b"ID"))
+    assert outputs[0] == outputs[1] == b"reply/ID answer\n"

@@ -105,6 +105,13 @@ class Publisher(Tool):
             self.room.clear()
             await self.room.wait()
 
+    def refused(self, reason_code: int) -> None:
+        # mosquitto_pub's main loop adds its own line after the CONNACK message.
+        if self.cfg.protocol_version == 5:
+            self.error("Error: A network protocol error occurred when communicating with the broker.")
+        else:
+            self.error("Error: The connection was refused.")
+
     def on_packet(self, packet) -> None:
         kind = packet.type
         if kind in (PacketType.PUBACK, PacketType.PUBREC, PacketType.PUBCOMP):

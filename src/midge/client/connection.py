@@ -71,7 +71,9 @@ class ClientConnection(asyncio.Protocol):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(options))
 
     def data_received(self, data: bytes) -> None:
-        for event in self.session.receive_data(data, self.loop.time()):
+        session = self.session
+        session.feed(data, self.loop.time())
+        while (event := session.next_event()) is not None:
             if isinstance(event, ProtocolViolation):
                 self.transport.close()
                 if not self.closed.done():

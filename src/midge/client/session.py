@@ -62,6 +62,10 @@ class ClientSession:
         self.pending_ids: set[int] = set()
         self.incoming_qos2: dict[int, Publish] = {}  # received, PUBREL not yet seen
         self.requests: set[int] = set()  # SUBSCRIBE / UNSUBSCRIBE ids
+        # Received packets not yet handled (see next_event)
+        self.incoming: deque = deque()
+        self.now = 0.0
+        self.violation_reported = False
 
     # -- local intent ----------------------------------------------------
 
@@ -171,19 +175,38 @@ class ClientSession:
         return True
 
     def receive_data(self, data: bytes, now: float) -> list:
+        """Feed `data` and return every resulting event."""
+        self.feed(data, now)
         events = []
-        for packet in self.decoder.feed(data):
+        while (event := self.next_event()) is not None:
+            events.append(event)
+        return events
+
+    def feed(self, data: bytes, now: float) -> None:
+        """Decode `data`; its packets are handled one by one by `next_event()`."""
+        self.incoming.extend(self.decoder.feed(data))
+        self.now = now
+
+    def next_event(self):
+        """Handle buffered packets until one makes an event; None when all are handled.
+
+        Pulling one at a time keeps the `-d` trace lines of a packet next to what
+        the application prints for it, as libmosquitto's callbacks do.
+        """
+        while self.incoming:
+            packet = self.incoming.popleft()
             if packet.type == PacketType.CONNACK:
                 self._connack(packet)  # the assigned identifier names the trace line
             if self.trace is not None:
                 for line in describe(packet, "received", self.client_id):
                     self.trace(line)
-            event = self._handle(packet, now)
+            event = self._handle(packet, self.now)
             if event is not None:
-                events.append(event)
-        if self.decoder.error is not None:
-            events.append(ProtocolViolation(self.decoder.error))
-        return events
+                return event
+        if self.decoder.error is not None and not self.violation_reported:
+            self.violation_reported = True
+            return ProtocolViolation(self.decoder.error)
+        return None
 
     # -- packet handlers -------------------------------------------------
 

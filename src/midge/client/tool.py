@@ -97,6 +97,7 @@ class Tool:
             return 1
         if connack.reason_code != 0:
             self.error(f"Connection error: {connack_string(cfg.protocol_version, connack.reason_code)}")
+            self.refused(connack.reason_code)
             self.connection.close()
             return connack.reason_code
         timer = loop.call_later(cfg.timeout, self._timed_out) if getattr(cfg, "timeout", 0) else None
@@ -143,6 +144,9 @@ class Tool:
         self.on_packet(packet)
 
     # -- subclass hooks -------------------------------------------------------
+
+    def refused(self, reason_code: int) -> None:
+        """Called after the "Connection error" line of a refused CONNECT."""
 
     async def connected(self) -> None:
         raise NotImplementedError
