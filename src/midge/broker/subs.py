@@ -12,6 +12,9 @@ from __future__ import annotations
 _CACHE_LIMIT = 20000  # entries; the cache is dropped whole when it grows past this
 
 
+_EMPTY = ((), ())
+
+
 class Subscription:
     """One filter of one session, with its v5 options."""
 
@@ -198,7 +201,16 @@ class SubscriptionTree:
         cached = self._session_cache.get(topic)
         if cached is not None:
             return cached
-        subs, groups = self.match(topic)
+        if not self.count:
+            return _EMPTY   # no subscriptions at all: skip the walk and the cache entry
+        subs: list = []
+        groups: list = []
+        self._walk(self._root, topic.split("/"), 0, subs, groups, topic.startswith("$"))
+        if not subs and not groups:
+            # Not cached: a stream of unique topics nobody subscribes to (retained
+            # stores, telemetry) would only churn the cache; the walk that found
+            # nothing was short.
+            return _EMPTY
         merged: dict = {}
         for sub in subs:
             entry = merged.get(sub.session)
