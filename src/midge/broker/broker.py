@@ -2,6 +2,19 @@
 
 No I/O and no clock: bytes go to `client.output`, clients with something to
 write or to close are collected for `take_pending()`, and time is an argument.
+
+Backpressure and drop policy (a slow subscriber never blocks anyone else):
+
+- QoS 1/2: at most `max_inflight_messages` (and the v5 client's receive maximum,
+  and `max_inflight_bytes`) unacknowledged per session; the rest waits in the
+  session queue, bounded by `max_queued_messages` / `max_queued_bytes`; beyond
+  that new messages are dropped. While the server has paused writing to a client,
+  new QoS 1/2 messages wait in the queue and flow again on `writing_resumed`.
+- QoS 0 to a connected client is written at once; while writing is paused, at most
+  `max_queued_messages` more are accepted until the transport drains, the rest are
+  dropped (Mosquitto drops QoS 0 when its per-client packet queue is full).
+- Offline sessions queue QoS 1/2 (and QoS 0 with `queue_qos0_messages`) within the
+  same limits. Every drop counts in `$SYS/broker/publish/messages/dropped`.
 """
 
 from __future__ import annotations
