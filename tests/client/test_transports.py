@@ -44,3 +44,23 @@ def test_unix_socket(tmp_path):
         assert finish(sub)[1] == b"back\n"
     finally:
         broker.stop()
+
+
+def test_sub_reconnects_and_resubscribes_like_mosquitto_sub(tmp_path):
+    port = free_port()
+    config = f"allow_anonymous true\n{LOGGING}listener {port} 127.0.0.1\n"
+    broker = start_mosquitto(config, tmp_path, port)
+    sub = start_subscriber(broker, midge("sub", "-p", str(port), "-t", "again", "-C", "1", "-d"), "phoenix")
+    broker.stop()
+    broker = start_mosquitto(config, tmp_path, port)
+    try:
+        broker.wait_for_log("Sending SUBACK to phoenix", timeout=10)
+        assert run(mosquitto("pub", "-p", str(port), "-t", "again", "-m", "back")).returncode == 0
+        rc, out, err = finish(sub)
+        assert rc == 0, err
+        lines = out.splitlines()
+        assert lines.count(b"Client phoenix sending CONNECT") == 2
+        assert b"Client phoenix sending SUBSCRIBE (Mid: 2, Topic: again, QoS: 0, Options: 0x00)" in lines
+        assert lines[-2:] == [b"back", b"Client phoenix sending DISCONNECT"]
+    finally:
+        broker.stop()

@@ -16,6 +16,7 @@ from midge.protocol.packets import Subscription
 
 
 class Requester(Subscriber):
+    reconnects = False
     def __init__(self, cfg: ClientConfig):
         super().__init__(cfg)
         self.request_topic = cfg.topics[0]

@@ -11,6 +11,7 @@ from midge.protocol.topics import topic_matches
 
 
 class Subscriber(Tool):
+    reconnects = True  # mosquitto_sub resubscribes after a lost connection
     def __init__(self, cfg: ClientConfig):
         super().__init__(cfg)
         self.printer = MessagePrinter(cfg.format, cfg.verbose, cfg.eol, cfg.pretty, cfg.random_filter)

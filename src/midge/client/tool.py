@@ -16,6 +16,7 @@ from midge.client.tls import TlsSetupError
 from midge.protocol.constants import ConnackCode, PacketType, ReasonCode
 
 EXIT_TIMEOUT = 27  # MOSQ_ERR_TIMEOUT
+RECONNECT_DELAY = 1.0  # libmosquitto's default reconnect delay
 
 CONNACK_V3 = {
     1: "Connection Refused: unacceptable protocol version.",
@@ -42,7 +43,13 @@ def connack_string(version: int, code: int) -> str:
 
 
 class Tool:
-    """Base of the three commands; subclasses implement `connected()` and `on_packet()`."""
+    """Base of the three commands; subclasses implement `connected()` and `on_packet()`.
+
+    `reconnects`: after a lost connection, connect again and call `connected()`
+    again (mosquitto_sub does; a one-shot publisher does not).
+    """
+
+    reconnects = False
 
     def __init__(self, cfg):
         self.cfg = cfg
@@ -87,11 +94,48 @@ class Tool:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         self.finished = loop.create_future()
+        code = await self._connect()
+        if code is not None:
+            return code
+        timer = loop.call_later(cfg.timeout, self._timed_out) if getattr(cfg, "timeout", 0) else None
+        try:
+            while True:
+                await self.connected()
+                self.connection.flush()
+                closed = self.connection.closed
+                await asyncio.wait([self.finished, closed], return_when=asyncio.FIRST_COMPLETED)
+                if self.finished.done():
+                    await self._wait_closed(closed)
+                    break
+                if not self.reconnects:
+                    self.error("Error: The connection was lost.")
+                    self.exit_code = 1
+                    break
+                # Like libmosquitto's loop_forever: retry every second, silently.
+                code = await self._reconnect()
+                if code is not None:
+                    self.exit_code = code
+                    break
+        finally:
+            if timer is not None:
+                timer.cancel()
+        self._flush_stdout()
+        return self.exit_code
+
+    async def _connect(self, quiet: bool = False) -> int | None:
+        """Open a connection and wait for CONNACK: None when accepted, else the exit code
+        (-1 for a network failure when `quiet`, to try again)."""
+        cfg = self.cfg
+        previous = self.session
         self.session = ClientSession(cfg.connect_packet(), trace=self.trace if cfg.debug else None)
+        if previous is not None:  # libmosquitto keeps numbering messages across reconnects
+            self.session.next_id = previous.next_id
         try:
             self.connection = await open_connection(cfg.client_options(), self.session, self._on_event)
             connack = await self.connection.connack
         except (ConnectError, TlsSetupError) as exc:
+            if quiet:
+                return -1
             message = str(exc)
             self.error(message if message.startswith(("Error", "TLS")) else f"Error: {message}")
             return 1
@@ -100,24 +144,24 @@ class Tool:
             self.refused(connack.reason_code)
             self.connection.close()
             return connack.reason_code
-        timer = loop.call_later(cfg.timeout, self._timed_out) if getattr(cfg, "timeout", 0) else None
-        await self.connected()
-        self.connection.flush()
-        closed = self.connection.closed
-        await asyncio.wait([self.finished, closed], return_when=asyncio.FIRST_COMPLETED)
-        if timer is not None:
-            timer.cancel()
-        if not self.finished.done():
-            self.error("Error: The connection was lost.")
-            self.exit_code = 1
-        else:
-            try:
-                async with asyncio.timeout(5):
-                    await closed
-            except TimeoutError:
-                pass
-        self._flush_stdout()
-        return self.exit_code
+        return None
+
+    async def _reconnect(self) -> int | None:
+        while not self.finished.done():
+            await asyncio.sleep(RECONNECT_DELAY)
+            if self.finished.done():
+                return None
+            code = await self._connect(quiet=True)
+            if code != -1:
+                return code
+        return None
+
+    async def _wait_closed(self, closed: asyncio.Future) -> None:
+        try:
+            async with asyncio.timeout(5):
+                await closed
+        except TimeoutError:
+            pass
 
     def finish(self, code: int = 0) -> None:
         """Disconnect cleanly and end `run()` with exit status `code`."""
@@ -138,9 +182,10 @@ class Tool:
         if self.finished.done():
             return
         if packet.type == PacketType.DISCONNECT:
-            self.error(f"Disconnected by the server: {reason_string(packet.reason_code)}")
-            self.finish(packet.reason_code or 1)
-            return
+            if not self.reconnects:
+                self.error(f"Disconnected by the server: {reason_string(packet.reason_code)}")
+                self.finish(packet.reason_code or 1)
+            return  # the server closes the socket next; run() reconnects
         self.on_packet(packet)
 
     # -- subclass hooks -------------------------------------------------------
