@@ -120,7 +120,7 @@ class Broker:
     def take_pending(self) -> list[Client]:
         pending = self._pending
         if not pending:
-            return pending
+            return []
         self._pending = []
         for client in pending:
             client.pending = False

@@ -221,7 +221,12 @@ class Client:
             props = {}
             if reason_string and self.request_problem_info:
                 props[Property.REASON_STRING] = reason_string
-            self.send_packet(Disconnect(reason_code, props))
+            data = encode(Disconnect(reason_code, props), 5)
+            if props and self.max_packet_out and len(data) > self.max_packet_out:
+                # The reason string is optional: drop it rather than exceed the
+                # client's maximum packet size (v5 3.14.2.2.3).
+                data = encode(Disconnect(reason_code, {}), 5)
+            broker.write(self, data)
         line = CLOSE_LINES.get(kind)
         if line is not None and broker.limits.connection_messages and broker.log.enabled(LogType.NOTICE):
             broker.log.notice(line.format(self.id_for_log))
