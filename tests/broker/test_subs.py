@@ -288,3 +288,18 @@ def test_match_cache_follows_tree_changes():
     sub.unsubscribe("c/#")
     pub.publish("c/t")
     assert sub.take() == []
+
+
+def test_v3_bridge_gets_no_echo_and_retain_as_published():
+    from midge.protocol.packets import Connect
+    h = Harness()
+    bridge = h.open(4)
+    bridge.send(Connect(4, "bridge", False, 60, bridge=True))
+    bridge.take()
+    assert bridge.client.is_bridge
+    bridge.subscribe("t/#")
+    bridge.publish("t/own", retain=True)
+    assert bridge.take() == []
+    h.connect("other").publish("t/other", retain=True)
+    [msg] = bridge.publishes()
+    assert msg.topic == "t/other" and msg.retain is True

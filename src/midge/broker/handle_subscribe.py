@@ -52,7 +52,12 @@ def handle_subscribe(client, packet, now) -> None:
             codes.append(ReasonCode.NOT_AUTHORIZED if v5 else failure)
             continue
         qos = min(request.qos, client.max_qos)
-        sub = Subscription(session, topic_filter, qos, request.no_local, request.retain_as_published,
+        no_local, retain_as_published = request.no_local, request.retain_as_published
+        if client.is_bridge and not v5:
+            # A v3 bridge (protocol level | 0x80) gets no echo of its own messages and
+            # the retain flag as published, as Mosquitto sets for bridges.
+            no_local = retain_as_published = True
+        sub = Subscription(session, topic_filter, qos, no_local, retain_as_published,
                            request.retain_handling, identifier, group)
         is_new = broker.subs.add(sub)
         key = request.topic_filter if not client.mount_point else client.mount_point + "\0" + request.topic_filter
