@@ -355,3 +355,39 @@ def test_response_topic_with_wildcard_is_protocol_error():
     pub.publish("t", properties={Property.RESPONSE_TOPIC: "reply/#"})
     assert pub.take()[-1].reason_code == ReasonCode.PROTOCOL_ERROR
     assert pub.closed
+
+
+def test_outgoing_topic_aliases():
+    h = Harness()
+    sub = h.connect("sub", version=5, properties={Property.TOPIC_ALIAS_MAXIMUM: 1})
+    sub.subscribe("#", 1)
+    pub = h.connect("pub", version=5)
+    pub.publish("long/topic/one", b"1")
+    pub.publish("long/topic/one", b"2", qos=1)
+    pub.publish("other", b"3")          # no alias left: full topic, no alias
+    msgs = sub.publishes()
+    assert msgs[0].topic == "long/topic/one" and msgs[0].properties[Property.TOPIC_ALIAS] == 1
+    assert msgs[1].topic == "" and msgs[1].properties[Property.TOPIC_ALIAS] == 1
+    assert msgs[2].topic == "other" and Property.TOPIC_ALIAS not in msgs[2].properties
+
+
+def test_no_outgoing_aliases_without_client_maximum():
+    h = Harness()
+    sub = h.connect("sub", version=5)
+    sub.subscribe("#")
+    pub = h.connect("pub", version=5)
+    pub.publish("t")
+    pub.publish("t")
+    assert all(Property.TOPIC_ALIAS not in m.properties and m.topic == "t" for m in sub.publishes())
+
+
+def test_alias_not_kept_for_a_dropped_packet():
+    h = Harness()
+    sub = h.connect("sub", version=5, properties={Property.TOPIC_ALIAS_MAXIMUM: 2,
+                                                    Property.MAXIMUM_PACKET_SIZE: 40})
+    sub.subscribe("#")
+    pub = h.connect("pub", version=5)
+    pub.publish("t", b"x" * 60)          # too large: dropped, must not set the alias
+    pub.publish("t", b"small")
+    [msg] = sub.publishes()
+    assert msg.topic == "t" and msg.properties[Property.TOPIC_ALIAS] == 1

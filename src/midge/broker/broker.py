@@ -395,7 +395,7 @@ class Broker:
             retain = msg_retain and rap
             client = session.client
             if (qos == 0 and ids is None and client is not None and client.state == CONNECTED
-                    and not client.write_paused and not debug):
+                    and not client.write_paused and not debug and not client.topic_alias_max_out):
                 # The common case inlined (QoS 0 to a connected, writable client): saves
                 # a call and the per-recipient counter updates.
                 key = (client.version, retain, client.mount_point)
@@ -514,8 +514,39 @@ class Broker:
                 props[Property.MESSAGE_EXPIRY_INTERVAL] = max(0, int(remaining + 0.999))
         return topic, props
 
+    def _alias(self, client, topic, props):
+        """Outgoing v5 topic alias: the first PUBLISH of a topic sets an alias (while
+        the client's Topic Alias Maximum allows), later ones send it with an empty
+        topic. `client.alias_set_by_last` lets a dropped packet undo what it set."""
+        alias = client.aliases_out.get(topic)
+        if alias is not None:
+            client.alias_set_by_last = None
+            props = dict(props) if props else {}
+            props[Property.TOPIC_ALIAS] = alias
+            return "", props
+        if len(client.aliases_out) < client.topic_alias_max_out:
+            alias = len(client.aliases_out) + 1
+            client.aliases_out[topic] = alias
+            client.alias_set_by_last = topic
+            props = dict(props) if props else {}
+            props[Property.TOPIC_ALIAS] = alias
+            return topic, props
+        client.alias_set_by_last = None
+        return topic, props
+
+    def _dropped_too_large(self, client) -> None:
+        """A PUBLISH over the client's maximum packet size is not sent; an alias it
+        would have set must not be used later."""
+        self.stats.publish_dropped += 1
+        topic = client.alias_set_by_last
+        if topic is not None:
+            client.alias_set_by_last = None
+            del client.aliases_out[topic]
+
     def encode_publish(self, client, message, qos, retain, dup, packet_id, sub_ids, now) -> bytes:
         topic, props = self._topic_and_props(client, message, sub_ids, now)
+        if client.topic_alias_max_out:
+            topic, props = self._alias(client, topic, props)
         # codec.encode_publish skips building a Publish object per recipient.
         return codec_encode_publish(topic, message.payload, qos, retain, dup, packet_id, props,
                                     client.version)
@@ -524,12 +555,14 @@ class Broker:
         """Bytes of a QoS 1/2 PUBLISH minus the packet id, shared by recipients that
         differ only in packet id (saves re-encoding topic and properties per recipient)."""
         key = None
-        if sub_ids is None and cache is not None:
+        if sub_ids is None and cache is not None and not client.topic_alias_max_out:
             key = (client.version, qos, retain, client.mount_point)
             prepared = cache.get(key)
             if prepared is not None:
                 return prepared
         topic, props = self._topic_and_props(client, message, sub_ids, now)
+        if client.topic_alias_max_out:
+            topic, props = self._alias(client, topic, props)
         prepared = prepare_publish(topic, message.payload, qos, retain, props, client.version)
         if key is not None:
             cache[key] = prepared
@@ -553,7 +586,7 @@ class Broker:
                     stats.publish_dropped += 1
                     return
                 client.paused_qos0 += 1
-            if sub_ids is None:
+            if sub_ids is None and not client.topic_alias_max_out:
                 # Encode once per (version, retain, mount point): every recipient of
                 # this message with the same key gets the very same bytes object.
                 key = (client.version, retain, client.mount_point)
@@ -563,7 +596,7 @@ class Broker:
             else:
                 data = self.encode_publish(client, message, 0, retain, False, None, sub_ids, now)
             if client.max_packet_out and len(data) > client.max_packet_out:
-                stats.publish_dropped += 1
+                self._dropped_too_large(client)
                 return
             if self.debug:
                 self._log_sending(client, message, 0, retain, False, 0)
@@ -606,7 +639,7 @@ class Broker:
         data = prepared.with_packet_id(packet_id)
         if client.max_packet_out and len(data) > client.max_packet_out:
             # Too large for this client (v5 3.1.2.25): discard as if it had been delivered.
-            self.stats.publish_dropped += 1
+            self._dropped_too_large(client)
             return
         if self.debug:
             self._log_sending(client, delivery.message, delivery.qos, delivery.retain, False, packet_id)
@@ -647,7 +680,7 @@ class Broker:
                 data = self.encode_publish(client, delivery.message, 0, delivery.retain, False, None,
                                            delivery.sub_ids, now)
                 if client.max_packet_out and len(data) > client.max_packet_out:
-                    self.stats.publish_dropped += 1
+                    self._dropped_too_large(client)
                     continue
                 self.write(client, data)
                 self.stats.publish_sent += 1

@@ -64,7 +64,7 @@ class Client:
         "max_packet_out", "topic_alias_max_out", "aliases_in", "request_problem_info",
         "paused_qos0", "mount_point", "max_qos", "max_topic_alias", "is_bridge",
         "pending", "acl_cache", "connected_at", "deferred", "deferred_error", "connect_delayed",
-        "deferred_resume_pending", "handlers", "__weakref__", "__dict__",
+        "deferred_resume_pending", "handlers", "aliases_out", "alias_set_by_last", "__weakref__", "__dict__",
     )
 
     def __init__(self, broker, listener, peer, tls, io, now):
@@ -92,6 +92,8 @@ class Client:
         self.max_packet_out = 0             # the client's maximum packet size (0 = none)
         self.topic_alias_max_out = 0
         self.aliases_in: dict[int, str] = {}
+        self.aliases_out: dict[str, int] = {}   # topic -> alias we set (v5, per connection)
+        self.alias_set_by_last = None
         self.request_problem_info = True
         self.paused_qos0 = 0
         self.mount_point = getattr(listener, "mount_point", None) or ""
