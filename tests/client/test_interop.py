@@ -229,3 +229,43 @@ def test_rr_output_matches_mosquitto_rr(broker):
         assert rc == 0, err
         outputs.append(out.replace(ident.encode(), b"ID"))
     assert outputs[0] == outputs[1] == b"reply/ID answer\n"
+
+
+def test_sigterm_disconnects_cleanly_without_will(broker):
+    import signal
+
+    port = str(broker.port)
+    mark = broker.mark()
+    proc = start_subscriber(broker, midge("sub", "-p", port, "-t", "x", "--will-topic", "will/never"), "quitter")
+    proc.send_signal(signal.SIGTERM)
+    assert finish(proc)[0] == 0
+    broker.wait_for_log("Received DISCONNECT from quitter", start=mark)
+
+
+def test_unsubscribe_filter_out_and_no_retained(broker):
+    port = str(broker.port)
+    assert run(mosquitto("pub", "-p", port, "-t", "ft/old", "-m", "stale", "-r")).returncode == 0
+    # -U removes a subscription made by an earlier persistent session.
+    assert run(midge("sub", "-p", port, "-t", "gone/x", "-c", "-i", "filterer", "-E")).returncode == 0
+    sub = start_subscriber(broker, midge("sub", "-p", port, "-t", "ft/#", "-T", "ft/skip/#", "-R", "-v",
+                                         "-U", "gone/x", "-c", "-C", "2"), "filterer")
+    for topic in ("gone/x", "ft/skip/a", "ft/keep", "ft/keep2"):
+        assert run(mosquitto("pub", "-p", port, "-t", topic, "-m", topic, "-q", "1")).returncode == 0
+    rc, out, err = finish(sub)
+    assert (rc, out) == (0, b"ft/keep ft/keep\nft/keep2 ft/keep2\n"), err
+    run(mosquitto("pub", "-p", port, "-t", "ft/old", "-r", "-n"))
+
+
+def test_persistent_session_gets_queued_messages(broker):
+    port = str(broker.port)
+    args = ["-p", port, "-t", "ps/#", "-q", "1", "-c", "-i", "sleeper", "-V", "5"]
+    assert run(midge("sub", *args, "-E")).returncode == 0
+    assert run(mosquitto("pub", "-p", port, "-t", "ps/a", "-m", "while away", "-q", "1")).returncode == 0
+    result = run(midge("sub", *args, "-C", "1"))
+    assert (result.returncode, result.stdout) == (0, b"while away\n")
+    run(midge("sub", "-p", port, "-t", "ps/#", "-i", "sleeper", "-E"))  # clean the session up
+
+
+def test_bind_address(broker):
+    result = run(midge("pub", "-p", str(broker.port), "-A", "127.0.0.1", "-t", "b", "-m", "x"))
+    assert result.returncode == 0, result.stderr

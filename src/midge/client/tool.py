@@ -8,6 +8,7 @@ clients do (message, exit code = CONNACK code), runs the tool's logic, honours
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 
 from midge.client.connection import ClientConnection, ConnectError, open_connection
@@ -97,6 +98,9 @@ class Tool:
         code = await self._connect()
         if code is not None:
             return code
+        # Ctrl-C / kill: disconnect cleanly (no will), as mosquitto's clients do.
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.finish, 0)
         timer = loop.call_later(cfg.timeout, self._timed_out) if getattr(cfg, "timeout", 0) else None
         try:
             while True:
