@@ -166,3 +166,32 @@ def test_missing_cafile(tmp_path):
     result = run(midge("pub", "-p", "1", "--cafile", str(tmp_path / "nope.crt"), "-t", "a", "-m", "x"))
     assert result.returncode == 1
     assert b"not found" in result.stderr
+
+
+def test_capath_tls_version_and_mqtts_url(tls_broker, pki, tmp_path):
+    import shutil
+    import subprocess
+
+    capath = tmp_path / "cas"
+    capath.mkdir()
+    shutil.copy(pki.ca_cert, capath / "ca.crt")
+    subprocess.run(["openssl", "rehash", str(capath)], check=True, capture_output=True)
+    cert, key = pki.client("alice")
+    client = ["--cert", str(cert), "--key", str(key)]
+    port = tls_broker.cert_port
+    for extra in (["--capath", str(capath)], ["--cafile", str(pki.ca_cert), "--tls-version", "tlsv1.3"],
+                  ["--cafile", str(pki.ca_cert), "--tls-version", "tlsv1.2", "--ciphers", "ECDHE-RSA-AES128-GCM-SHA256"]):
+        result = run(midge("pub", "-h", "localhost", "-p", str(port), *client, *extra, "-t", "a", "-m", "x"))
+        assert result.returncode == 0, (extra, result.stderr)
+    result = run(midge("pub", "-L", f"mqtts://localhost:{port}/a", "--cafile", str(pki.ca_cert), *client, "-m", "x"))
+    assert result.returncode == 0, result.stderr
+
+
+def test_help_lists_every_flag():
+    for tool, flags in (("pub", ["-m", "-l", "--repeat", "--psk", "--tls-alpn"]),
+                        ("sub", ["-F", "-W", "--pretty", "--remove-retained", "--random-filter"]),
+                        ("rr", ["-e", "-W", "-F"])):
+        result = run(midge(tool, "--help"))
+        assert result.returncode == 1  # as mosquitto_pub --help
+        for flag in flags:
+            assert f"\n {flag} : ".encode() in result.stdout, (tool, flag)
