@@ -233,17 +233,18 @@ async def open_connection(options: ClientOptions, session: ClientSession,
 
 
 async def _open_websocket(options: ClientOptions, protocol: ClientConnection, context) -> None:
-    from websockets.asyncio.client import connect
+    from websockets.asyncio.client import connect, unix_connect
 
     scheme = "wss" if context is not None else "ws"
     uri = f"{scheme}://{_host_for_uri(options.host)}:{options.port}{options.ws_path}"
-    websocket = await connect(uri, subprotocols=["mqtt"], ssl=context, compression=None,
-                              max_size=None, ping_interval=None,
-                              unix=options.unix_path is not None, path=options.unix_path) \
-        if options.unix_path else await connect(uri, subprotocols=["mqtt"], ssl=context,
-                                                 compression=None, max_size=None, ping_interval=None)
-    transport = WebSocketTransport(websocket, protocol)
-    protocol.connection_made(transport)
+    settings = dict(subprotocols=["mqtt"], compression=None, max_size=None, ping_interval=None)
+    if context is not None:
+        settings["ssl"] = context
+    if options.unix_path is not None:
+        websocket = await unix_connect(options.unix_path, uri, **settings)
+    else:
+        websocket = await connect(uri, **settings)
+    protocol.connection_made(WebSocketTransport(websocket, protocol))
 
 
 async def _fetch_certificate(options: ClientOptions) -> bytes | None:
