@@ -373,7 +373,8 @@ class Broker:
         msg_qos = message.qos
         msg_retain = message.retain
         topic = message.topic
-        check_read = self.security is not None
+        security = self.security
+        check_read = security is not None
         debug = self.debug
         cache: dict = {}   # encoded bytes shared by recipients with identical packets
         deliver = self._deliver
@@ -389,8 +390,8 @@ class Broker:
                 sub_qos = max(sub.qos for sub in subs)
                 rap = any(sub.retain_as_published for sub in subs)
                 ids = [sub.identifier for sub in subs if sub.identifier is not None] or None
-            if check_read and not self._may_read(session, topic):
-                continue
+            if check_read and not security.acl_check(session.client or session.last_client, topic, READ):
+                continue   # (inlined _may_read: one call less per delivery)
             qos = sub_qos if upgrade else (msg_qos if msg_qos < sub_qos else sub_qos)
             retain = msg_retain and rap
             client = session.client
