@@ -80,9 +80,14 @@ TOOLS = ("pub", "sub", "rr")
 class UsageError(Exception):
     """Bad flags: print `str()` (already starting with "Error: ") and exit 1."""
 
-    def __init__(self, message: str, show_usage: bool = False):
+    def __init__(self, message: str, show_usage: bool = False, hint: bool = True,
+                 blank_lines: int | None = None):
         super().__init__(message)
         self.show_usage = show_usage
+        self.hint = hint  # add "Use 'midge pub --help' to see usage."
+        # mosquitto leaves two blank lines after most flag errors, one after topic
+        # errors and whole-configuration checks; None means "decide by where raised".
+        self.blank_lines = blank_lines
 
 
 class HelpRequested(Exception):
@@ -267,7 +272,7 @@ class _Parser:
 
     def value(self, flag: str, what: str) -> str:
         if self.index + 1 >= len(self.argv):
-            raise UsageError(f"Error: {flag} argument given but no {what} specified.\n")
+            raise UsageError(f"Error: {flag} argument given but no {what} specified.")
         self.index += 1
         return self.argv[self.index]
 
@@ -281,7 +286,12 @@ class _Parser:
     def run(self) -> None:
         while self.index < len(self.argv):
             arg = self.argv[self.index]
-            self.option(arg)
+            try:
+                self.option(arg)
+            except UsageError as exc:
+                if exc.blank_lines is None:
+                    exc.blank_lines = 2
+                raise
             self.index += 1
 
     def option(self, arg: str) -> None:  # noqa: C901 - one flat table of flags
@@ -321,7 +331,7 @@ class _Parser:
 
             error = check_format(cfg.format)
             if error:
-                raise UsageError(f"Error: {error}")
+                raise UsageError(f"Error: {error}", blank_lines=1)
         elif arg == "--help":
             raise HelpRequested()
         elif arg in ("-h", "--host"):
@@ -344,8 +354,6 @@ class _Parser:
             cfg.keyfile = self.value(arg, "key")
         elif arg == "--keyform":
             cfg.keyform = self.value(arg, "keyform")
-            if cfg.keyform not in ("pem", "engine"):
-                raise UsageError(f"Error: Invalid keyform \"{cfg.keyform}\".")
         elif arg in ("-L", "--url"):
             self.url(self.value(arg, "URL"))
         elif arg in ("-l", "--stdin-line") and pub:
@@ -356,7 +364,7 @@ class _Parser:
         elif arg in ("-M",):
             cfg.max_inflight = self.integer(arg, "max_inflight")
             if cfg.max_inflight < 1:
-                raise UsageError(f"Error: Invalid max_inflight given: {cfg.max_inflight}")
+                raise UsageError("Error: Maximum inflight messages must be greater than 0.")
         elif arg in ("-n", "--null-message") and not sub:
             self.message_mode("n")
         elif arg in ("-N",) and not pub:
@@ -385,7 +393,7 @@ class _Parser:
         elif arg in ("-q", "--qos"):
             cfg.qos = self.integer(arg, "QoS")
             if not 0 <= cfg.qos <= 2:
-                raise UsageError(f"Error: Invalid QoS given: {cfg.qos}")
+                raise UsageError(f"Error: Invalid QoS given: {cfg.qos}", blank_lines=1)
         elif arg == "--quiet":
             cfg.quiet = True
         elif arg in ("-r", "--retain") and pub:
@@ -399,7 +407,7 @@ class _Parser:
             except ValueError:
                 value = -1
             if value < 0.1:  # mosquitto_sub takes anything above 100 as 100
-                raise UsageError(f"Error: Invalid random filter value \"{text}\" (must be between 0.1 and 100).")
+                raise UsageError("Error: --random-filter chance must be between 0.1-100.0")
             cfg.random_filter = min(int(value * 100), 10000)
         elif arg == "--remove-retained" and sub:
             cfg.remove_retained = True
@@ -446,8 +454,6 @@ class _Parser:
             cfg.use_os_certs = True
         elif arg == "--tls-version":
             cfg.tls_version = self.value(arg, "version")
-            if cfg.tls_version not in ("tlsv1.3", "tlsv1.2", "tlsv1.1"):
-                raise UsageError(f"Error: Unsupported TLS version \"{cfg.tls_version}\": use tlsv1.3, tlsv1.2 or tlsv1.1.")
         elif arg in ("-U", "--unsubscribe") and sub:
             topic = self.value(arg, "unsubscribe topic")
             _check_topic(topic, subscribe=True)
@@ -488,11 +494,11 @@ class _Parser:
                 try:
                     cfg.session_expiry = int(text)
                 except ValueError:
-                    cfg.session_expiry = -2
+                    raise UsageError("Error: session-expiry-interval not a number.") from None
                 if not 0 <= cfg.session_expiry <= 0xFFFFFFFF:
                     raise UsageError(f"Error: session-expiry-interval not a valid value ({text}).")
         else:
-            raise UsageError(f"Error: Unknown option '{arg}'.")
+            raise UsageError(f"Error: Unknown option '{arg}'.", blank_lines=1)
 
     def message_mode(self, mode: str) -> None:
         if self.cfg.message_mode is not None and self.cfg.message_mode != mode:
@@ -543,7 +549,7 @@ class _Parser:
             raise UsageError("Error: unsupported URL scheme.")
         authority, slash, topic = rest.partition("/")
         if not slash or not topic:
-            raise UsageError("Error: Invalid URL for -L argument specified - topic missing.")
+            raise UsageError("Error: Invalid URL for -L argument specified - topic missing.", blank_lines=1)
         if "@" in authority:
             credentials, _, authority = authority.rpartition("@")
             user, colon, password = credentials.partition(":")
@@ -572,12 +578,14 @@ def _check_topic(topic: str, subscribe: bool, what: str = "topic") -> None:
         ) and ("#" not in parts[:-1])
         if not ok:
             kind = "subscription topic" if what == "topic" else what
-            raise UsageError(f"Error: Invalid {kind} '{topic}', are all '+' and '#' wildcards correct?")
+            raise UsageError(f"Error: Invalid {kind} '{topic}', are all '+' and '#' wildcards correct?",
+                             blank_lines=1)
     else:
         if topic == "" or "+" in topic or "#" in topic:
-            raise UsageError(f"Error: Invalid publish {what} '{topic}', does it contain '+' or '#'?")
+            kind = "publish topic" if what == "topic" else what
+            raise UsageError(f"Error: Invalid {kind} '{topic}', does it contain '+' or '#'?", blank_lines=1)
     if "\0" in topic:
-        raise UsageError(f"Error: Invalid {what} '{topic}'.")
+        raise UsageError(f"Error: Invalid {what} '{topic}'.", blank_lines=1)
 
 
 def check(cfg: ClientConfig) -> None:
@@ -591,10 +599,17 @@ def check(cfg: ClientConfig) -> None:
         raise UsageError("Error: Both certfile and keyfile must be provided if one of them is set.")
     if cfg.keyform is not None and cfg.keyfile is None:
         raise UsageError("Error: If keyform is set, keyfile must be also specified.")
+    if cfg.keyform is not None and cfg.keyform not in ("pem", "engine"):
+        raise UsageError(f"Error: Invalid keyform \"{cfg.keyform}\": use pem or engine.")
+    if cfg.tls_version is not None and cfg.tls_version not in ("tlsv1.3", "tlsv1.2", "tlsv1.1"):
+        raise UsageError("Error: Problem setting TLS options, check the options are valid.", hint=False)
     if cfg.tls_engine_kpass_sha1 is not None and (cfg.keyform is None or cfg.tls_engine is None):
         raise UsageError("Error: when using tls-engine-kpass-sha1, both tls-engine and keyform must also be provided.")
     if (cfg.cafile or cfg.capath) and cfg.psk:
         raise UsageError("Error: Only one of --psk or --cafile/--capath may be used at once.")
+    if cfg.password is not None and cfg.username is None:
+        # MQTT has no password without a user name; mosquitto fails when setting them.
+        raise UsageError("Error: Problem setting username and/or password.", hint=False)
     if cfg.psk and not cfg.psk_identity:
         raise UsageError("Error: --psk-identity required if --psk used.")
     if cfg.certfile and not (cfg.cafile or cfg.capath or cfg.use_os_certs):
@@ -605,17 +620,16 @@ def check(cfg: ClientConfig) -> None:
         raise UsageError("Error: You must provide a client id if you are using the -c option.")
     if cfg.protocol_version != 5:
         if tool == "rr":
-            raise UsageError("Error: mosquitto_rr only supports MQTT v5.")
+            raise UsageError("Error: midge rr needs MQTT v5 (the Response Topic property).")
     if tool == "pub":
         if not cfg.topics or cfg.message_mode is None:
             raise UsageError("Error: Both topic and message must be supplied.", show_usage=True)
     elif tool == "sub":
         if not cfg.topics:
-            raise UsageError("Error: You must specify a topic to subscribe to.", show_usage=True)
+            raise UsageError("Error: You must specify a topic to subscribe to.")
     else:
         if not cfg.topics or not cfg.response_topic or cfg.message_mode is None:
-            raise UsageError("Error: All of topic, message, and response topic must be supplied.",
-                             show_usage=True)
+            raise UsageError("Error: All of topic, message, and response topic must be supplied.")
 
 
 # -- help and error reporting ------------------------------------------------
@@ -732,8 +746,9 @@ def parse_or_exit(tool: str, argv: list[str]) -> ClientConfig | int:
         return 1  # as mosquitto_pub --help
     except UsageError as exc:
         sys.stderr.write(f"{exc}\n")
-        if exc.show_usage:
-            sys.stderr.write(help_text(tool))
-        else:
+        if exc.show_usage:  # mosquitto_pub prints its help text on stdout here
+            sys.stdout.write(help_text(tool))
+        elif exc.hint:
+            sys.stderr.write("\n" * ((exc.blank_lines or 1) - 1))
             sys.stderr.write(f"\nUse 'midge {tool} --help' to see usage.\n")
         return 1
