@@ -23,6 +23,7 @@ import time
 
 from midge.broker import keepalive, session_expiry, sys_tree, will_delay
 from midge.broker.client import CLOSED, CONNECTED, Client
+from midge.broker.database import Database
 from midge.broker.handle_connect import handle_connect
 from midge.broker.handle_disconnect import handle_auth, handle_disconnect, handle_pingreq, handle_unexpected
 from midge.broker.handle_publish import (
@@ -30,7 +31,7 @@ from midge.broker.handle_publish import (
 )
 from midge.broker.handle_subscribe import handle_subscribe, handle_unsubscribe
 from midge.broker.limits import Limits
-from midge.broker.message import QUEUED, WAIT_ACK, WAIT_COMP, Delivery, Message
+from midge.broker.message import WAIT_COMP, Message
 from midge.broker.retain import RetainStore
 from midge.broker.session import Session
 from midge.broker.stats import Stats
@@ -38,7 +39,6 @@ from midge.broker.subs import SubscriptionTree
 from midge.broker.timers import TimerHeap
 from midge.log import LogType
 from midge.protocol import packets as p
-from midge.protocol.codec import encode_publish as codec_encode_publish, prepare_publish
 from midge.protocol.constants import Property, ReasonCode
 
 from midge.security import READ, SUBSCRIBE, WRITE
@@ -79,7 +79,9 @@ HANDLERS_BEFORE_CONNECT = {cls: (h if cls is p.Connect else _not_before_connect)
 HANDLERS_CONNECTED = dict(_HANDLERS)
 
 
-class Broker:
+class Broker(Database):
+    """The broker core; `Database` (database.py) holds the per-session message queues."""
+
     def __init__(self, config, log, security=None, now: float = 0.0, wall_clock=time.time):
         self.config = config
         self.log = log
@@ -495,199 +497,4 @@ class Broker:
             qos = sub.qos if upgrade else min(message.qos, sub.qos)
             self._deliver(session, message, qos, True, ids, now, {})
 
-    # -- Delivery ------------------------------------------------------------------------
-
-    def _topic_and_props(self, client, message, sub_ids, now):
-        """The topic as this client sees it and the v5 properties of this hop."""
-        topic = message.topic
-        mount = client.mount_point
-        if mount and topic.startswith(mount):
-            topic = topic[len(mount):]
-        if client.version != 5:
-            return topic, None
-        props = message.properties
-        if sub_ids or message.expiry_at is not None:
-            props = dict(props)
-            if sub_ids:
-                props[Property.SUBSCRIPTION_IDENTIFIER] = sub_ids
-            if message.expiry_at is not None:
-                remaining = message.expiry_at - now
-                props[Property.MESSAGE_EXPIRY_INTERVAL] = max(0, int(remaining + 0.999))
-        return topic, props
-
-    def _alias(self, client, topic, props):
-        """Outgoing v5 topic alias: the first PUBLISH of a topic sets an alias (while
-        the client's Topic Alias Maximum allows), later ones send it with an empty
-        topic. `client.alias_set_by_last` lets a dropped packet undo what it set."""
-        alias = client.aliases_out.get(topic)
-        if alias is not None:
-            client.alias_set_by_last = None
-            props = dict(props) if props else {}
-            props[Property.TOPIC_ALIAS] = alias
-            return "", props
-        if len(client.aliases_out) < client.topic_alias_max_out:
-            alias = len(client.aliases_out) + 1
-            client.aliases_out[topic] = alias
-            client.alias_set_by_last = topic
-            props = dict(props) if props else {}
-            props[Property.TOPIC_ALIAS] = alias
-            return topic, props
-        client.alias_set_by_last = None
-        return topic, props
-
-    def _dropped_too_large(self, client) -> None:
-        """A PUBLISH over the client's maximum packet size is not sent; an alias it
-        would have set must not be used later."""
-        self.stats.publish_dropped += 1
-        topic = client.alias_set_by_last
-        if topic is not None:
-            client.alias_set_by_last = None
-            del client.aliases_out[topic]
-
-    def encode_publish(self, client, message, qos, retain, dup, packet_id, sub_ids, now) -> bytes:
-        topic, props = self._topic_and_props(client, message, sub_ids, now)
-        if client.topic_alias_max_out:
-            topic, props = self._alias(client, topic, props)
-        # codec.encode_publish skips building a Publish object per recipient.
-        return codec_encode_publish(topic, message.payload, qos, retain, dup, packet_id, props,
-                                    client.version)
-
-    def _prepared(self, client, message, qos, retain, sub_ids, now, cache):
-        """Bytes of a QoS 1/2 PUBLISH minus the packet id, shared by recipients that
-        differ only in packet id (saves re-encoding topic and properties per recipient)."""
-        key = None
-        if sub_ids is None and cache is not None and not client.topic_alias_max_out:
-            key = (client.version, qos, retain, client.mount_point)
-            prepared = cache.get(key)
-            if prepared is not None:
-                return prepared
-        topic, props = self._topic_and_props(client, message, sub_ids, now)
-        if client.topic_alias_max_out:
-            topic, props = self._alias(client, topic, props)
-        prepared = prepare_publish(topic, message.payload, qos, retain, props, client.version)
-        if key is not None:
-            cache[key] = prepared
-        return prepared
-
-    def _deliver(self, session, message, qos, retain, sub_ids, now, cache) -> None:
-        client = session.client
-        limits = self.limits
-        stats = self.stats
-        if client is None or client.state != CONNECTED:
-            if qos == 0 and not limits.queue_qos0_messages:
-                return
-            self._queue(session, Delivery(message, qos, retain, sub_ids))
-            return
-        if qos == 0:
-            if client.write_paused:
-                # Mosquitto drops QoS 0 for a client whose outgoing queue is full;
-                # a paused transport plays the part of that queue.
-                max_queued = limits.max_queued_messages
-                if max_queued and client.paused_qos0 >= max_queued:
-                    stats.publish_dropped += 1
-                    return
-                client.paused_qos0 += 1
-            if sub_ids is None and not client.topic_alias_max_out:
-                # Encode once per (version, retain, mount point): every recipient of
-                # this message with the same key gets the very same bytes object.
-                key = (client.version, retain, client.mount_point)
-                data = cache.get(key)
-                if data is None:
-                    data = cache[key] = self.encode_publish(client, message, 0, retain, False, None, None, now)
-            else:
-                data = self.encode_publish(client, message, 0, retain, False, None, sub_ids, now)
-            if client.max_packet_out and len(data) > client.max_packet_out:
-                self._dropped_too_large(client)
-                return
-            if self.debug:
-                self._log_sending(client, message, 0, retain, False, 0)
-            self.write(client, data)
-            stats.publish_sent += 1
-            stats.publish_bytes_sent += len(message.payload)
-            return
-        delivery = Delivery(message, qos, retain, sub_ids)
-        if not session.queue and not client.write_paused and self._has_room(session, client):
-            self._send_new(session, client, delivery, now, cache)
-        else:
-            self._queue(session, delivery)
-
-    def _has_room(self, session, client) -> bool:
-        limits = self.limits
-        quota = limits.max_inflight_messages
-        if client.receive_maximum < quota:
-            quota = client.receive_maximum
-        if len(session.inflight) >= quota:
-            return False
-        max_bytes = limits.max_inflight_bytes
-        return not max_bytes or session.inflight_bytes < max_bytes
-
-    def _queue(self, session, delivery) -> None:
-        limits = self.limits
-        if limits.max_queued_messages and len(session.queue) >= limits.max_queued_messages:
-            self.stats.publish_dropped += 1
-            return
-        size = len(delivery.message.payload)
-        if limits.max_queued_bytes and session.queue_bytes + size > limits.max_queued_bytes:
-            self.stats.publish_dropped += 1
-            return
-        session.queue.append(delivery)
-        session.queue_bytes += size
-
-    def _send_new(self, session, client, delivery, now, cache=None) -> None:
-        packet_id = session.allocate_packet_id()
-        prepared = self._prepared(client, delivery.message, delivery.qos, delivery.retain,
-                                  delivery.sub_ids, now, cache)
-        data = prepared.with_packet_id(packet_id)
-        if client.max_packet_out and len(data) > client.max_packet_out:
-            # Too large for this client (v5 3.1.2.25): discard as if it had been delivered.
-            self._dropped_too_large(client)
-            return
-        if self.debug:
-            self._log_sending(client, delivery.message, delivery.qos, delivery.retain, False, packet_id)
-        delivery.packet_id = packet_id
-        delivery.state = WAIT_ACK
-        session.inflight[packet_id] = delivery
-        session.inflight_bytes += len(delivery.message.payload)
-        self.write(client, data)
-        self.stats.publish_sent += 1
-        self.stats.publish_bytes_sent += len(delivery.message.payload)
-
-    def _log_sending(self, client, message, qos, retain, dup, packet_id) -> None:
-        self.log.debug(f"Sending PUBLISH to {client.client_id} (d{int(dup)}, q{qos}, r{int(retain)}, "
-                       f"m{packet_id}, '{message.topic}', ... ({len(message.payload)} bytes))")
-
-    def complete_delivery(self, session, packet_id, now) -> None:
-        delivery = session.inflight.pop(packet_id, None)
-        if delivery is not None:
-            session.inflight_bytes -= len(delivery.message.payload)
-        if session.queue:
-            self.pump(session, now)
-
-    def pump(self, session, now) -> None:
-        """Move queued messages into flight while the window allows."""
-        client = session.client
-        if client is None or client.state != CONNECTED or client.write_paused:
-            return
-        queue = session.queue
-        while queue:
-            delivery = queue[0]
-            if delivery.qos and not self._has_room(session, client):
-                return
-            queue.popleft()
-            session.queue_bytes -= len(delivery.message.payload)
-            if delivery.message.expired(now):
-                continue
-            if delivery.qos == 0:
-                data = self.encode_publish(client, delivery.message, 0, delivery.retain, False, None,
-                                           delivery.sub_ids, now)
-                if client.max_packet_out and len(data) > client.max_packet_out:
-                    self._dropped_too_large(client)
-                    continue
-                self.write(client, data)
-                self.stats.publish_sent += 1
-                self.stats.publish_bytes_sent += len(delivery.message.payload)
-            else:
-                self._send_new(session, client, delivery, now)
-
-
-__all__ = ["Broker", "QUEUED"]
+__all__ = ["Broker"]

@@ -4,10 +4,9 @@ handle_publish.c and the ack handlers of read_handle.c)."""
 from __future__ import annotations
 
 from midge.broker.message import WAIT_ACK, WAIT_COMP, Message
-from midge.log import LogType
 from midge.protocol.constants import Property, ReasonCode
-from midge.protocol.topics import valid_topic_name
 from midge.protocol.packets import Puback, Pubcomp, Pubrec, Pubrel
+from midge.protocol.topics import valid_topic_name
 
 _MISSING = object()
 _NO_PROPERTIES: dict = {}   # shared, never mutated (encoders copy before adding)
@@ -184,7 +183,3 @@ def handle_pubcomp(client, packet, now) -> None:
     if delivery is None or delivery.qos != 2 or delivery.state not in (WAIT_COMP, WAIT_ACK):
         return
     client.broker.complete_delivery(session, packet.packet_id, now)
-
-
-__all__ = ["handle_publish", "handle_pubrel", "handle_puback", "handle_pubrec", "handle_pubcomp",
-           "WAIT_ACK", "LogType"]
