@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.brokerproc import free_port, start_mosquitto
+from tests.brokerproc import free_port, start_midge, start_mosquitto
 from tests.certs import make_pki
 from tests.client.tools import finish, midge, mosquitto, run, start_subscriber
 
@@ -15,10 +15,12 @@ def pki(tmp_path_factory):
     return make_pki(tmp_path_factory.mktemp("client-pki"))
 
 
-@pytest.fixture(scope="module")
-def tls_broker(tmp_path_factory, pki):
-    """Certificate listener (client certificate required) and PSK listener."""
-    tmp = tmp_path_factory.mktemp("tls-broker")
+@pytest.fixture(scope="module", params=["mosquitto", "midge"])
+def tls_broker(request, tmp_path_factory, pki):
+    """Certificate listener (client certificate required), PSK listener, a listener
+    with an expired certificate and one whose certificate names another host;
+    Debian's mosquitto, then midge."""
+    tmp = tmp_path_factory.mktemp(f"tls-{request.param}")
     cert_port, psk_port = free_port(), free_port()
     (tmp / "psk").write_text("alice:deadbeef00112233\n")
     expired_cert, expired_key = pki.server("localhost", expired=True)
@@ -47,7 +49,8 @@ cafile {pki.ca_cert}
 certfile {other_cert}
 keyfile {other_key}
 """
-    broker = start_mosquitto(config, tmp, cert_port)
+    start = start_mosquitto if request.param == "mosquitto" else start_midge
+    broker = start(config, tmp, cert_port)
     broker.cert_port, broker.psk_port, broker.expired_port = cert_port, psk_port, expired_port
     broker.other_name_port = other_name_port
     yield broker

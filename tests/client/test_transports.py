@@ -64,3 +64,25 @@ def test_sub_reconnects_and_resubscribes_like_mosquitto_sub(tmp_path):
         assert lines[-2:] == [b"back", b"Client phoenix sending DISCONNECT"]
     finally:
         broker.stop()
+
+
+def test_secure_websocket_url(tmp_path):
+    from tests.certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    tcp, wss = free_port(), free_port()
+    broker = start_midge(f"allow_anonymous true\n{LOGGING}listener {tcp} 127.0.0.1\n"
+                         f"listener {wss} 127.0.0.1\nprotocol websockets\n"
+                         f"certfile {pki.server_cert}\nkeyfile {pki.server_key}\n", tmp_path, tcp)
+    try:
+        url = f"wss://localhost:{wss}/secure/ws"
+        sub = start_subscriber(broker, midge("sub", "-L", url, "--cafile", str(pki.ca_cert), "-C", "1", "-v"),
+                               "wss-sub")
+        assert run(mosquitto("pub", "-p", str(tcp), "-t", "secure/ws", "-m", "sealed")).returncode == 0
+        rc, out, err = finish(sub)
+        assert (rc, out) == (0, b"secure/ws sealed\n"), err
+        # The certificate is checked over WebSockets too.
+        result = run(midge("pub", "-L", url, "--cafile", str(pki.other_ca_cert), "-m", "x"))
+        assert result.returncode == 1 and b"issuer is not trusted" in result.stderr, result.stderr
+    finally:
+        broker.stop()
