@@ -30,12 +30,13 @@ class ConnectError(Exception):
 class ClientConnection(asyncio.Protocol):
     """One connection: feeds received bytes to the session, writes what it queues."""
 
-    def __init__(self, session: ClientSession, on_event: Callable, loop: asyncio.AbstractEventLoop):
+    def __init__(self, session: ClientSession, on_event: Callable, loop: asyncio.AbstractEventLoop,
+                 options: ClientOptions | None = None):
         self.session = session
         self.on_event = on_event
         self.loop = loop
+        self.options = options or ClientOptions()
         self.transport = None
-        self.options: ClientOptions | None = None
         self.connack: asyncio.Future = loop.create_future()
         self.closed: asyncio.Future = loop.create_future()
         self._timer: asyncio.TimerHandle | None = None
@@ -67,8 +68,8 @@ class ClientConnection(asyncio.Protocol):
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            options = getattr(self, "nodelay", False)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(options))
+            # asyncio turns Nagle off; libmosquitto leaves it on unless --nodelay.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, int(self.options.nodelay))
 
     def data_received(self, data: bytes) -> None:
         session = self.session
@@ -98,9 +99,9 @@ class ClientConnection(asyncio.Protocol):
 
     def _early_close_message(self, exc: Exception | None) -> str:
         """Why the server hung up before CONNACK, as precisely as we can tell."""
-        tls = self.options.tls if self.options is not None else None
+        tls = self.options.tls
         if isinstance(exc, ssl.SSLError):
-            return explain(exc, self.options.host if self.options else "")
+            return explain(exc, self.options.host)
         text = "Error: the server closed the connection before CONNACK"
         if exc is not None:
             text = f"Error: {getattr(exc, 'strerror', None) or exc} before CONNACK"
@@ -191,31 +192,24 @@ async def open_connection(options: ClientOptions, session: ClientSession,
                           on_event: Callable) -> ClientConnection:
     """Open the transport, queue and write CONNECT; raise ConnectError on failure."""
     loop = asyncio.get_running_loop()
-    protocol = ClientConnection(session, on_event, loop)
-    protocol.nodelay = options.nodelay
-    protocol.options = options
-    context = None
+    protocol = ClientConnection(session, on_event, loop, options)
+    host = options.host
+    context = server_hostname = None
     if options.tls is not None:
         context = make_context(options.tls)
-    host = options.host
-    server_hostname = None
-    if context is not None:
-        server_hostname = (options.tls.server_hostname or host) if context.check_hostname else (
-            options.tls.server_hostname or (host if not _is_ip(host) else None))
-        if options.tls.psk is not None:
-            server_hostname = None
+        if options.tls.psk is None:  # the name to verify and to send as SNI
+            server_hostname = options.tls.server_hostname or host
     try:
         async with asyncio.timeout(options.connect_timeout):
             if options.transport == "websockets":
                 await _open_websocket(options, protocol, context)
             elif options.unix_path is not None:
                 await loop.create_unix_connection(lambda: protocol, options.unix_path, ssl=context,
-                                                  server_hostname=server_hostname if context else None)
+                                                  server_hostname=server_hostname)
             else:
                 local = (options.bind_address, 0) if options.bind_address else None
                 await loop.create_connection(lambda: protocol, host, options.port, ssl=context,
-                                             server_hostname=server_hostname if context else None,
-                                             local_addr=local)
+                                             server_hostname=server_hostname, local_addr=local)
     except ssl.SSLError as exc:
         peer = await _fetch_certificate(options) if isinstance(exc, ssl.SSLCertVerificationError) else None
         raise ConnectError(explain(exc, host, peer)) from None
@@ -263,14 +257,6 @@ async def _fetch_certificate(options: ClientOptions) -> bytes | None:
         return der
     except (OSError, TimeoutError, ssl.SSLError):
         return None
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
-        return True
-    except OSError:
-        return False
 
 
 def _host_for_uri(host: str) -> str:

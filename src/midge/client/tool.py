@@ -14,7 +14,7 @@ import sys
 from midge.client.connection import ClientConnection, ConnectError, open_connection
 from midge.client.session import ClientSession
 from midge.client.tls import TlsSetupError
-from midge.protocol.constants import ConnackCode, PacketType, ReasonCode
+from midge.protocol.constants import PacketType, ReasonCode
 
 EXIT_TIMEOUT = 27  # MOSQ_ERR_TIMEOUT
 RECONNECT_DELAY = 1.0  # libmosquitto's default reconnect delay
@@ -211,4 +211,4 @@ def run(tool: Tool) -> int:
         return 0
 
 
-__all__ = ["Tool", "run", "EXIT_TIMEOUT", "connack_string", "reason_string", "ConnackCode"]
+__all__ = ["Tool", "run", "EXIT_TIMEOUT", "connack_string", "reason_string"]
