@@ -23,6 +23,7 @@ ACL = """\
 # anonymous section
 topic read anon/#
 topic write anon/in
+topic read
 user alice
 topic readwrite a/#
 topic deny a/secret/#
@@ -47,6 +48,8 @@ CASES = [
     (None, "anon1", "anon/in", WRITE, True),
     (None, "anon1", "a/x", READ, False),
     (None, "anon1", "dev/anon1/out", WRITE, True),
+    (None, "anon1", "read", WRITE, True),  # `topic read` alone: the topic "read", readwrite
+    (None, "anon1", "inbox//x", READ, False),  # a %u pattern is skipped without a username
     ("alice", "al1", "a/x", WRITE, True),
     ("alice", "al1", "a/x", READ, True),
     ("alice", "al1", "a/secret/x", READ, False),
