@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.brokerproc import free_port, start_midge, start_mosquitto
+from tests.brokerproc import start_midge, start_mosquitto
 from tests.certs import make_pki
-from tests.client.tools import finish, midge, mosquitto, run, start_subscriber
+from tests.client.tools import distinct_ports, finish, midge, mosquitto, run, start_subscriber
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +21,10 @@ def tls_broker(request, tmp_path_factory, pki):
     with an expired certificate and one whose certificate names another host;
     Debian's mosquitto, then midge."""
     tmp = tmp_path_factory.mktemp(f"tls-{request.param}")
-    cert_port, psk_port = free_port(), free_port()
+    cert_port, psk_port, expired_port, other_name_port = distinct_ports(4)
     (tmp / "psk").write_text("alice:deadbeef00112233\n")
     expired_cert, expired_key = pki.server("localhost", expired=True)
-    expired_port = free_port()
     other_cert, other_key = name_only_certificate(pki, tmp, "broker.example")
-    other_name_port = free_port()
     config = f"""user root
 log_dest stderr
 log_type all

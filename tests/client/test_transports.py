@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.brokerproc import free_port, start_midge, start_mosquitto
-from tests.client.tools import finish, midge, mosquitto, run, start_subscriber
+from tests.client.tools import distinct_ports, finish, midge, mosquitto, run, start_subscriber
 
 LOGGING = "log_dest stderr\nlog_type all\n"
 
@@ -13,7 +13,7 @@ LOGGING = "log_dest stderr\nlog_type all\n"
 def test_websocket_url(tmp_path):
     """Debian's mosquitto 2.0.11 cannot bind a websockets listener to 127.0.0.1,
     so this runs against midge's broker (whose WebSocket stage has its own tests)."""
-    tcp, ws = free_port(), free_port()
+    tcp, ws = distinct_ports(2)
     broker = start_midge(f"allow_anonymous true\n{LOGGING}listener {tcp} 127.0.0.1\n"
                          f"listener {ws} 127.0.0.1\nprotocol websockets\n", tmp_path, tcp)
     try:
@@ -70,7 +70,7 @@ def test_secure_websocket_url(tmp_path):
     from tests.certs import make_pki
 
     pki = make_pki(tmp_path / "pki")
-    tcp, wss = free_port(), free_port()
+    tcp, wss = distinct_ports(2)
     broker = start_midge(f"allow_anonymous true\n{LOGGING}listener {tcp} 127.0.0.1\n"
                          f"listener {wss} 127.0.0.1\nprotocol websockets\n"
                          f"certfile {pki.server_cert}\nkeyfile {pki.server_key}\n", tmp_path, tcp)

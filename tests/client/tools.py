@@ -48,3 +48,15 @@ def start_subscriber(broker, argv: list[str], client_id: str, env=None) -> subpr
         proc.kill()
         raise
     return proc
+
+
+def distinct_ports(count: int) -> list[int]:
+    """`count` different free ports (free_port() alone may hand out the same one twice)."""
+    from tests.brokerproc import free_port
+
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports

@@ -8,7 +8,10 @@ published without waiting per message (QoS 0 is pipelined, QoS 1/2 keep up to
 from __future__ import annotations
 
 import asyncio
+import os
+import stat
 import sys
+import threading
 
 from midge.cli.clientargs import ClientConfig, parse_or_exit
 from midge.client.tool import Tool, run
@@ -73,13 +76,11 @@ class Publisher(Tool):
             return None
 
     async def send_lines(self) -> None:
-        loop = asyncio.get_running_loop()
-        stdin = sys.stdin.buffer
-        read = stdin.read1 if hasattr(stdin, "read1") else stdin.read
+        reader = StdinReader()
         pending = b""
         qos = self.cfg.qos
         while True:
-            chunk = await loop.run_in_executor(None, read, CHUNK)
+            chunk = await reader.read()
             if not chunk:
                 break
             lines = (pending + chunk).split(b"\n")
@@ -120,6 +121,45 @@ class Publisher(Tool):
 
                 self.error(f"Warning: Publish {packet.packet_id} failed: {reason_string(packet.reason_code)}.")
             self.room.set()
+
+
+class StdinReader:
+    """Chunks of stdin without blocking the event loop.
+
+    A regular file is read directly (it never blocks). A pipe or terminal is read
+    by a daemon thread, so Ctrl-C can end the program while a read is pending
+    (asyncio's default executor would wait for that read at exit).
+    """
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdin.buffer
+        self.regular = stat.S_ISREG(os.fstat(self.stream.fileno()).st_mode)
+        self.queue: asyncio.Queue | None = None
+
+    async def read(self) -> bytes:
+        if self.regular:
+            return self.stream.read(CHUNK)
+        if self.queue is None:
+            self.queue = asyncio.Queue(maxsize=8)  # backpressure on the reading thread
+            loop = asyncio.get_running_loop()
+            threading.Thread(target=self._pump, args=(loop,), daemon=True).start()
+        return await self.queue.get()
+
+    def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        # os.read, not the buffered stream: at exit Python closes sys.stdin, which
+        # would wait for the buffer's lock held by a pending read.
+        fd = self.stream.fileno()
+        while True:
+            try:
+                chunk = os.read(fd, CHUNK)
+            except (OSError, ValueError):
+                chunk = b""
+            try:
+                asyncio.run_coroutine_threadsafe(self.queue.put(chunk), loop).result()
+            except RuntimeError:  # the loop is gone
+                return
+            if not chunk:
+                return
 
 
 def main(argv: list[str]) -> int:
