@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+import pytest
+
 from tests.brokerproc import free_port, start_midge, start_mosquitto
 from tests.client.tools import distinct_ports, finish, midge, mosquitto, run, start_subscriber
 
@@ -86,3 +88,32 @@ def test_secure_websocket_url(tmp_path):
         assert result.returncode == 1 and b"issuer is not trusted" in result.stderr, result.stderr
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("credentials", [None, ("user", "p@ss")])
+def test_socks5_proxy(broker, credentials):
+    from tests.client.socksproxy import SocksProxy
+
+    proxy = SocksProxy(*(credentials or (None, None)))
+    try:
+        auth = f"{credentials[0]}:{credentials[1].replace('@', '%40')}@" if credentials else ""
+        url = f"socks5h://{auth}127.0.0.1:{proxy.port}"
+        port = str(broker.port)
+        sub = start_subscriber(broker, midge("sub", "-p", port, "-t", "px", "-C", "2", "--proxy", url), "px-sub")
+        if credentials is None:  # the proxy is right: Mosquitto's own client goes through it
+            assert run(mosquitto("pub", "-h", "localhost", "-p", port, "-t", "px", "-m", "m",
+                                 "--proxy", url)).returncode == 0
+        else:
+            assert run(mosquitto("pub", "-p", port, "-t", "px", "-m", "m")).returncode == 0
+        result = run(midge("pub", "-h", "localhost", "-p", port, "-t", "px", "-m", "g", "--proxy", url))
+        assert result.returncode == 0, result.stderr
+        rc, out, err = finish(sub)
+        assert (rc, out) == (0, b"m\ng\n"), err
+        assert f"localhost:{port}" in proxy.targets
+        if credentials:
+            bad = url.replace("p%40ss", "wrong")
+            result = run(midge("pub", "-p", port, "-t", "px", "-m", "x", "--proxy", bad))
+            assert result.returncode == 1
+            assert b"rejected the user name or password" in result.stderr
+    finally:
+        proxy.close()

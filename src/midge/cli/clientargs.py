@@ -180,7 +180,7 @@ class ClientConfig:
             port = 8883 if tls is not None else 1883
         return ClientOptions(host=self.host or "localhost", port=port, unix_path=self.unix_path,
                              transport=self.transport, bind_address=self.bind_address,
-                             nodelay=self.nodelay, tls=tls)
+                             nodelay=self.nodelay, tls=tls, proxy=self.proxy)
 
     def connect_packet(self) -> Connect:
         props = dict(self.properties["connect"])
@@ -381,7 +381,12 @@ class _Parser:
             cfg.pretty = True
         elif arg == "--proxy":
             cfg.proxy = self.value(arg, "proxy URL")
-            raise UsageError("Error: SOCKS5 proxies are not supported by midge.")
+            from midge.client.socks import ProxyError, parse_proxy_url
+
+            try:
+                parse_proxy_url(cfg.proxy)
+            except ProxyError as exc:
+                raise UsageError(f"Error: {exc}.") from None
         elif arg == "--psk":
             cfg.psk = self.value(arg, "key")
             try:
@@ -657,7 +662,7 @@ COMMON_USAGE = (
     "                 [{--cafile file | --capath dir} [--cert file] [--key file] [--ciphers ciphers] [--insecure]\n"
     "                   [--tls-alpn protocol] [--tls-version version] [--tls-use-os-certs]]\n"
     "                 [--psk hex-key --psk-identity identity [--ciphers ciphers]]\n"
-    "                 [-D command identifier value]\n"
+    "                 [--proxy socks-url] [-D command identifier value]\n"
     "       midge {tool} --help\n"
 )
 OPTIONS = [
@@ -722,6 +727,7 @@ OPTIONS = [
     ("--tls-use-os-certs", "pub sub rr", "also trust the operating system's CA certificates."),
     ("--psk", "pub sub rr", "pre-shared key in hexadecimal (no leading 0x) for TLS-PSK."),
     ("--psk-identity", "pub sub rr", "client identity for TLS-PSK."),
+    ("--proxy", "pub sub rr", "SOCKS5 proxy URL: socks5h://[username[:password]@]hostname[:port]."),
 ]
 
 

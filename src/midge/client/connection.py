@@ -19,6 +19,7 @@ from typing import Callable
 
 from midge.client.options import ClientOptions
 from midge.client.session import ClientSession, ProtocolViolation
+from midge.client.socks import ProxyError, open_through_proxy, parse_proxy_url
 from midge.client.tls import explain, make_context
 from midge.protocol.constants import PacketType
 
@@ -203,6 +204,10 @@ async def open_connection(options: ClientOptions, session: ClientSession,
         async with asyncio.timeout(options.connect_timeout):
             if options.transport == "websockets":
                 await _open_websocket(options, protocol, context)
+            elif options.proxy is not None:
+                sock = await open_through_proxy(parse_proxy_url(options.proxy), host, options.port)
+                await loop.create_connection(lambda: protocol, sock=sock, ssl=context,
+                                             server_hostname=server_hostname)
             elif options.unix_path is not None:
                 await loop.create_unix_connection(lambda: protocol, options.unix_path, ssl=context,
                                                   server_hostname=server_hostname)
@@ -210,6 +215,8 @@ async def open_connection(options: ClientOptions, session: ClientSession,
                 local = (options.bind_address, 0) if options.bind_address else None
                 await loop.create_connection(lambda: protocol, host, options.port, ssl=context,
                                              server_hostname=server_hostname, local_addr=local)
+    except ProxyError as exc:
+        raise ConnectError(f"Error: {exc}") from None
     except ssl.SSLError as exc:
         peer = await _fetch_certificate(options) if isinstance(exc, ssl.SSLCertVerificationError) else None
         raise ConnectError(explain(exc, host, peer)) from None
@@ -234,7 +241,10 @@ async def _open_websocket(options: ClientOptions, protocol: ClientConnection, co
     settings = dict(subprotocols=["mqtt"], compression=None, max_size=None, ping_interval=None)
     if context is not None:
         settings["ssl"] = context
-    if options.unix_path is not None:
+    if options.proxy is not None:
+        settings["sock"] = await open_through_proxy(parse_proxy_url(options.proxy), options.host, options.port)
+        websocket = await connect(uri, **settings)
+    elif options.unix_path is not None:
         websocket = await unix_connect(options.unix_path, uri, **settings)
     else:
         websocket = await connect(uri, **settings)

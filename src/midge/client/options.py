@@ -42,4 +42,5 @@ class ClientOptions:
     bind_address: str | None = None
     nodelay: bool = False
     tls: TlsOptions | None = None
+    proxy: str | None = None  # socks5h://[user[:password]@]host[:port]
     connect_timeout: float = 60.0
