@@ -1,8 +1,7 @@
-"""Other transports: MQTT over WebSocket (ws:// URLs) and Unix sockets (--unix)."""
+"""Other transports: MQTT over WebSocket (ws://, wss://), Unix sockets (--unix),
+SOCKS5 proxies (--proxy), and reconnecting after the broker restarts."""
 
 from __future__ import annotations
-
-import pytest
 
 import pytest
 
