@@ -38,6 +38,7 @@ FORMATS = [
     ["-F", "%j", "--pretty"],
     ["-F", "%J", "--pretty"],
     ["-F", "%015X|%-020x|%3p", "-N"],
+    ["-F", "%r %t", "--retain-as-published"],
     ["-F", "%t\\0\\a\\e\\r\\v\\n%-p|%-.2t|%08.3t|%.t|@@|@Y"],
 ]
 
@@ -123,10 +124,12 @@ def test_request_response(broker):
     assert (rc, out) == (0, b"pong\n"), err
 
 
-def test_wait_timeout_exit_code_27(broker):
-    result = run(midge("sub", "-p", str(broker.port), "-t", "nothing", "-W", "1"))
-    assert result.returncode == 27
-    assert result.stderr == b"Timed out\n"
+@pytest.mark.parametrize("tool,extra", [("sub", []), ("rr", ["-e", "no/answer", "-m", "q"])])
+def test_wait_timeout_exit_code_27(broker, tool, extra):
+    args = ["-p", str(broker.port), "-t", "nothing", "-W", "1", *extra]
+    ours, theirs = run(midge(tool, *args)), run(mosquitto(tool, *args))
+    assert ours.returncode == theirs.returncode == 27
+    assert ours.stderr == theirs.stderr == b"Timed out\n"
 
 
 def test_exit_after_subscribe(broker):
@@ -269,3 +272,21 @@ def test_persistent_session_gets_queued_messages(broker):
 def test_bind_address(broker):
     result = run(midge("pub", "-p", str(broker.port), "-A", "127.0.0.1", "-t", "b", "-m", "x"))
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("flags", [["-R", "--retain-as-published", "-q", "1"], ["-q", "2", "-t", "second/+"]])
+def test_subscribe_trace_matches_mosquitto_sub(broker, flags):
+    args = ["-p", str(broker.port), "-t", "opts/#", "-V", "5", "-d", "-E", "-i", "optioner", *flags]
+    ours, theirs = run(midge("sub", *args)), run(mosquitto("sub", *args))
+    assert ours.returncode == theirs.returncode == 0
+    assert ours.stdout == theirs.stdout
+
+
+def test_mqtt_v31(broker):
+    port = str(broker.port)
+    sub = start_subscriber(broker, midge("sub", "-p", port, "-t", "v31/#", "-V", "31", "-C", "2", "-v"), "old-sub")
+    assert run(mosquitto("pub", "-p", port, "-t", "v31/a", "-m", "one", "-V", "mqttv31")).returncode == 0
+    result = run(midge("pub", "-p", port, "-t", "v31/b", "-m", "two", "-V", "mqttv31", "-q", "1"))
+    assert result.returncode == 0, result.stderr
+    rc, out, err = finish(sub)
+    assert (rc, out) == (0, b"v31/a one\nv31/b two\n"), err
