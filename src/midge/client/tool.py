@@ -205,6 +205,8 @@ class Tool:
 
 
 def run(tool: Tool) -> int:
+    # `midge sub | head -1`: die quietly of SIGPIPE like mosquitto_sub, not with a traceback.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         return asyncio.run(tool.run())
     except KeyboardInterrupt:
