@@ -225,7 +225,8 @@ async def open_connection(options: ClientOptions, session: ClientSession,
     except ConnectionRefusedError:
         raise ConnectError("Error: Connection refused") from None
     except socket.gaierror as exc:
-        raise ConnectError(f"Error: {exc.strerror or exc}") from None
+        # mosquitto's wording, then what the resolver said about which name
+        raise ConnectError(f"Unable to connect (Lookup error.). ({host}: {exc.strerror or exc})") from None
     except OSError as exc:
         raise ConnectError(f"Error: {exc.strerror or exc}") from None
     session.start(loop.time())

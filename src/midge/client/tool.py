@@ -141,7 +141,7 @@ class Tool:
             if quiet:
                 return -1
             message = str(exc)
-            self.error(message if message.startswith(("Error", "TLS")) else f"Error: {message}")
+            self.error(message if message.startswith(("Error", "TLS", "Unable")) else f"Error: {message}")
             return 1
         if connack.reason_code != 0:
             self.error(f"Connection error: {connack_string(cfg.protocol_version, connack.reason_code)}")
