@@ -310,6 +310,11 @@ class TestListeners:
         assert not any("psk_file" in w for w in
                        warnings_of("listener 1\npsk_hint h\npsk_file /k\nallow_anonymous true\n"))
 
+    def test_http_dir_on_mqtt_listener_warns(self):
+        assert any("http_dir" in w for w in warnings_of("listener 1\nhttp_dir /www\n"))
+        assert not any("http_dir" in w for w in
+                       warnings_of("listener 1\nprotocol websockets\nhttp_dir /www\n"))
+
     def test_tls_only_option_on_plain_listener_warns(self):
         assert any("no TLS" in w for w in warnings_of("listener 1\nrequire_certificate true\n"))
 

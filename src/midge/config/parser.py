@@ -640,6 +640,10 @@ class Reader:
             self._warn_at(listener.origins.get("psk_hint"), "psk_hint",
                           f"listener {listener.name} turns TLS-PSK on but no psk_file (or plugin) "
                           "applies to it: no PSK client can connect")
+        if listener.http_dir and listener.protocol != "websockets":
+            self._warn_at(listener.origins.get("http_dir"), "http_dir",
+                          f"listener {listener.name} is not a websockets listener, so http_dir "
+                          "has no effect")
         if listener.port == 0 and listener.protocol == "websockets":
             self._error_at(listener.origin, "listener", "websockets needs a TCP port, not a Unix socket")
 
