@@ -23,7 +23,7 @@ def sent(session, version=5, now=0.0):
 
 def connected(version=5, keepalive=60, connack_props=None):
     session = ClientSession(Connect(protocol_version=version, keepalive=keepalive))
-    session.start(0.0)
+    session.start()
     session.receive_data(encode(Connack(properties=connack_props or {}), version), 0.0)
     session.data_to_send(now=0.0)  # the CONNECT
     return session
@@ -32,7 +32,7 @@ def connected(version=5, keepalive=60, connack_props=None):
 def test_connect_then_connack():
     lines = []
     session = ClientSession(Connect(protocol_version=5, client_id=""), trace=lines.append)
-    session.start(0.0)
+    session.start()
     (connect,) = sent(session)
     assert connect.type == PacketType.CONNECT
     events = session.receive_data(encode(Connack(properties={Property.ASSIGNED_CLIENT_IDENTIFIER: "auto-1"}), 5), 0.0)

@@ -229,7 +229,7 @@ async def open_connection(options: ClientOptions, session: ClientSession,
         raise ConnectError(f"Unable to connect (Lookup error.). ({host}: {exc.strerror or exc})") from None
     except OSError as exc:
         raise ConnectError(f"Error: {exc.strerror or exc}") from None
-    session.start(loop.time())
+    session.start()
     protocol.flush()
     return protocol
 

@@ -2,11 +2,12 @@
 
 The session knows MQTT (packet identifiers, QoS 1/2 flows in both directions,
 receive maximum, keepalive) and nothing about sockets or clocks: bytes come in
-through `receive_data(data, now)`, bytes to write come out of `data_to_send()`,
-and the driver calls `handle_timer(now)` at `next_deadline()`. `midge pub/sub/rr`
-and the bridge drive it through `midge.client.connection`.
+through `feed(data, now)` and are handled one packet at a time by `next_event()`
+(or all at once by `receive_data(data, now)`); bytes to write come out of
+`data_to_send(now)`, and the driver calls `handle_timer(now)` at `next_deadline()`.
+`midge pub/sub/rr` and the bridge drive it through `midge.client.connection`.
 
-Events returned by `receive_data` are packet objects the application cares about:
+Events are packet objects the application cares about:
 `Connack`, `Publish` (an incoming message, once: QoS 2 messages are delivered at
 PUBREL like libmosquitto), `Puback`/`Pubcomp` (an outgoing QoS 1/2 message is
 complete), `Suback`, `Unsuback`, `Disconnect` (the server closed the session), and
@@ -19,14 +20,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable
 
+from midge.client.trace import describe
+from midge.protocol.codec import Decoder, encode, encode_publish
 from midge.protocol.constants import PacketType, Property
 from midge.protocol.packets import (
     Connect, Disconnect, Pingreq, Puback, Pubcomp, Publish, Pubrec, Pubrel, Subscribe,
     Unsubscribe,
 )
-from midge.client.trace import describe
-
-from midge.protocol.codec import Decoder, encode, encode_publish
 from midge.protocol.properties import encode_varint
 
 
@@ -64,17 +64,16 @@ class ClientSession:
         self.requests: set[int] = set()  # SUBSCRIBE / UNSUBSCRIBE ids
         # Received packets not yet handled (see next_event)
         self.incoming: deque = deque()
-        self.now = 0.0
         self.violation_reported = False
 
     # -- local intent ----------------------------------------------------
 
-    def start(self, now: float) -> None:
+    def start(self) -> None:
         """Queue the CONNECT packet."""
-        self._send(self.connect_packet, now)
+        self._send(self.connect_packet)
 
     def publish(self, topic: str, payload: bytes, qos: int = 0, retain: bool = False,
-                properties: dict | None = None, now: float = 0.0) -> int:
+                properties: dict | None = None) -> int:
         """Queue a PUBLISH; returns its packet identifier (0 for QoS 0)."""
         if qos == 0:
             # libmosquitto numbers QoS 0 messages too (seen only in the -d trace)
@@ -83,20 +82,20 @@ class ClientSession:
                 self.output.append(encode_publish(topic, payload, 0, retain, False, None,
                                                   properties, self.version))
                 return 0
-            self._send(Publish(topic, payload, 0, retain, False, None, properties or {}), now, self.next_id)
+            self._send(Publish(topic, payload, 0, retain, False, None, properties or {}), self.next_id)
             return 0
         packet = Publish(topic, payload, qos, retain, False, None, properties or {})
         packet.packet_id = self._new_id()
         if len(self.inflight) < self.server_receive_maximum:
             self.inflight[packet.packet_id] = packet
-            self._send(packet, now)
+            self._send(packet)
         else:
             self.pending.append(packet)
             self.pending_ids.add(packet.packet_id)
         return packet.packet_id
 
     def publish_batch(self, topic: str, payloads: list[bytes], retain: bool = False,
-                      properties: dict | None = None, now: float = 0.0) -> None:
+                      properties: dict | None = None) -> None:
         """Queue many QoS 0 PUBLISHes to one topic: the load-generator path of `pub -l`.
 
         The topic (and properties) part is encoded once; each message costs one
@@ -104,7 +103,7 @@ class ClientSession:
         """
         if self.trace is not None:
             for payload in payloads:
-                self.publish(topic, payload, 0, retain, properties, now)
+                self.publish(topic, payload, 0, retain, properties)
             return
         self.next_id = (self.next_id + len(payloads) - 1) % 65535 + 1
         # Speed: the PUBLISH minus its payload is the same for every message.
@@ -123,20 +122,20 @@ class ClientSession:
             append(payload)
         self.output.append(b"".join(parts))
 
-    def subscribe(self, subscriptions: list, properties: dict | None = None, now: float = 0.0) -> int:
+    def subscribe(self, subscriptions: list, properties: dict | None = None) -> int:
         packet = Subscribe(self._new_id(), list(subscriptions), properties or {})
         self.requests.add(packet.packet_id)
-        self._send(packet, now)
+        self._send(packet)
         return packet.packet_id
 
-    def unsubscribe(self, topics: list[str], properties: dict | None = None, now: float = 0.0) -> int:
+    def unsubscribe(self, topics: list[str], properties: dict | None = None) -> int:
         packet = Unsubscribe(self._new_id(), list(topics), properties or {})
         self.requests.add(packet.packet_id)
-        self._send(packet, now)
+        self._send(packet)
         return packet.packet_id
 
-    def disconnect(self, reason_code: int = 0, properties: dict | None = None, now: float = 0.0) -> None:
-        self._send(Disconnect(reason_code, properties or {}), now)
+    def disconnect(self, reason_code: int = 0, properties: dict | None = None) -> None:
+        self._send(Disconnect(reason_code, properties or {}))
         self.connected = False
 
     @property
@@ -171,7 +170,7 @@ class ClientSession:
             return True
         self.ping_outstanding = True
         self.ping_sent = now
-        self._send(Pingreq(), now)
+        self._send(Pingreq())
         return True
 
     def receive_data(self, data: bytes, now: float) -> list:
@@ -185,7 +184,6 @@ class ClientSession:
     def feed(self, data: bytes, now: float) -> None:
         """Decode `data`; its packets are handled one by one by `next_event()`."""
         self.incoming.extend(self.decoder.feed(data))
-        self.now = now
 
     def next_event(self):
         """Handle buffered packets until one makes an event; None when all are handled.
@@ -200,7 +198,7 @@ class ClientSession:
             if self.trace is not None:
                 for line in describe(packet, "received", self.client_id):
                     self.trace(line)
-            event = self._handle(packet, self.now)
+            event = self._handle(packet)
             if event is not None:
                 return event
         if self.decoder.error is not None and not self.violation_reported:
@@ -210,28 +208,28 @@ class ClientSession:
 
     # -- packet handlers -------------------------------------------------
 
-    def _handle(self, packet, now: float):
+    def _handle(self, packet):
         kind = packet.type
         if kind == PacketType.PUBLISH:
             if packet.qos == 1:
-                self._send(Puback(packet.packet_id), now)
+                self._send(Puback(packet.packet_id))
             elif packet.qos == 2:
-                self._send(Pubrec(packet.packet_id), now)
+                self._send(Pubrec(packet.packet_id))
                 self.incoming_qos2[packet.packet_id] = packet
                 return None
             return packet
         if kind == PacketType.PUBREL:
-            self._send(Pubcomp(packet.packet_id), now)
+            self._send(Pubcomp(packet.packet_id))
             return self.incoming_qos2.pop(packet.packet_id, None)
         if kind == PacketType.PUBACK:
-            return self._complete(packet, now)
+            return self._complete(packet)
         if kind == PacketType.PUBREC:
             if packet.reason_code >= 0x80:
-                return self._complete(packet, now)
-            self._send(Pubrel(packet.packet_id), now)
+                return self._complete(packet)
+            self._send(Pubrel(packet.packet_id))
             return None
         if kind == PacketType.PUBCOMP:
-            return self._complete(packet, now)
+            return self._complete(packet)
         if kind == PacketType.PINGRESP:
             self.ping_outstanding = False
             return None
@@ -254,14 +252,14 @@ class ClientSession:
         if Property.ASSIGNED_CLIENT_IDENTIFIER in props:
             self.client_id = props[Property.ASSIGNED_CLIENT_IDENTIFIER]
 
-    def _complete(self, packet, now: float):
+    def _complete(self, packet):
         if self.inflight.pop(packet.packet_id, None) is None:
             return None
         while self.pending and len(self.inflight) < self.server_receive_maximum:
             waiting = self.pending.popleft()
             self.pending_ids.discard(waiting.packet_id)
             self.inflight[waiting.packet_id] = waiting
-            self._send(waiting, now)
+            self._send(waiting)
         return packet
 
     def _new_id(self) -> int:
@@ -273,7 +271,7 @@ class ClientSession:
                 return self.next_id
         raise RuntimeError("no free packet identifier")
 
-    def _send(self, packet, now: float, mid: int = 0) -> None:
+    def _send(self, packet, mid: int = 0) -> None:
         if self.trace is not None:
             for line in describe(packet, "sending", self.client_id, mid):
                 self.trace(line)
