@@ -79,6 +79,21 @@ def machine() -> dict:
                                         "--short", "HEAD"])}
 
 
+def use_midge_revision(rev: str, root: Path) -> str:
+    """Export `rev`'s src/ and put it first on the brokers' PYTHONPATH.
+
+    The working tree may hold other people's unfinished edits; a revision is what landed.
+    """
+    tree = root / "midge-src"
+    tree.mkdir()
+    archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "src"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    os.environ["PYTHONPATH"] = str(tree / "src")
+    return subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", rev],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def run_once(scenario, broker_name: str, size: int, assets: Assets, root: Path,
              rep: int, timeout: float, profile_dir: Path | None = None) -> dict[str, dict]:
     workdir = root / f"{scenario.name}-{broker_name}-{rep}"
@@ -169,6 +184,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--timeout", type=float, default=180.0,
                         help="seconds before one scenario run is abandoned")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument("--midge-rev", metavar="REV",
+                        help="run midge from this git revision (git archive into the "
+                             "working directory) instead of the working tree")
     parser.add_argument("--profile", metavar="DIR", type=Path,
                         help="sample midge with py-spy into DIR/<scenario>-<rep>.txt "
                              "(collapsed stacks; CPU figures of such a run are inflated)")
@@ -201,6 +219,8 @@ def main(argv: list[str]) -> int:
     results_dir.mkdir(exist_ok=True)
     out_path = results_dir / f"{stamp}.jsonl"
     info = machine()
+    if args.midge_rev:
+        info["midge_commit"] = use_midge_revision(args.midge_rev, root)
     print(f"# {info}", flush=True)
 
     results: dict[str, dict[str, list]] = {}
