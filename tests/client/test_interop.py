@@ -290,3 +290,16 @@ def test_mqtt_v31(broker):
     assert result.returncode == 0, result.stderr
     rc, out, err = finish(sub)
     assert (rc, out) == (0, b"v31/a one\nv31/b two\n"), err
+
+
+def test_closed_stdout_ends_quietly(broker):
+    """`midge sub | head -1`: status 141 like mosquitto_sub killed by SIGPIPE, no traceback."""
+    port = str(broker.port)
+    sub = start_subscriber(broker, midge("sub", "-p", port, "-t", "pipe"), "piped")
+    assert run(mosquitto("pub", "-p", port, "-t", "pipe", "-m", "first")).returncode == 0
+    assert sub.stdout.readline() == b"first\n"
+    sub.stdout.close()
+    for _ in range(3):
+        assert run(mosquitto("pub", "-p", port, "-t", "pipe", "-m", "more")).returncode == 0
+    assert sub.wait(10) == 141
+    assert sub.stderr.read() == b""

@@ -8,6 +8,7 @@ clients do (message, exit code = CONNACK code), runs the tool's logic, honours
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 
@@ -67,7 +68,11 @@ class Tool:
         """stdout, flushed once per received batch rather than per message."""
         if not data:
             return
-        self.out.write(data)
+        try:
+            self.out.write(data)
+        except BrokenPipeError:
+            self._stdout_closed()
+            return
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_stdout)
@@ -77,11 +82,22 @@ class Tool:
         try:
             self.out.flush()
         except BrokenPipeError:
-            self.finish(1)
+            self._stdout_closed()
+
+    def _stdout_closed(self) -> None:
+        """`midge sub | head -1`: end quietly, with the status a SIGPIPE death gives
+        mosquitto_sub (SIGPIPE itself stays ignored: sockets must get EPIPE)."""
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self.out.fileno())  # nothing left to flush at exit
+        os.close(devnull)
+        self.finish(128 + signal.SIGPIPE)
 
     def trace(self, line: str) -> None:
-        self.out.write(line.encode() + b"\n")
-        self.out.flush()
+        try:
+            self.out.write(line.encode() + b"\n")
+            self.out.flush()
+        except BrokenPipeError:
+            self._stdout_closed()
 
     def error(self, message: str) -> None:
         if not self.cfg.quiet:
@@ -205,8 +221,6 @@ class Tool:
 
 
 def run(tool: Tool) -> int:
-    # `midge sub | head -1`: die quietly of SIGPIPE like mosquitto_sub, not with a traceback.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
         return asyncio.run(tool.run())
     except KeyboardInterrupt:
