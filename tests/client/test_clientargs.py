@@ -119,6 +119,8 @@ def test_refusals(tool, argv, message):
     ("sub", ["-t", "a", "-F", "\\q"]),
     ("sub", ["-t", "a", "-T", "a/#b"]),
     ("rr", ["-t", "a", "-e", "b"]),
+    ("rr", ["-t", "a", "-e", "b/#", "-m", "x"]),
+    ("rr", ["-t", "a/#", "-e", "b", "-m", "x"]),
     ("pub", ["-t", "a", "-m", "x", "-P", "secret"]),
     ("pub", ["-t", "a", "-m", "x", "-p"]),
     ("pub", ["-t", "a", "-m", "x", "-M", "0"]),
@@ -154,3 +156,9 @@ def test_defaults_file_midge_first_then_mosquitto(tmp_path, monkeypatch):
     (tmp_path / "midge_sub").write_text("-h midge.example\n-v\n")
     cfg = parse("sub", ["-t", "cli", "-h", "override.example"])
     assert (cfg.host, cfg.topics, cfg.verbose) == ("override.example", ["cli"], True)
+
+
+def test_port_8883_alone_means_tls_with_os_certificates():
+    options = parse_clean("pub", ["-t", "a", "-m", "x", "-p", "8883"]).client_options()
+    assert options.tls is not None and options.tls.use_os_certs
+    assert parse_clean("pub", ["-t", "a", "-m", "x", "-p", "1883"]).client_options().tls is None

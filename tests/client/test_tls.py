@@ -196,3 +196,11 @@ def test_help_lists_every_flag():
         assert result.returncode == 1  # as mosquitto_pub --help
         for flag in flags:
             assert f"\n {flag} : ".encode() in result.stdout, (tool, flag)
+
+
+def test_os_certificates_do_not_trust_a_private_ca(tls_broker, pki):
+    cert, key = pki.client("alice")
+    result = run(midge("pub", "-p", str(tls_broker.cert_port), "--tls-use-os-certs", "--cert", str(cert),
+                       "--key", str(key), "-t", "a", "-m", "x"))
+    assert result.returncode == 1
+    assert b"TLS error: the server certificate's issuer is not trusted" in result.stderr

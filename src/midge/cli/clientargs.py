@@ -319,7 +319,7 @@ class _Parser:
             self.property(arg)
         elif arg in ("-e",) and rr:
             cfg.response_topic = self.value(arg, "response topic")
-            _check_topic(cfg.response_topic, subscribe=True)
+            _check_topic(cfg.response_topic, subscribe=False, what="response topic")
         elif arg in ("-E",) and sub:
             cfg.exit_after_sub = True
         elif arg in ("-f", "--file") and not sub:
