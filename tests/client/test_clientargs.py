@@ -162,3 +162,9 @@ def test_port_8883_alone_means_tls_with_os_certificates():
     options = parse_clean("pub", ["-t", "a", "-m", "x", "-p", "8883"]).client_options()
     assert options.tls is not None and options.tls.use_os_certs
     assert parse_clean("pub", ["-t", "a", "-m", "x", "-p", "1883"]).client_options().tls is None
+
+
+def test_last_topic_wins_for_pub_and_rr():
+    assert parse_clean("pub", ["-t", "a", "-t", "b", "-m", "x"]).topics == ["b"]
+    assert parse_clean("rr", ["-t", "a", "-t", "b", "-e", "r", "-m", "x"]).topics == ["b"]
+    assert parse_clean("sub", ["-t", "a", "-t", "b"]).topics == ["a", "b"]

@@ -436,15 +436,11 @@ class _Parser:
             self.message_mode("s")
         elif arg in ("-t", "--topic"):
             topic = self.value(arg, "topic")
-            if pub:
-                if cfg.topics:
-                    raise UsageError("Error: Only one topic may be given with -t.")  # as mosquitto_pub
-                _check_topic(topic, subscribe=False)
+            _check_topic(topic, subscribe=sub)
+            if sub:
+                cfg.topics.append(topic)
             else:
-                _check_topic(topic, subscribe=sub)
-                if rr and cfg.topics:
-                    raise UsageError("Error: Only one request topic may be given with -t.")
-            cfg.topics.append(topic)
+                cfg.topics = [topic]  # pub and rr: the last -t wins, as in mosquitto_pub
         elif arg in ("-T", "--filter-out") and sub:
             topic = self.value(arg, "topic filter")
             _check_topic(topic, subscribe=True, what="filter topic")
@@ -572,7 +568,10 @@ class _Parser:
             cfg.use_os_certs = True
         if scheme in ("ws", "wss"):
             cfg.transport = "websockets"
-        cfg.topics.append(topic)
+        if cfg.tool == "sub":
+            cfg.topics.append(topic)
+        else:
+            cfg.topics = [topic]
 
 
 def _check_topic(topic: str, subscribe: bool, what: str = "topic") -> None:
