@@ -94,6 +94,10 @@ class HelpRequested(Exception):
     """`--help` was given."""
 
 
+class VersionRequested(Exception):
+    """`--version` was given."""
+
+
 @dataclass
 class ClientConfig:
     tool: str
@@ -309,7 +313,7 @@ class _Parser:
             cfg.certfile = self.value(arg, "certificate")
         elif arg == "--ciphers":
             cfg.ciphers = self.value(arg, "ciphers")
-        elif arg in ("-C",) and not pub:
+        elif arg in ("-C",) and sub:
             cfg.msg_count = self.integer(arg, "count")
             if cfg.msg_count < 1:
                 raise UsageError(f'Error: Invalid message count "{cfg.msg_count}".')
@@ -334,6 +338,8 @@ class _Parser:
                 raise UsageError(f"Error: {error}", blank_lines=1)
         elif arg == "--help":
             raise HelpRequested()
+        elif arg == "--version":
+            raise VersionRequested()
         elif arg in ("-h", "--host"):
             cfg.host = self.value(arg, "host")
         elif arg == "--insecure":
@@ -428,7 +434,7 @@ class _Parser:
                 cfg.repeat_delay = -1
             if cfg.repeat_delay < 0:
                 raise UsageError(f"Error: --repeat-delay argument must be >=0.0.")
-        elif arg == "--retain-as-published" and sub:
+        elif arg == "--retain-as-published" and not pub:
             cfg.retain_as_published = True
         elif arg == "--retained-only" and sub:
             cfg.retained_only = True
@@ -699,6 +705,7 @@ OPTIONS = [
     ("-W", "sub rr", "exit (code 27) after this many seconds."),
     ("-x", "pub sub rr", "v5 session-expiry-interval; -1, 4294967295 or ∞ mean never."),
     ("--help", "pub sub rr", "display this message."),
+    ("--version", "pub sub rr", "display the version."),
     ("--nodelay", "pub sub rr", "disable Nagle's algorithm."),
     ("--pretty", "sub rr", "indent JSON output (%j, %J)."),
     ("--quiet", "pub sub rr", "don't print error messages."),
@@ -706,7 +713,7 @@ OPTIONS = [
     ("--remove-retained", "sub", "clear each received retained message from the broker."),
     ("--repeat", "pub", "with -f, -m, -n or -s, publish the message N times."),
     ("--repeat-delay", "pub", "seconds (a float) to wait between repeated publishes."),
-    ("--retain-as-published", "sub", "v5 subscription option: keep the retain flag as published."),
+    ("--retain-as-published", "sub rr", "v5 subscription option: keep the retain flag as published."),
     ("--retained-only", "sub", "only handle retained messages; exit at the first non-retained one."),
     ("--unix", "pub sub rr", "connect through a unix domain socket, e.g. /tmp/mosquitto.sock."),
     ("--will-payload", "pub sub rr", "payload of the client Will (zero length if not given)."),
@@ -749,6 +756,11 @@ def parse_or_exit(tool: str, argv: list[str]) -> ClientConfig | int:
     except HelpRequested:
         sys.stdout.write(help_text(tool))
         return 1  # as mosquitto_pub --help
+    except VersionRequested:
+        from midge import __version__
+
+        sys.stdout.write(f"midge {tool} version {__version__} (Python {sys.version.split()[0]}).\n")
+        return 1  # as mosquitto_pub --version
     except UsageError as exc:
         sys.stderr.write(f"{exc}\n")
         if exc.show_usage:  # mosquitto_pub prints its help text on stdout here

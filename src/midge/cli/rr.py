@@ -1,8 +1,8 @@
 """`midge rr`: mosquitto_rr's request/response (MQTT v5).
 
 Subscribes to the `-e` response topic, publishes the request with the Response
-Topic property set to it once the SUBACK arrives, prints the first response (or
-`-C N` responses) and exits; `-W` times out with exit code 27.
+Topic property set to it once the SUBACK arrives, prints the first response and
+exits; `-W` times out with exit code 27.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ class Requester(Subscriber):
     async def connected(self) -> None:
         cfg = self.cfg
         subscription = Subscription(cfg.response_topic, cfg.qos,
+                                    retain_as_published=cfg.retain_as_published,
                                     retain_handling=2 if cfg.no_retain else 0)
         self.awaiting_acks.add(self.session.subscribe([subscription], dict(cfg.properties["subscribe"])))
 
