@@ -168,3 +168,33 @@ def test_last_topic_wins_for_pub_and_rr():
     assert parse_clean("pub", ["-t", "a", "-t", "b", "-m", "x"]).topics == ["b"]
     assert parse_clean("rr", ["-t", "a", "-t", "b", "-e", "r", "-m", "x"]).topics == ["b"]
     assert parse_clean("sub", ["-t", "a", "-t", "b"]).topics == ["a", "b"]
+
+
+FLAGS = """-A -c --cafile --capath --cert --ciphers -C -d -D -e -E -f -F -h --insecure -i -I -k --key
+--keyform -L -l -m -M -n -N --nodelay -p -P --pretty --proxy --psk --psk-identity -q --quiet -r -R
+--random-filter --remove-retained --repeat --repeat-delay --retain-as-published --retained-only -s -S
+-t -T --tls-alpn --tls-engine --tls-engine-kpass-sha1 --tls-use-os-certs --tls-version -U -u --unix
+-v -V -W --will-payload --will-qos --will-retain --will-topic -x -o --id --id-prefix --keepalive
+--url --message --file --null-message --stdin-line --stdin-file --topic --filter-out --unsubscribe
+--username --pw --protocol-version --qos --retain --verbose --debug --host --port --property
+--disable-clean-session""".split()
+
+
+@pytest.mark.parametrize("tool", ["pub", "sub", "rr"])
+def test_same_flags_known_as_mosquitto(tool, tmp_path):
+    """Every flag one tool knows, the other knows too (mosquitto's run in a few ms each)."""
+    env = {"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    differences = []
+    for flag in FLAGS:
+        theirs = subprocess.run(mosquitto(tool, flag), capture_output=True, env=env, timeout=5, stdin=subprocess.DEVNULL)
+        theirs_unknown = b"Unknown option" in theirs.stderr
+        try:
+            parse_clean(tool, [flag])
+            ours_unknown = False
+        except UsageError as exc:
+            ours_unknown = "Unknown option" in str(exc)
+        except HelpRequested:
+            ours_unknown = False
+        if ours_unknown != theirs_unknown:
+            differences.append(flag)
+    assert differences == []
