@@ -303,3 +303,16 @@ def test_closed_stdout_ends_quietly(broker):
         assert run(mosquitto("pub", "-p", port, "-t", "pipe", "-m", "more")).returncode == 0
     assert sub.wait(10) == 141
     assert sub.stderr.read() == b""
+
+
+def test_topic_aliases_from_the_broker(broker):
+    """With Topic Alias Maximum set, a broker may replace repeated topics by aliases
+    (midge's does); the client must print the real topic, as mosquitto_sub does."""
+    port = str(broker.port)
+    common = ["-p", port, "-t", "alias/#", "-C", "3", "-F", "%t %p", "-D", "connect", "topic-alias-maximum", "5"]
+    theirs = start_subscriber(broker, mosquitto("sub", *common), "alias-m")
+    ours = start_subscriber(broker, midge("sub", *common), "alias-g")
+    for payload in ("1", "2", "3"):
+        assert run(mosquitto("pub", "-p", port, "-t", "alias/same/topic", "-m", payload)).returncode == 0
+    out_theirs, out_ours = finish(theirs)[1], finish(ours)[1]
+    assert out_ours == out_theirs == b"alias/same/topic 1\nalias/same/topic 2\nalias/same/topic 3\n"

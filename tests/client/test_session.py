@@ -125,3 +125,13 @@ def test_malformed_server_bytes_are_a_violation():
     session = connected()
     events = session.receive_data(b"\x30\xff\xff\xff\xff\x01", 0.0)
     assert isinstance(events[-1], ProtocolViolation)
+
+
+def test_incoming_topic_aliases_are_resolved():
+    session = connected()
+    first = Publish("long/topic/name", b"1", properties={Property.TOPIC_ALIAS: 3})
+    second = Publish("", b"2", properties={Property.TOPIC_ALIAS: 3})
+    events = session.receive_data(encode(first, 5) + encode(second, 5), 0.0)
+    assert [(e.topic, e.payload) for e in events] == [("long/topic/name", b"1"), ("long/topic/name", b"2")]
+    (violation,) = session.receive_data(encode(Publish("", b"3", properties={Property.TOPIC_ALIAS: 9}), 5), 0.0)
+    assert isinstance(violation, ProtocolViolation) and violation.reason_code == 0x94

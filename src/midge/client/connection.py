@@ -77,6 +77,9 @@ class ClientConnection(asyncio.Protocol):
         session.feed(data, self.loop.time())
         while (event := session.next_event()) is not None:
             if isinstance(event, ProtocolViolation):
+                if session.version == 5 and session.connected:
+                    session.disconnect(event.reason_code)
+                    self.flush()
                 self.transport.close()
                 if not self.closed.done():
                     self.closed.set_result(event.error)

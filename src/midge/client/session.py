@@ -23,6 +23,7 @@ from typing import Callable
 from midge.client.trace import describe
 from midge.protocol.codec import Decoder, encode, encode_publish
 from midge.protocol.constants import PacketType, Property
+from midge.protocol.errors import TopicAliasInvalid
 from midge.protocol.packets import (
     Connect, Disconnect, Pingreq, Puback, Pubcomp, Publish, Pubrec, Pubrel, Subscribe,
     Unsubscribe,
@@ -32,9 +33,14 @@ from midge.protocol.properties import encode_varint
 
 @dataclass(slots=True)
 class ProtocolViolation:
-    """The server sent something the client cannot accept; the driver should close."""
+    """The server sent something the client cannot accept; the driver should close
+    (after a v5 DISCONNECT with `reason_code`)."""
 
     error: Exception
+
+    @property
+    def reason_code(self) -> int:
+        return getattr(self.error, "reason_code", 0x81)
 
 
 class ClientSession:
@@ -62,6 +68,7 @@ class ClientSession:
         self.pending_ids: set[int] = set()
         self.incoming_qos2: dict[int, Publish] = {}  # received, PUBREL not yet seen
         self.requests: set[int] = set()  # SUBSCRIBE / UNSUBSCRIBE ids
+        self.topic_aliases: dict[int, str] = {}  # server -> client aliases
         # Received packets not yet handled (see next_event)
         self.incoming: deque = deque()
         self.violation_reported = False
@@ -211,6 +218,9 @@ class ClientSession:
     def _handle(self, packet):
         kind = packet.type
         if kind == PacketType.PUBLISH:
+            alias = packet.properties.get(Property.TOPIC_ALIAS) if packet.properties else None
+            if alias is not None and not self._resolve_alias(packet, alias):
+                return ProtocolViolation(TopicAliasInvalid(f"unknown topic alias {alias} from the server"))
             if packet.qos == 1:
                 self._send(Puback(packet.packet_id))
             elif packet.qos == 2:
@@ -239,6 +249,17 @@ class ClientSession:
             self.requests.discard(packet.packet_id)
             return packet
         return packet  # DISCONNECT, AUTH
+
+    def _resolve_alias(self, packet, alias: int) -> bool:
+        """Topic aliases the server chose (we allowed them with Topic Alias Maximum)."""
+        if packet.topic:
+            self.topic_aliases[alias] = packet.topic
+            return True
+        topic = self.topic_aliases.get(alias)
+        if topic is None:
+            return False
+        packet.topic = topic
+        return True
 
     def _connack(self, packet) -> None:
         if packet.reason_code != 0:
