@@ -307,12 +307,12 @@ def test_closed_stdout_ends_quietly(broker):
 
 def test_topic_aliases_from_the_broker(broker):
     """With Topic Alias Maximum set, a broker may replace repeated topics by aliases
-    (midge's does); the client must print the real topic, as mosquitto_sub does."""
+    (midge's does; Debian's mosquitto does not). The client prints the real topic.
+    (mosquitto_sub 2.0.11 cannot: it drops the connection with a protocol error.)"""
     port = str(broker.port)
-    common = ["-p", port, "-t", "alias/#", "-C", "3", "-F", "%t %p", "-D", "connect", "topic-alias-maximum", "5"]
-    theirs = start_subscriber(broker, mosquitto("sub", *common), "alias-m")
-    ours = start_subscriber(broker, midge("sub", *common), "alias-g")
+    ours = start_subscriber(broker, midge("sub", "-p", port, "-t", "alias/#", "-C", "3", "-F", "%t %p",
+                                          "-D", "connect", "topic-alias-maximum", "5"), "alias-g")
     for payload in ("1", "2", "3"):
         assert run(mosquitto("pub", "-p", port, "-t", "alias/same/topic", "-m", payload)).returncode == 0
-    out_theirs, out_ours = finish(theirs)[1], finish(ours)[1]
-    assert out_ours == out_theirs == b"alias/same/topic 1\nalias/same/topic 2\nalias/same/topic 3\n"
+    rc, out, err = finish(ours)
+    assert (rc, out) == (0, b"alias/same/topic 1\nalias/same/topic 2\nalias/same/topic 3\n"), err
