@@ -187,7 +187,7 @@ def test_subscribe_qos_3(broker, cid, ver):
 def test_subscribe_v311_reserved_option_bits(broker, cid):
     conn = connect(broker.port, cid())
     conn.send(p.gen_subscribe(1, "sp/rb", 0x04))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 5.0 3.8.3.1: subscription option bits 6-7 are reserved; retain handling 3 is a protocol error.
@@ -202,7 +202,7 @@ def test_subscribe_v5_bad_options(broker, cid, options):
 def test_subscribe_bad_fixed_header_flags(broker, cid):
     conn = connect(broker.port, cid())
     conn.send(p.packet(0x80, b"\x00\x01" + p.string("sp/f") + b"\x00"))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-3.8.3-3: a SUBSCRIBE with no topic filter is a protocol violation.
@@ -217,7 +217,7 @@ def test_subscribe_without_filters(broker, cid, ver):
 def test_subscribe_packet_id_zero(broker, cid):
     conn = connect(broker.port, cid())
     conn.send(p.gen_subscribe(0, "sp/z", 0))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-4.7.1-2/3: "#" not last, or "+"/"#" sharing a level, makes the filter invalid: close
@@ -234,14 +234,14 @@ def test_subscribe_invalid_filter(broker, cid, ver, filter_):
 def test_unsubscribe_without_filters(broker, cid):
     conn = connect(broker.port, cid())
     conn.send(p.packet(0xA2, b"\x00\x01"))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-3.10.1-1: UNSUBSCRIBE fixed header flags must be 0010.
 def test_unsubscribe_bad_fixed_header_flags(broker, cid):
     conn = connect(broker.port, cid())
     conn.send(p.packet(0xA0, b"\x00\x01" + p.string("sp/f")))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-3.3.2-2: a PUBLISH topic must not contain wildcards (v5 may first send 0x81, 0x82 or 0x90 topic name invalid).
@@ -257,7 +257,7 @@ def test_publish_to_wildcard_topic(broker, cid, ver, topic):
 def test_publish_empty_topic_v311(broker, cid):
     conn = connect(broker.port, cid())
     conn.send(p.gen_publish("", 0, b"x"))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-3.3.1-4: PUBLISH QoS 3 is malformed.

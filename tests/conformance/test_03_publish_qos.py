@@ -93,7 +93,7 @@ def test_pubrel_unknown_packet_id_v5(broker, cid):
 def test_pubrel_bad_flags(broker, cid):
     conn = connect(broker.port, cid())
     conn.send(p.packet(0x60, b"\x00\x07"))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 4.3.2: a PUBACK for a packet id the server never used is ignored; the connection stays usable.

@@ -21,7 +21,7 @@ def _after_connect(broker, cid, ver, data):
 def test_connect_remaining_length_5_bytes(broker):
     conn = Conn(broker.port)
     conn.send(b"\x10\xff\xff\xff\xff\x01")
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 1.5.5 / 2.2.3: a remaining length longer than 4 bytes is malformed (after CONNECT).
@@ -35,14 +35,14 @@ def test_remaining_length_5_bytes(broker, cid, ver):
 def test_connect_truncated_client_id(broker):
     conn = Conn(broker.port)
     conn.send(p.packet(0x10, p.string("MQTT") + b"\x04\x02\x00\x3c\x00\x09ab"))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-3.1.4-1: a CONNECT cut short inside the keepalive field is malformed.
 def test_connect_truncated_keepalive(broker):
     conn = Conn(broker.port)
     conn.send(p.packet(0x10, p.string("MQTT") + b"\x04\x02\x00"))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-3.1.4-1: bytes after the last CONNECT field make it malformed.
@@ -50,7 +50,7 @@ def test_connect_trailing_bytes(broker):
     valid = p.gen_connect("trail")
     conn = Conn(broker.port)
     conn.send(valid[:1] + bytes([valid[1] + 2]) + valid[2:] + b"\x00\x00")
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 5.0 2.2.2.1: a CONNECT property length past the packet end is malformed.
@@ -64,7 +64,7 @@ def test_v5_connect_property_length_past_end(broker):
 def test_connect_will_topic_invalid_utf8(broker):
     conn = Conn(broker.port)
     conn.send(p.gen_connect("wutf", will_topic=b"w\xff"))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 2.2.3: a PUBLISH whose topic length runs past the packet end is malformed.
@@ -77,13 +77,13 @@ def test_publish_topic_length_past_end(broker, cid, ver):
 # MQTT 3.3.2.2: a QoS 1 PUBLISH without room for the packet id is malformed.
 def test_publish_qos1_missing_packet_id(broker, cid):
     conn = _after_connect(broker, cid, 4, p.packet(0x32, b"\x00\x01a"))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 3.8.3: a SUBSCRIBE filter without its options byte is malformed.
 def test_subscribe_missing_options_byte(broker, cid):
     conn = _after_connect(broker, cid, 4, p.packet(0x82, b"\x00\x01" + p.string("m/a")))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-1.5.3-2 (3.1.1) / 1.5.4-2: U+0000 in a topic name is malformed.
@@ -106,47 +106,47 @@ def test_publish_topic_invalid_utf8(broker, cid, ver, raw):
                                   p.gen_unsubscribe(1, b"m/\xff")], ids=["sub-ff", "sub-nul", "unsub-ff"])
 def test_filter_invalid_utf8(broker, cid, data):
     conn = _after_connect(broker, cid, 4, data)
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-2.3.1-1: UNSUBSCRIBE needs a non-zero packet identifier.
 def test_unsubscribe_packet_id_zero(broker, cid):
     conn = _after_connect(broker, cid, 4, p.gen_unsubscribe(0, "m/a"))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-2.2.2-2 (3.1.1): PINGREQ flags must be 0; invalid flags close the connection.
 @pytest.mark.mosquitto_bug("2.0.11 answers a PINGREQ with reserved flags set")
 def test_pingreq_with_flags(broker, cid):
     conn = _after_connect(broker, cid, 4, b"\xc1\x00")
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 3.12.1: PINGREQ has remaining length 0; anything else is malformed.
 @pytest.mark.mosquitto_bug("2.0.11 answers a PINGREQ with a non-zero remaining length")
 def test_pingreq_with_body(broker, cid):
     conn = _after_connect(broker, cid, 4, b"\xc0\x01\x00")
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-2.2.2-2 (3.1.1): PUBACK flags must be 0; invalid flags close the connection.
 @pytest.mark.mosquitto_bug("2.0.11 ignores reserved flags on PUBACK")
 def test_puback_with_flags(broker, cid):
     conn = _after_connect(broker, cid, 4, b"\x41\x02\x00\x01")
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 3.4.1 (3.1.1): a PUBACK has remaining length 2; a longer one is malformed.
 @pytest.mark.mosquitto_bug("2.0.11 accepts a 3.1.1 PUBACK with extra bytes")
 def test_v311_puback_too_long(broker, cid):
     conn = _after_connect(broker, cid, 4, b"\x40\x03\x00\x01\x00")
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 3.4: a PUBACK shorter than a packet id is malformed.
 def test_puback_too_short(broker, cid):
     conn = _after_connect(broker, cid, 4, b"\x40\x01\x00")
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT-2.2.2-2 / 3.14.1: DISCONNECT flags must be 0; such a packet is malformed, so the will is published.
@@ -155,41 +155,41 @@ def test_disconnect_with_flags_publishes_will(broker, cid):
     subscribe(watcher, "m/will", 0)
     conn = connect(broker.port, cid(), 4, will_topic="m/will", will_payload=b"w")
     conn.send(b"\xe1\x00")
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
     expect_publish(watcher, "m/will", b"w")
 
 
 # MQTT 3.14.1 (3.1.1): a DISCONNECT has remaining length 0.
 def test_v311_disconnect_with_body(broker, cid):
     conn = _after_connect(broker, cid, 4, b"\xe0\x01\x00")
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 2.2.1: packet type 0 is reserved; type 15 (AUTH) does not exist in 3.1.1.
 @pytest.mark.parametrize("data", [b"\x00\x00", b"\xf0\x00"], ids=["type0", "type15"])
 def test_reserved_packet_type(broker, cid, data):
     conn = _after_connect(broker, cid, 4, data)
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 2.2.1 / 4.8 (3.1.1): a client sending a server-only packet (CONNACK) is a protocol violation.
 def test_client_sends_connack(broker, cid):
     conn = _after_connect(broker, cid, 4, p.gen_connack(0))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 2.2.1 / 4.8 (3.1.1): SUBACK is server-to-client only.
 @pytest.mark.mosquitto_bug("2.0.11 ignores a SUBACK sent by a client (it treats it like a bridge's)")
 def test_client_sends_suback(broker, cid):
     conn = _after_connect(broker, cid, 4, b"\x90\x03\x00\x01\x00")
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 2.2.1 / 4.8 (3.1.1): PINGRESP is server-to-client only.
 @pytest.mark.mosquitto_bug("2.0.11 ignores a PINGRESP sent by a client")
 def test_client_sends_pingresp(broker, cid):
     conn = _after_connect(broker, cid, 4, b"\xd0\x00")
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
 
 
 # MQTT 5.0 2.2.2: a property not allowed in UNSUBSCRIBE (Subscription Identifier) is malformed.
@@ -255,5 +255,5 @@ def test_abandoned_huge_packet(broker, cid):
 def test_garbage_then_valid_client(broker, cid):
     conn = Conn(broker.port)
     conn.send(bytes(range(256)))
-    conn.expect_closed()
+    conn.expect_closed(probe=True)
     connect(broker.port, cid()).ping()

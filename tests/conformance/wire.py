@@ -105,8 +105,19 @@ class Conn:
         except TimeoutError:
             raise AssertionError(f"expected a packet, got nothing within {timeout:.1f}s") from None
 
-    def expect_closed(self, timeout: float = TIMEOUT) -> None:
+    def probe(self) -> None:
+        """Send a PINGREQ after a packet the broker must reject: a broker that wrongly
+        keeps the connection answers PINGRESP at once, so the check fails fast
+        instead of waiting for the timeout. (Never use it where keepalive matters.)"""
+        try:
+            self.send(p.gen_pingreq())
+        except OSError:  # already closed: exactly what is expected
+            pass
+
+    def expect_closed(self, timeout: float = TIMEOUT, probe: bool = False) -> None:
         """The broker must close the connection without sending another packet."""
+        if probe:
+            self.probe()
         try:
             got = self.read_packet(timeout)
         except Closed:
