@@ -194,6 +194,7 @@ def expect_protocol_close(conn: Conn, codes=(0x81, 0x82), timeout: float = TIMEO
     """The broker ends the connection for a peer error: a plain close, or (v5 only) a
     DISCONNECT with one of `codes` first. MQTT 5.0 section 4.13 lets the server choose
     whether to send the DISCONNECT; 3.1.1 has no such packet (section 4.8)."""
+    conn.probe()
     try:
         data = conn.read_packet(timeout)
     except Closed:
