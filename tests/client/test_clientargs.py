@@ -134,6 +134,7 @@ def test_refusals(tool, argv, message):
     ("sub", ["-t", "a", "-W", "0"]),
     ("sub", ["-t", "a", "--random-filter", "0"]),
     ("pub", ["-t", "a", "-m", "y", "-l"]),
+    ("pub", ["-t", "a", "-f", "/nonexistent/file", "-p", "1"]),
 ])
 def test_errors_like_mosquitto(tool, argv, tmp_path):
     """Same exit status and the same first error line as the mosquitto tool."""

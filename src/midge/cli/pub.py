@@ -44,10 +44,7 @@ class Publisher(Tool):
             if self.cfg.message_mode == "l":
                 await self.send_lines()
             else:
-                payload = self.load_payload()
-                if payload is None:
-                    self.finish(1)
-                    return
+                payload = self.cfg.message
                 for index in range(self.cfg.repeat):
                     if index and self.cfg.repeat_delay:
                         await asyncio.sleep(self.cfg.repeat_delay)
@@ -59,21 +56,6 @@ class Publisher(Tool):
         except Exception as exc:  # noqa: BLE001 - report, don't hang
             self.error(f"Error: {exc}")
             self.finish(1)
-
-    def load_payload(self) -> bytes | None:
-        mode = self.cfg.message_mode
-        if mode == "m":
-            return self.cfg.message
-        if mode == "n":
-            return b""
-        if mode == "s":
-            return sys.stdin.buffer.read()
-        try:
-            with open(self.cfg.file, "rb") as handle:
-                return handle.read()
-        except OSError:
-            self.error(f'Error loading input file "{self.cfg.file}".')
-            return None
 
     async def send_lines(self) -> None:
         reader = StdinReader()
@@ -162,8 +144,28 @@ class StdinReader:
                 return
 
 
+def load_message(cfg: ClientConfig) -> bool:
+    """Read -f / -s / -n into cfg.message before connecting, as mosquitto_pub does."""
+    if cfg.message_mode == "n":
+        cfg.message = b""
+    elif cfg.message_mode == "s":
+        cfg.message = sys.stdin.buffer.read()
+    elif cfg.message_mode == "f":
+        try:
+            with open(cfg.file, "rb") as handle:
+                cfg.message = handle.read()
+        except OSError:
+            if not cfg.quiet:
+                sys.stderr.write(f'Error: Unable to open file "{cfg.file}".\n'
+                                 f'Error loading input file "{cfg.file}".\n')
+            return False
+    return True
+
+
 def main(argv: list[str]) -> int:
     cfg = parse_or_exit("pub", argv)
     if isinstance(cfg, int):
         return cfg
+    if not load_message(cfg):
+        return 1
     return run(Publisher(cfg))

@@ -8,7 +8,7 @@ exits; `-W` times out with exit code 27.
 from __future__ import annotations
 
 from midge.cli.clientargs import ClientConfig, parse_or_exit
-from midge.cli.pub import Publisher
+from midge.cli.pub import load_message
 from midge.cli.sub import Subscriber
 from midge.client.tool import run
 from midge.protocol.constants import PacketType, Property
@@ -44,10 +44,7 @@ class Requester(Subscriber):
 
     def send_request(self) -> None:
         cfg = self.cfg
-        payload = Publisher.load_payload(self)  # same sources as pub: -m -f -s -n
-        if payload is None:
-            self.finish(1)
-            return
+        payload = cfg.message
         props = dict(cfg.properties["publish"])
         props[Property.RESPONSE_TOPIC] = cfg.response_topic
         self.session.publish(self.request_topic, payload, cfg.qos, False, props)
@@ -57,4 +54,6 @@ def main(argv: list[str]) -> int:
     cfg = parse_or_exit("rr", argv)
     if isinstance(cfg, int):
         return cfg
+    if not load_message(cfg):  # same sources as pub: -m -f -s -n
+        return 1
     return run(Requester(cfg))
