@@ -2,7 +2,8 @@
 
 A test module may set:
   CONFIG           extra config lines after `listener PORT` + `allow_anonymous true`
-  EXTRA_LISTENERS  {name: config lines} for more listeners, each on its own free port
+  EXTRA_LISTENERS  {name: config lines, or (bind address, config lines)} for more
+                   listeners, each on its own free port (default bind 127.0.0.1)
 Mark a test `@pytest.mark.mosquitto_bug("why")` when Mosquitto 2.0.11 deviates from the
 spec: the mosquitto run becomes a strict xfail, the midge run must pass.
 """
@@ -50,7 +51,8 @@ def broker(request, tmp_path_factory):
     ports = {key: free_port() for key in extra}
     text = f"listener {port} 127.0.0.1\nallow_anonymous true\n" + getattr(request.module, "CONFIG", "")
     for key, lines in extra.items():
-        text += f"listener {ports[key]} 127.0.0.1\n{lines}"
+        bind, lines = lines if isinstance(lines, tuple) else ("127.0.0.1", lines)
+        text += f"listener {ports[key]} {bind}\n{lines}"
     tmp = tmp_path_factory.mktemp(name)
     start = start_mosquitto if name == "mosquitto" else start_midge
     process = start(text, tmp, port)
