@@ -247,3 +247,12 @@ def test_connect_v5_unsupported_auth_method(broker, cid):
 # MQTT-3.1.2-23 / 3.1.2.10: a persistent 3.1.1 session that did not exist gets session present 0.
 def test_connect_persistent_new_session_not_present(broker, cid):
     connect(broker.port, cid(), 4, clean=False, connack=p.gen_connack(0, session_present=False)).ping()
+
+
+# MQTT 3.1 (CONNECT, Client Identifier): more than 23 characters gets CONNACK 2 "identifier rejected".
+@pytest.mark.mosquitto_bug("2.0.11 accepts MQTT 3.1 client ids longer than 23 characters")
+def test_connect_v31_client_id_too_long(broker):
+    conn = Conn(broker.port, 3)
+    conn.send(p.gen_connect("x" * 24, proto_ver=3))
+    conn.expect(p.gen_connack(2))
+    conn.expect_closed()

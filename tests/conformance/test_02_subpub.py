@@ -339,3 +339,51 @@ def test_v5_shared_subscription_wildcard_share_name(broker, cid):
     conn = connect(broker.port, cid(), 5)
     conn.send(p.gen_subscribe(1, "$share/g+/sp/x", 0, 5))
     expect_protocol_close(conn, codes=(0x81, 0x82, 0x8F))
+
+
+# MQTT-3.3.5-1 (3.1.1): overlapping subscriptions: the message is delivered at the maximum matching QoS (Mosquitto: once).
+def test_overlapping_subscriptions_v311(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, [("ov/#", 0), ("ov/+", 1)], mid=1)
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish("ov/a", 1, b"x", mid=1))
+    mid = expect_publish(sub, "ov/a", b"x", qos=1)
+    sub.send(p.gen_puback(mid))
+    sub.ping()
+
+
+# MQTT-3.3.4-2 (v5): overlapping subscriptions: at least one copy at the maximum QoS (more copies are allowed).
+def test_overlapping_subscriptions_v5(broker, cid):
+    sub = connect(broker.port, cid("s"), 5)
+    subscribe(sub, [("ov5/#", 0), ("ov5/+", 1)], mid=1)
+    pub = connect(broker.port, cid("p"), 5)
+    pub.send(p.gen_publish("ov5/a", 1, b"x", mid=1, proto_ver=5))
+    pub.expect(p.gen_puback(1, 5))
+    sub.send(p.gen_pingreq())
+    copies = []
+    while (got := sub.receive())["type"] != "PINGRESP":
+        assert got["type"] == "PUBLISH" and got["topic"] == b"ov5/a" and got["payload"] == b"x", got
+        copies.append(got["qos"])
+    assert copies and max(copies) == 1, copies
+
+
+# MQTT 4.7.1.2 / 4.7.3: a leading "/" makes an empty first level: "+/lv" matches "/lv" but not "lv".
+def test_leading_slash_is_a_level(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "+/lv", 0)
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish("lv", 0, b"no"))
+    pub.send(p.gen_publish("/lv", 0, b"yes"))
+    expect_publish(sub, "/lv", b"yes")
+
+
+# MQTT 4.7.1.2: "#" alone matches every topic not starting with "$".
+def test_hash_alone_matches_all(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "#", 0)
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish("hash/any/depth", 0, b"h"))
+    got = sub.receive()
+    while got["topic"] != b"hash/any/depth":  # other tests' traffic may pass by
+        got = sub.receive()
+    assert got["payload"] == b"h"

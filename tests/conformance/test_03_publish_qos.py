@@ -249,3 +249,19 @@ def test_qos0_not_acknowledged(broker, cid):
     conn = connect(broker.port, cid())
     conn.send(p.gen_publish("q/zero", 0, b"x"))
     conn.ping()  # the first packet back is the PINGRESP, no ack
+
+
+# MQTT-4.4.0-1 / 4.3.3: an incoming QoS 2 flow survives a reconnect: the PUBREL on the new connection completes it.
+def test_incoming_qos2_completed_after_reconnect(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "q/in2", 0)
+    client_id = cid("p")
+    pub = connect(broker.port, client_id, 4, clean=False)
+    pub.send(p.gen_publish("q/in2", 2, b"held", mid=11))
+    pub.expect(p.gen_pubrec(11))
+    pub.close()
+    pub = connect(broker.port, client_id, 4, clean=False, connack=p.gen_connack(0, True))
+    pub.send(p.gen_pubrel(11))
+    pub.expect(p.gen_pubcomp(11))
+    expect_publish(sub, "q/in2", b"held")
+    sub.ping()

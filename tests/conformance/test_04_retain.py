@@ -159,3 +159,15 @@ def test_clear_nonexistent_retained(broker, cid):
     sub = connect(broker.port, cid("s"))
     subscribe(sub, "r/never", 0)
     sub.ping()
+
+
+# MQTT 5.0 3.3.1.3 / 4.8.2: retained messages are sent when a new Non-shared Subscription is made, not for a shared one.
+@pytest.mark.mosquitto_bug("2.0.11 sends retained messages to a new $share subscription")
+def test_v5_no_retained_on_shared_subscription(broker, cid):
+    _retain(broker.port, cid("p"), "r/shared", b"x", ver=5)
+    sub = connect(broker.port, cid("s"), 5)
+    subscribe(sub, "$share/g/r/shared", 0)
+    try:
+        sub.ping()
+    finally:
+        _retain(broker.port, cid("c"), "r/shared", b"", ver=5)
