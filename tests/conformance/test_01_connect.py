@@ -256,3 +256,18 @@ def test_connect_v31_client_id_too_long(broker):
     conn.send(p.gen_connect("x" * 24, proto_ver=3))
     conn.expect(p.gen_connack(2))
     conn.expect_closed()
+
+
+# MQTT 3.1.3.5: the password is binary data; bytes that are not UTF-8 are fine (anonymous access allowed here).
+def test_connect_binary_password(broker, cid):
+    connect(broker.port, cid(), 4, username="user", password=b"\xff\x00\xfe",
+            connack=p.gen_connack(0)).ping()
+
+
+# MQTT-3.1.3-5 allows servers more: a client id with multibyte UTF-8 and 100 characters is accepted (Mosquitto does).
+@pytest.mark.parametrize("ver", [4, 5])
+def test_connect_long_utf8_client_id(broker, ver):
+    client_id = "clïent-€-" + "x" * 91
+    conn = connect(broker.port, client_id, ver)
+    assert p.ASSIGNED_CLIENT_IDENTIFIER not in dict(conn.connack["props"])
+    conn.ping()

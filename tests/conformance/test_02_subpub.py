@@ -387,3 +387,51 @@ def test_hash_alone_matches_all(broker, cid):
     while got["topic"] != b"hash/any/depth":  # other tests' traffic may pass by
         got = sub.receive()
     assert got["payload"] == b"h"
+
+
+# MQTT 1.5.3 (3.1.1) / 1.5.4: topics are UTF-8: 2-, 3- and 4-byte characters are delivered byte for byte.
+@VERSIONS
+def test_multibyte_utf8_topic(broker, cid, ver):
+    topic = "sp/ü/€/\U0001d11e"
+    sub = connect(broker.port, cid("s"), ver)
+    subscribe(sub, "sp/ü/+/\U0001d11e", 0)
+    pub = connect(broker.port, cid("p"), ver)
+    pub.send(p.gen_publish(topic, 0, b"u", proto_ver=ver))
+    expect_publish(sub, topic, b"u")
+
+
+# MQTT 3.3.3: the payload is opaque binary; empty and all-byte-values payloads arrive unchanged.
+@pytest.mark.parametrize("payload", [b"", bytes(range(256))], ids=["empty", "binary"])
+def test_payload_opaque(broker, cid, payload):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "sp/bin", 1)
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish("sp/bin", 1, payload, mid=1))
+    pub.expect(p.gen_puback(1))
+    expect_publish(sub, "sp/bin", payload, qos=1)
+
+
+# MQTT-3.9.3-1 / 3.8.4-5: a SUBSCRIBE with 100 filters gets one SUBACK with 100 return codes in order.
+def test_subscribe_many_filters(broker, cid):
+    conn = connect(broker.port, cid())
+    entries = [(f"sp/many/{i}", i % 3) for i in range(100)]
+    conn.send(p.gen_subscribe(0xFFFF, entries))
+    conn.expect(p.gen_suback(0xFFFF, [i % 3 for i in range(100)]))
+
+
+# MQTT 1.5.3: the longest topic name (65535 bytes) is valid and delivered.
+def test_longest_topic(broker, cid):
+    topic = "sp/" + "t" * (65535 - 3)
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "sp/+", 0)
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish(topic, 0, b"long"))
+    expect_publish(sub, topic, b"long")
+
+
+# MQTT 5.0 3.10.4: unsubscribing a shared subscription by its full "$share/..." filter succeeds.
+def test_v5_unsubscribe_shared(broker, cid):
+    conn = connect(broker.port, cid(), 5)
+    subscribe(conn, "$share/g/sp/unsh", 1)
+    conn.send(p.gen_unsubscribe(2, "$share/g/sp/unsh", 5))
+    conn.expect(p.gen_unsuback(2, [0x00], 5))

@@ -265,3 +265,17 @@ def test_incoming_qos2_completed_after_reconnect(broker, cid):
     pub.expect(p.gen_pubcomp(11))
     expect_publish(sub, "q/in2", b"held")
     sub.ping()
+
+
+# Mosquitto max_inflight_messages (default 20) for 3.1.1: at most 20 unacknowledged QoS 1 messages; the rest wait.
+def test_v311_max_inflight_messages(broker, cid):
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "q/inflight", 1)
+    pub = connect(broker.port, cid("p"))
+    pub.send(b"".join(p.gen_publish("q/inflight", 1, str(i).encode(), mid=i) for i in range(1, 26)))
+    for i in range(1, 26):
+        pub.expect(p.gen_puback(i))
+    mids = [expect_publish(sub, "q/inflight", str(i).encode(), qos=1) for i in range(1, 21)]
+    sub.expect_nothing()
+    sub.send(p.gen_puback(mids[0]))
+    expect_publish(sub, "q/inflight", b"21", qos=1)

@@ -145,3 +145,16 @@ def test_session_resumed_across_versions(broker, cid):
     pub = connect(broker.port, cid("p"))
     pub.send(p.gen_publish("cs/cross", 1, b"c", mid=1))
     expect_publish(sub, "cs/cross", b"c", qos=1)
+
+
+# MQTT-3.1.4-2/3 + 4.4.0-1: taking over a persistent session keeps it: session present 1 and unacknowledged messages re-sent.
+def test_takeover_keeps_persistent_session(broker, cid):
+    client_id = cid("s")
+    first = connect(broker.port, client_id, 4, clean=False)
+    subscribe(first, "cs/take", 1)
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish("cs/take", 1, b"t", mid=1))
+    mid = expect_publish(first, "cs/take", b"t", qos=1)
+    second = connect(broker.port, client_id, 4, clean=False, connack=p.gen_connack(0, True))
+    first.expect_closed()
+    assert expect_publish(second, "cs/take", b"t", qos=1, dup=True) == mid
