@@ -121,9 +121,6 @@ def test_listener_context_checks_after_handshake(pki, responder):
     assert results["bad"].kind == "revoked" and results["bad"].listener == "8883"
 
 
-@pytest.mark.xfail(strict=True, reason="server/connection.py drops the CONNECT that arrives while the OCSP "
-                   "check is pending (it only holds bytes decrypted in the same read as the handshake end); "
-                   "passes with that fixed")
 def test_broker_refuses_a_certificate_the_responder_revoked(pki, responder, tmp_path):
     from tests.brokerproc import start_midge
     exe = require_peer("mosquitto_pub")

@@ -32,7 +32,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "server", "listener_state", "transport", "peer", "client", "stages", "ready",
-        "handshake_timer", "held", "first_read", "closed", "counted", "tls_info",
+        "handshake_timer", "held", "first_read", "closed", "counted", "tls_info", "waiting",
     )
 
     def __init__(self, server, listener_state):
@@ -49,6 +49,7 @@ class Connection(asyncio.Protocol):
         self.closed = False  # we closed (or are closing) the transport
         self.counted = False  # counted in the listener's connection_count
         self.tls_info = None
+        self.waiting = False  # a revocation (OCSP) check runs: hold what the TLS stage decrypts
 
     # -- Protocol interface ---------------------------------------------------------
 
@@ -114,6 +115,14 @@ class Connection(asyncio.Protocol):
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
             self.handshake_timer = None
+        if not self.closed and self.client is None and self.stages:
+            # The client went away mid-handshake: say so, with what we learnt of it.
+            abort_failure = getattr(self.stages[0], "abort_failure", None)
+            reason = abort_failure() if abort_failure is not None else "closed before the handshake finished"
+            log = self.server.log
+            if log.enabled(LogType.NOTICE):
+                log.notice(f"Client connection from {self.peer} on port "
+                           f"{self.listener_state.listener.port} failed: {reason}")
         self.closed = True
         if self.counted:
             self.counted = False
@@ -193,41 +202,46 @@ class Connection(asyncio.Protocol):
                 self._failed(failure)
                 return
             if getattr(stage, "closed_by_peer", False):
+                # Deliver what arrived with the close first (e.g. a DISCONNECT), then close.
+                if data:
+                    self._stages_received(data, level + 1)
                 self.close()
                 return
             if level == self.ready:
                 if not stage.handshake_complete:
                     return
                 self.ready += 1
-                if not self._stage_ready(stage):
-                    if data:  # for the stage above, once the revocation check passes
-                        self.held.append(data)
-                    return
+                self._stage_ready(stage)
+            if self.waiting:
+                if data:  # for the stage above, once the revocation check passes
+                    self.held.append(data)
+                return
             if not data:
                 return
         if self.client is not None:
             self.client.receive_data(data, self.server.loop.time())
             self.server.drain()
 
-    def _stage_ready(self, stage) -> bool:
-        """A stage finished its handshake; False while the connection must wait."""
+    def _stage_ready(self, stage) -> None:
+        """A stage finished its handshake; start MQTT once all have (and checks passed)."""
         info = stage.info
         if info is not None:
             self.tls_info = info
             log = self.server.log
             if log.enabled(LogType.DEBUG):
-                log.debug(f"TLS handshake with {self.peer} on port {self.listener_state.listener.port}: "
-                          f"{getattr(info, 'version', '?')} {getattr(info, 'cipher', '?')}")
-            tls = self.listener_state.tls
+                from midge.server.tls_diagnostics import success_line
+
+                log.debug(success_line(info, self.peer, self.listener_state.listener.name))
             if getattr(self.listener_state.listener, "require_ocsp", False):
-                task = self.server.loop.create_task(tls.check_revocation(info))
+                self.waiting = True
+                task = self.server.loop.create_task(self.listener_state.tls.check_revocation(info))
                 task.add_done_callback(self._revocation_checked)
-                return False
+                return
         if self.ready == len(self.stages):
             self._start_mqtt()
-        return True
 
     def _revocation_checked(self, task) -> None:
+        self.waiting = False
         if self.closed:
             return
         failure = task.exception() or task.result()

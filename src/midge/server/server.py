@@ -16,6 +16,7 @@ from midge import __version__
 from midge.broker import Broker
 from midge.config import ConfigError, load_config
 from midge.log import Log, LogType
+from midge.protocol.constants import ReasonCode
 from midge.server.connection import Connection
 from midge.server.listeners import ListenerError, open_listener
 
@@ -50,6 +51,7 @@ class Server:
         self.timer_deadline: float | None = None
         self.stopped: asyncio.Event | None = None
         self.tls_watcher = None
+        self.tasks: set[asyncio.Task] = set()
 
     # -- Start and stop -----------------------------------------------------------
 
@@ -67,6 +69,8 @@ class Server:
                        "clients running on this machine.")
             log.notice("Create a configuration file which defines a listener to allow remote access.")
         self.broker = Broker(self.config, log, security=self.security, now=self.loop.time())
+        if self.security is not None:
+            self.security.spawn = self._spawn
         for listener in self.config.listeners:
             state = ListenerState(listener, tls=self._tls_context(listener))
             self.listeners.append(state)
@@ -108,6 +112,10 @@ class Server:
             self.tls_watcher.cancel()
         self.broker.shutdown(self.loop.time())
         self.drain()
+        for task in list(self.tasks):
+            task.cancel()
+        if self.security is not None:
+            self.security.shutdown()
         for conn in list(self.connections):
             conn.close()
         for state in self.listeners:
@@ -121,6 +129,19 @@ class Server:
         self.log.close()
 
     # -- The broker's output and clock ---------------------------------------------
+
+    def _spawn(self, coroutine) -> None:
+        """Run an async plugin hook; its result re-enters the broker, so drain after it."""
+        task = self.loop.create_task(coroutine)
+        self.tasks.add(task)
+
+        def done(task):
+            self.tasks.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                self.log.error(f"Plugin task failed: {task.exception()!r}")
+            self.drain()
+
+        task.add_done_callback(done)
 
     def drain(self) -> None:
         """Write every client's queued output; called after each call into the broker."""
@@ -225,6 +246,38 @@ class Server:
         except TlsSetupError as exc:
             raise StartupError(str(exc)) from exc
 
+    def _psk_file_changed(self, listener) -> None:
+        """The watcher saw a psk_file change: reload the keys (the security layer owns them)."""
+        if self.security is not None:
+            self.security.reload(self.config)
+            self.log.notice(f"Reloaded psk_file {listener.security.psk_file} for listener {listener.port}.")
+
+    def _sweep_revoked(self) -> None:
+        """disconnect_on_revocation: drop live connections whose certificate went bad."""
+        for state in self.listeners:
+            if state.tls is None or not getattr(state.listener, "disconnect_on_revocation", False):
+                continue
+            live = [(c, c.tls_info) for c in self.connections
+                    if c.listener_state is state and c.client is not None and c.tls_info is not None]
+            if not live:
+                continue
+            task = self.loop.create_task(state.tls.sweep(live))
+            self.tasks.add(task)
+            task.add_done_callback(self._revoked_swept)
+
+    def _revoked_swept(self, task) -> None:
+        self.tasks.discard(task)
+        if task.cancelled() or task.exception() is not None:
+            if not task.cancelled():
+                self.log.error(f"Revocation sweep failed: {task.exception()!r}")
+            return
+        for conn, failure in task.result():
+            if conn.client is None or conn.closed:
+                continue
+            self.log.notice(f"Disconnecting client {conn.client.client_id} from {conn.peer}: {failure}")
+            conn.client.close(self.loop.time(), "administrative", reason_code=ReasonCode.ADMINISTRATIVE_ACTION)
+        self.drain()
+
     def _start_tls_watcher(self) -> None:
         interval = getattr(self.config, "tls_watch_interval", 0) or 0
         if interval <= 0 or not any(s.tls is not None for s in self.listeners):
@@ -233,13 +286,15 @@ class Server:
             from midge.server.tls_reload import TlsFileWatcher
         except ImportError:
             return
-        watcher = TlsFileWatcher(self.listeners, self._tls_context, self.log)
+        watcher = TlsFileWatcher(self.listeners, self._tls_context, self.log,
+                                 on_psk_file_change=self._psk_file_changed)
 
         def tick():
             try:
                 watcher.check()
             except Exception as exc:
                 self.log.error(f"TLS file watcher: {exc!r}")
+            self._sweep_revoked()
             self.tls_watcher = self.loop.call_later(interval, tick)
 
         self.tls_watcher = self.loop.call_later(interval, tick)
