@@ -41,7 +41,7 @@ def start_profiler(pid: int, output: Path) -> subprocess.Popen:
     """py-spy sampling `pid` (a Python broker) into `output` (collapsed stacks)."""
     exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     return subprocess.Popen([exe, "record", "--pid", str(pid), "--format", "raw",
-                             "--rate", "1000", "--nonblocking", "-o", str(output)],
+                             "--rate", "1000", "-o", str(output)],
                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
 

@@ -89,7 +89,8 @@ def use_midge_revision(rev: str, root: Path) -> str:
     archive = subprocess.run(["git", "-C", str(HERE.parent), "archive", rev, "src"],
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-    os.environ["PYTHONPATH"] = str(tree / "src")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(tree / "src"), os.environ.get("PYTHONPATH")) if p)
     return subprocess.run(["git", "-C", str(HERE.parent), "rev-parse", "--short", rev],
                           capture_output=True, text=True, check=True).stdout.strip()
 
