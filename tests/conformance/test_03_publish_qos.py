@@ -279,3 +279,34 @@ def test_v311_max_inflight_messages(broker, cid):
     sub.expect_nothing()
     sub.send(p.gen_puback(mids[0]))
     expect_publish(sub, "q/inflight", b"21", qos=1)
+
+
+# MQTT-3.3.4-9: a QoS 2 message counts against the client's Receive Maximum until its PUBCOMP, not its PUBREC.
+def test_v5_receive_maximum_counts_until_pubcomp(broker, cid):
+    sub = connect(broker.port, cid("s"), 5, properties=[(p.RECEIVE_MAXIMUM, 1)])
+    subscribe(sub, "q/rm2", 2)
+    pub = connect(broker.port, cid("p"), 5)
+    for i in (1, 2):
+        pub.send(p.gen_publish("q/rm2", 2, str(i).encode(), mid=i, proto_ver=5))
+        _complete_qos2_publish(pub, i)
+    mid = expect_publish(sub, "q/rm2", b"1", qos=2)
+    sub.send(p.gen_pubrec(mid, 5))
+    sub.expect(p.gen_pubrel(mid, 5))
+    sub.expect_nothing()
+    sub.send(p.gen_pubcomp(mid, 5))
+    expect_publish(sub, "q/rm2", b"2", qos=2)
+
+
+# MQTT 3.3.1.3 / 4.3.3: a retained QoS 2 message is stored at QoS 2 and sent at QoS 2 to a QoS 2 subscriber.
+def test_retained_qos2(broker, cid):
+    pub = connect(broker.port, cid("p"))
+    pub.send(p.gen_publish("q/ret2", 2, b"r2", retain=True, mid=1))
+    _complete_qos2_publish(pub, 1)
+    sub = connect(broker.port, cid("s"))
+    subscribe(sub, "q/ret2", 2)
+    mid = expect_publish(sub, "q/ret2", b"r2", qos=2, retain=True)
+    sub.send(p.gen_pubrec(mid))
+    sub.expect(p.gen_pubrel(mid))
+    sub.send(p.gen_pubcomp(mid))
+    pub.send(p.gen_publish("q/ret2", 0, b"", retain=True))
+    pub.ping()

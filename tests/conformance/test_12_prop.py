@@ -186,3 +186,20 @@ def test_disconnect_invalid_reason_code(broker, cid):
     conn = connect(broker.port, cid(), 5)
     conn.send(p.packet(0xE0, b"\x03\x00"))
     expect_protocol_close(conn)
+
+
+# MQTT-3.3.4-3/4/5: with overlapping subscriptions every copy carries the identifiers of the subscriptions it is for,
+# and together the copies carry all of them (one copy with both ids, or one copy each).
+def test_subscription_identifiers_overlapping(broker, cid):
+    sub = connect(broker.port, cid("s"), 5)
+    subscribe(sub, "pr/ov/+", 0, mid=1, properties=[(p.SUBSCRIPTION_IDENTIFIER, 1)])
+    subscribe(sub, "pr/ov/#", 0, mid=2, properties=[(p.SUBSCRIPTION_IDENTIFIER, 2)])
+    pub = connect(broker.port, cid("p"), 5)
+    pub.send(p.gen_publish("pr/ov/a", 0, b"o", proto_ver=5))
+    pub.ping()
+    sub.send(p.gen_pingreq())
+    ids = []
+    while (got := sub.receive())["type"] != "PINGRESP":
+        assert got["type"] == "PUBLISH" and got["payload"] == b"o", got
+        ids += [v for k, v in got["props"] if k == p.SUBSCRIPTION_IDENTIFIER]
+    assert sorted(ids) == [1, 2], ids

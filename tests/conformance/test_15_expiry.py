@@ -53,3 +53,16 @@ def test_retained_message_expires(broker, cid):
     sub = connect(broker.port, cid("s"), 5)
     subscribe(sub, "ex/r", 0)
     sub.ping()
+
+
+# MQTT-3.1.3-9 / 3.1.2.5: reconnecting before the will delay has passed cancels the will.
+def test_will_delay_cancelled_by_reconnect(broker, cid):
+    watcher = connect(broker.port, cid("w"), 5)
+    subscribe(watcher, "ex/will", 0)
+    client_id = cid("c")
+    client = connect(broker.port, client_id, 5, clean=False, will_topic="ex/will", will_payload=b"w",
+                     will_properties=[(p.WILL_DELAY_INTERVAL, 1)], properties=EXPIRY)
+    client.close()
+    client = connect(broker.port, client_id, 5, clean=False, properties=EXPIRY)
+    assert client.connack["session_present"] == 1
+    watcher.expect_nothing(2.2)  # past the 1 s will delay: still no will
