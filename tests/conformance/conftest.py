@@ -58,6 +58,10 @@ def broker(request, tmp_path_factory):
     process = start(text, tmp, port)
     yield Broker(name, port, process, ports)
     process.stop()
+    (tmp / "broker.log").write_text(process.output)
+    if "Traceback" in process.output:  # nothing a client sends may crash a handler
+        pytest.fail(f"{name} logged a traceback (full log in {tmp / 'broker.log'}):\n"
+                    + process.output[process.output.index("Traceback"):][:3000])
 
 
 _counter = itertools.count()
