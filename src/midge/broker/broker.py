@@ -50,6 +50,9 @@ except ImportError:  # pragma: no cover
 
 _CONNECT_KIND = "connect"
 
+# Packet types (high nibble of the first byte) the broker sends after changing a session.
+_SESSION_CHANGING_PACKETS = frozenset((2, 5, 6, 7, 9, 11))
+
 _HANDLERS = {
     p.Connect: handle_connect,
     p.Publish: handle_publish,
@@ -98,6 +101,7 @@ class Broker(Database):
         self.start_time = now
         self._pending: list[Client] = []
         self.shutting_down = False
+        self.persist = None   # midge.persist Changes while persistence is on (server sets it)
         self.now = now   # latest time the server gave us (for log lines published to $SYS)
         self.sys = sys_tree.SysTree(self, now)
         set_publisher = getattr(log, "set_topic_publisher", None)
@@ -154,7 +158,7 @@ class Broker(Database):
 
     def _timer_live(self, kind, owner, token) -> bool:
         if kind == keepalive.KIND:
-            return token == owner.keepalive_token and owner.state != CLOSED
+            return keepalive.live(owner, token)
         if kind == will_delay.KIND:
             return token == owner.will_token
         if kind == session_expiry.KIND:
@@ -213,6 +217,11 @@ class Broker(Database):
         if client.state == CLOSED and not client.closing:
             return
         client.output.append(data)
+        persist = self.persist
+        if persist is not None and data[0] >> 4 in _SESSION_CHANGING_PACKETS and client.session is not None:
+            # CONNACK, PUBREC, PUBREL, PUBCOMP, SUBACK, UNSUBACK follow a change of the
+            # session's durable state (persistence writes it before the bytes go out).
+            persist.sessions.add(client.session)
         stats = self.stats
         stats.messages_sent += 1
         stats.bytes_sent += len(data)
@@ -253,6 +262,8 @@ class Broker(Database):
             return
         session.client = None
         session.disconnected_at = now
+        if self.persist is not None:
+            self.persist.sessions.add(session)
         if will is not None and send_will:
             delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0) if client.version == 5 else 0
             if delay and session.expiry_interval:
@@ -277,6 +288,8 @@ class Broker(Database):
             self.log.notice(f"Expiring client {session.client_id} due to timeout.")
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+        if self.persist is not None:
+            self.persist.sessions.add(session)
         session_expiry.remove(session)
         if session.will is not None:
             will, client = session.will, session.will_client

@@ -8,6 +8,7 @@ closed and the error logged.
 
 from __future__ import annotations
 
+from midge.broker import keepalive
 from midge.log import LogType
 from midge.protocol import errors
 from midge.protocol.codec import Decoder, encode
@@ -64,7 +65,8 @@ class Client:
         "max_packet_out", "topic_alias_max_out", "aliases_in", "request_problem_info",
         "paused_qos0", "mount_point", "max_qos", "max_topic_alias", "is_bridge",
         "pending", "acl_cache", "connected_at", "deferred", "deferred_error", "connect_delayed",
-        "deferred_resume_pending", "handlers", "aliases_out", "alias_set_by_last", "__weakref__", "__dict__",
+        "deferred_resume_pending", "handlers", "aliases_out", "alias_set_by_last", "keepalive_armed",
+        "__weakref__", "__dict__",
     )
 
     def __init__(self, broker, listener, peer, tls, io, now):
@@ -88,6 +90,7 @@ class Client:
         self.will = None
         self.last_activity = now
         self.keepalive_token = 0
+        self.keepalive_armed = False        # a live keepalive entry is in the timer heap
         self.receive_maximum = 65535        # the client's, for our outgoing QoS 1/2
         self.max_packet_out = 0             # the client's maximum packet size (0 = none)
         self.topic_alias_max_out = 0
@@ -234,6 +237,7 @@ class Client:
             broker.log.notice(line.format(self.id_for_log))
         was_connected = self.state == CONNECTED
         self.state = CLOSED
+        keepalive.remove(self)  # lets the timer heap count its entry as stale
         self.closing = True
         broker.mark_pending(self)
         if was_connected:

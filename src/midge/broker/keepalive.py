@@ -3,9 +3,15 @@
 One heap entry per client. Traffic only stores `client.last_activity`; when the
 entry fires early (there was traffic), it is re-armed at the new deadline. That
 saves a heap operation per packet.
+
+The heap holds a weak reference to the client: a closed client's entry stays in the
+heap until its deadline (up to 90 s), and must not keep the client, its connection and
+its TLS object alive that long.
 """
 
 from __future__ import annotations
+
+import weakref
 
 KIND = "keepalive"
 
@@ -15,21 +21,43 @@ def _limit(client) -> float:
 
 
 def add(broker, client, now) -> None:
+    if _armed(client):
+        broker.timers.discarded()
     client.keepalive_token += 1
     if client.keepalive:
-        broker.timers.add(client.last_activity + _limit(client), KIND, client, client.keepalive_token)
+        client.keepalive_armed = True
+        broker.timers.add(client.last_activity + _limit(client), KIND, weakref.ref(client),
+                          client.keepalive_token)
+    else:
+        client.keepalive_armed = False
 
 
 def remove(client) -> None:
+    if _armed(client):
+        client.keepalive_armed = False
+        client.broker.timers.discarded()
     client.keepalive_token += 1
 
 
-def check(broker, client, token, now) -> None:
+def _armed(client) -> bool:
+    return client.keepalive_armed
+
+
+def live(client_ref, token) -> bool:
+    """Whether a heap entry (weak client reference, token) still means something."""
     from midge.broker.client import CLOSED
-    if client.state == CLOSED or token != client.keepalive_token or not client.keepalive:
+    client = client_ref()
+    return client is not None and token == client.keepalive_token and client.state != CLOSED
+
+
+def check(broker, client_ref, token, now) -> None:
+    from midge.broker.client import CLOSED
+    client = client_ref()
+    if client is None or client.state == CLOSED or token != client.keepalive_token or not client.keepalive:
         return
     deadline = client.last_activity + _limit(client)
     if now >= deadline:
+        client.keepalive_armed = False
         client.close(now, "keepalive")
     else:
-        broker.timers.add(deadline, KIND, client, token)
+        broker.timers.add(deadline, KIND, client_ref, token)
