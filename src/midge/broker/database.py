@@ -150,6 +150,9 @@ class Database:
             return
         session.queue.append(delivery)
         session.queue_bytes += size
+        persist = self.persist
+        if persist is not None and session.expiry_interval:
+            persist.sessions.add(session)
 
     def _send_new(self, session, client, delivery, now, cache=None) -> None:
         packet_id = session.allocate_packet_id()
@@ -166,6 +169,9 @@ class Database:
         delivery.state = WAIT_ACK
         session.inflight[packet_id] = delivery
         session.inflight_bytes += len(delivery.message.payload)
+        persist = self.persist
+        if persist is not None and session.expiry_interval:
+            persist.sessions.add(session)
         self.write(client, data)
         self.stats.publish_sent += 1
         self.stats.publish_bytes_sent += len(delivery.message.payload)
@@ -178,6 +184,9 @@ class Database:
         delivery = session.inflight.pop(packet_id, None)
         if delivery is not None:
             session.inflight_bytes -= len(delivery.message.payload)
+            persist = self.persist
+            if persist is not None and session.expiry_interval:
+                persist.sessions.add(session)
         if session.queue:
             self.pump(session, now)
 
@@ -187,6 +196,8 @@ class Database:
         if client is None or client.state != CONNECTED or client.write_paused:
             return
         queue = session.queue
+        if queue and self.persist is not None and session.expiry_interval:
+            self.persist.sessions.add(session)
         while queue:
             delivery = queue[0]
             if delivery.qos and not self._has_room(session, client):

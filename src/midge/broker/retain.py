@@ -20,9 +20,18 @@ class RetainStore:
         self._root = _Node()
         self.count = 0
         self.bytes = 0
+        self.changes = None   # midge.persist Changes while persistence is on
+
+    def messages(self) -> list:
+        """Every retained message ($ topics included)."""
+        out: list = []
+        self._all(self._root, out)
+        return out
 
     def store(self, message) -> None:
         """Store `message` for its topic; an empty payload clears the topic."""
+        if self.changes is not None:
+            self.changes.retained.add(message.topic)
         levels = message.topic.split("/")
         if not message.payload:
             self._clear(levels)
@@ -52,6 +61,8 @@ class RetainStore:
             return
         self.count -= 1
         self.bytes -= len(node.message.payload)
+        if self.changes is not None:
+            self.changes.retained.add("/".join(levels))
         node.message = None
         for depth in range(len(levels), 0, -1):
             child = path[depth]

@@ -73,8 +73,6 @@ NOT_IMPLEMENTED: dict[str, str] = {
 
 # Values that select a feature midge has not built: (option, value) -> message.
 NOT_IMPLEMENTED_VALUES: dict[tuple[str, str], str] = {
-    ("persistence", "true"): "true: not supported yet by midge (sessions and retained messages "
-                             "are kept in memory only); use persistence false",
     ("log_dest", "dlt"): "dlt: not supported by midge (no DLT library)",
     ("tls_keyform", "engine"): "engine: not supported by midge: Python's ssl module cannot use "
                                "OpenSSL ENGINEs; use a PEM key",
@@ -102,8 +100,10 @@ OPTIONS: list[Option] = [
             "once (non-v5 clients, non-retained). DOC≠CODE: Mosquitto's man page says the "
             "default is true; its code (and midge) use false."),
     _o("autosave_interval", INT, GLOBAL, 1800, reload=RELOAD_YES, minimum=0,
-       help="Seconds between persistence saves (a change count with autosave_on_changes). "
-            "Only meaningful with persistence, which midge does not support yet."),
+       help="Seconds between persistence checkpoints (a change count with autosave_on_changes); "
+            "0 = only at shutdown and SIGUSR1. midge writes every change as it happens (SQLite "
+            "WAL), so unlike Mosquitto this does not bound what a crash loses; it only sets how "
+            "often the WAL is folded into the main file. See docs/persistence.md."),
     _o("autosave_on_changes", BOOL, GLOBAL, False, reload=RELOAD_YES,
        help="Treat autosave_interval as a number of changes."),
     _o("check_retain_source", BOOL, GLOBAL, False, reload=RELOAD_NO,
@@ -139,9 +139,12 @@ OPTIONS: list[Option] = [
        help="Queue QoS 0 messages for disconnected persistent sessions."),
     # ---- persistence (1.5.6) ----
     _o("persistence", BOOL, GLOBAL, False, reload=RELOAD_YES, aliases=("retained_persistence",),
-       help="Save sessions and retained messages to disk. midge supports only false for now."),
+       help="Save persistent sessions (subscriptions, queued and in-flight QoS 1/2 messages) and "
+            "retained messages to an SQLite file, written as they change. Switching it on or off "
+            "needs a restart."),
     _o("persistence_file", PATH, GLOBAL, "mosquitto.db", reload=RELOAD_YES,
-       help="Persistence file name."),
+       help="Persistence file name. midge's file is SQLite; an existing Mosquitto database "
+            "there is refused, never overwritten. Changes need a restart."),
     _o("persistence_location", PATH, GLOBAL, None, reload=RELOAD_YES,
        help="Directory of the persistence file."),
     _o("persistent_client_expiration", SPECIAL, GLOBAL, None, reload=RELOAD_YES,

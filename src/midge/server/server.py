@@ -52,6 +52,8 @@ class Server:
         self.stopped: asyncio.Event | None = None
         self.tls_watcher = None
         self.tasks: set[asyncio.Task] = set()
+        self.persistence = None   # midge.persist.service.Persistence with `persistence true`
+        self.autosave_timer: asyncio.TimerHandle | None = None
 
     # -- Start and stop -----------------------------------------------------------
 
@@ -71,6 +73,7 @@ class Server:
         self.broker = Broker(self.config, log, security=self.security, now=self.loop.time())
         if self.security is not None:
             self.security.spawn = self._spawn
+        self._open_persistence()
         for listener in self.config.listeners:
             state = ListenerState(listener, tls=self._tls_context(listener))
             self.listeners.append(state)
@@ -112,6 +115,10 @@ class Server:
             self.tls_watcher.cancel()
         self.broker.shutdown(self.loop.time())
         self.drain()
+        if self.persistence is not None:
+            if self.autosave_timer is not None:
+                self.autosave_timer.cancel()
+            self.persistence.close(self.loop.time())
         for task in list(self.tasks):
             task.cancel()
         if self.security is not None:
@@ -144,7 +151,11 @@ class Server:
         task.add_done_callback(done)
 
     def drain(self) -> None:
-        """Write every client's queued output; called after each call into the broker."""
+        """Write every client's queued output; called after each call into the broker.
+        Durable changes are stored first, so no acknowledgement precedes its state."""
+        persistence = self.persistence
+        if persistence is not None and persistence.changes:
+            persistence.write_changes(self.loop.time())
         for client in self.broker.take_pending():
             conn = client.io
             if conn is not None:
@@ -180,6 +191,7 @@ class Server:
         loop.add_signal_handler(signal.SIGTERM, self.request_stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGUSR2, self._dump_subscriptions)
+        loop.add_signal_handler(signal.SIGUSR1, self._save_persistence)
 
     def reload(self) -> None:
         """SIGHUP: re-read the config and apply what can change without a restart.
@@ -217,9 +229,48 @@ class Server:
                     state.tls = self._tls_context(new_listener)
                 except StartupError as exc:
                     log.error(f"Reload: keeping the old TLS context of listener {new_listener.port}: {exc}")
+        self._reload_persistence(config)
         self.config = config
         self.broker.reload(config, self.loop.time())
         self.drain()
+
+    # -- Persistence -----------------------------------------------------------------
+
+    def _open_persistence(self) -> None:
+        from midge.persist.service import PersistError, open_persistence
+        try:
+            self.persistence = open_persistence(self.config, self.log, self.broker, self.loop.time())
+        except PersistError as exc:
+            raise StartupError(str(exc)) from exc
+        self._arm_autosave()
+
+    def _arm_autosave(self) -> None:
+        if self.autosave_timer is not None:
+            self.autosave_timer.cancel()
+            self.autosave_timer = None
+        persistence = self.persistence
+        if persistence is not None and persistence.autosave_interval > 0:
+            def tick():
+                persistence.autosave()
+                self.autosave_timer = self.loop.call_later(persistence.autosave_interval, tick)
+            self.autosave_timer = self.loop.call_later(persistence.autosave_interval, tick)
+
+    def _save_persistence(self) -> None:
+        """SIGUSR1: save the persistence file now (Mosquitto's behaviour)."""
+        if self.persistence is not None:
+            self.persistence.save_now(self.loop.time())
+
+    def _reload_persistence(self, config) -> None:
+        """SIGHUP: autosave settings apply; switching the file or persistence on/off needs
+        a restart (the state lives in one open file)."""
+        old, new = self.config, config
+        keys = ("persistence", "persistence_file", "persistence_location")
+        if any(getattr(old, k, None) != getattr(new, k, None) for k in keys):
+            self.log.warning("Reload: persistence, persistence_file and persistence_location "
+                             "changes take effect after a restart.")
+        if self.persistence is not None:
+            self.persistence.configure(config)
+            self._arm_autosave()
 
     def _dump_subscriptions(self) -> None:
         dump = getattr(self.broker, "dump_subscriptions", None)
