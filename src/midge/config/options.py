@@ -62,10 +62,8 @@ def attr_name(name: str) -> str:
 
 # Options of features midge has not built yet: loading a config that uses one fails with
 # "OPTION: not supported yet by midge" (never silently ignored). Remove a name when the
-# feature lands. Bridge options are only reachable after `connection`, so listing
-# `connection` is enough to refuse every bridge.
+# feature lands.
 NOT_IMPLEMENTED: dict[str, str] = {
-    "connection": "not supported yet by midge (bridges are not built yet)",
     "memory_limit": "not supported yet by midge (Python has no per-allocation memory accounting)",
     "tls_engine": "not supported by midge: Python's ssl module cannot use OpenSSL ENGINEs",
     "tls_engine_kpass_sha1": "not supported by midge: Python's ssl module cannot use OpenSSL ENGINEs",
@@ -73,6 +71,9 @@ NOT_IMPLEMENTED: dict[str, str] = {
 
 # Values that select a feature midge has not built: (option, value) -> message.
 NOT_IMPLEMENTED_VALUES: dict[tuple[str, str], str] = {
+    ("start_type", "lazy"): "lazy: not supported yet by midge; use start_type automatic or once",
+    ("bridge_require_ocsp", "true"): "true: not supported yet by midge (Python's ssl module cannot "
+                                     "request a stapled OCSP response from the remote broker)",
     ("log_dest", "dlt"): "dlt: not supported by midge (no DLT library)",
     ("tls_keyform", "engine"): "engine: not supported by midge: Python's ssl module cannot use "
                                "OpenSSL ENGINEs; use a PEM key",

@@ -52,6 +52,7 @@ class Server:
         self.stopped: asyncio.Event | None = None
         self.tls_watcher = None
         self.tasks: set[asyncio.Task] = set()
+        self.bridges: list = []  # midge.server.bridge.Bridge
         self.persistence = None   # midge.persist.service.Persistence with `persistence true`
         self.autosave_timer: asyncio.TimerHandle | None = None
 
@@ -94,6 +95,13 @@ class Server:
             raise StartupError("Unable to start any listening sockets, exiting.")
         self._install_signals()
         self._start_tls_watcher()
+        if self.config.bridges:
+            from midge.server.bridge import BridgeSetupError, start_bridges
+
+            try:
+                self.bridges = start_bridges(self)
+            except BridgeSetupError as exc:
+                raise StartupError(str(exc)) from exc
         self.rearm_timer()
         log.notice(f"midge version {__version__} running")
 
@@ -113,6 +121,10 @@ class Server:
             self.timer.cancel()
         if self.tls_watcher is not None:
             self.tls_watcher.cancel()
+        if self.bridges:
+            from midge.server.bridge import stop_bridges
+
+            stop_bridges(self.bridges)
         self.broker.shutdown(self.loop.time())
         self.drain()
         if self.persistence is not None:
