@@ -105,8 +105,10 @@ def handle_publish(client, packet, now) -> None:
             log.debug(f"Dropped too large PUBLISH from {client.client_id} (q{qos}, '{topic}', "
                       f"{payload_len} bytes)")
         reason = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
-    elif (topic[0] == "$" or broker.security is not None) and not broker.may_publish(client, topic):
-        # (the condition skips a call for the common case: no security layer, plain topic)
+    elif ((topic[0] == "$" or (broker.security is not None and not getattr(broker.security, "acl_open", False)))
+          and not broker.may_publish(client, topic)):
+        # (the condition skips a call for the common case: no security layer or no ACL at
+        # all, plain topic; acl_check(WRITE) then allows every client with an ID)
         if broker.debug:
             log.debug(f"Denied PUBLISH from {client.client_id} (q{qos}, '{topic}')")
         reason = ReasonCode.NOT_AUTHORIZED

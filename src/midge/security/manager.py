@@ -155,6 +155,7 @@ class Security:
         self._verify_key = os.urandom(32)
         self._verified: dict[str, tuple[str, bytes]] = {}  # username -> (hash line, HMAC of password)
         self._global, self._by_listener, self._per_listener = self._load(config)
+        self.acl_open = self._no_acl_anywhere()
         self.throttle = LoginThrottle(*_throttle_settings(config), log=log)
 
     # -- Loading ---------------------------------------------------------------------
@@ -207,9 +208,20 @@ class Security:
         SecurityError, whose message names the file (and line); the server logs it."""
         contexts = self._load(config)
         self._global, self._by_listener, self._per_listener = contexts
+        self.acl_open = self._no_acl_anywhere()
         self.generation = next(_generations)  # invalidates every client's cached ACL
         self._verified.clear()
         self.throttle.configure(*_throttle_settings(config))
+
+    def _no_acl_anywhere(self) -> bool:
+        """True when no listener has an acl_file or an acl_check plugin.
+
+        The broker reads it (`acl_open`) to skip `acl_check` where its answer is then
+        known: READ is allowed to every client with an ID, and so is WRITE to a topic
+        not starting with `$` (bench profile: acl_check was 4 % of QoS 0, 14 % of fan-out).
+        """
+        contexts = [self._global, *self._by_listener.values()]
+        return all(context.acl is None and not context.acl_plugins for context in contexts)
 
     def shutdown(self) -> None:
         for plugin in self._plugin_cache.values():
