@@ -310,3 +310,18 @@ def test_retained_qos2(broker, cid):
     sub.send(p.gen_pubcomp(mid))
     pub.send(p.gen_publish("q/ret2", 0, b"", retain=True))
     pub.ping()
+
+
+# MQTT-4.3.3-4 (v5): the sender sends PUBREL only for a PUBREC below 0x80; an error PUBREC ends the flow.
+def test_v5_error_pubrec_ends_flow(broker, cid):
+    sub = connect(broker.port, cid("s"), 5)
+    subscribe(sub, "q/recerr", 2)
+    pub = connect(broker.port, cid("p"), 5)
+    pub.send(p.gen_publish("q/recerr", 2, b"x", mid=1, proto_ver=5))
+    _complete_qos2_publish(pub, 1)
+    mid = expect_publish(sub, "q/recerr", b"x", qos=2)
+    sub.send(p.gen_pubrec(mid, 5, reason_code=0x80))
+    sub.ping()  # no PUBREL before the PINGRESP
+    pub.send(p.gen_publish("q/recerr", 2, b"next", mid=2, proto_ver=5))
+    _complete_qos2_publish(pub, 2)
+    expect_publish(sub, "q/recerr", b"next", qos=2)

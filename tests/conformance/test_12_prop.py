@@ -203,3 +203,24 @@ def test_subscription_identifiers_overlapping(broker, cid):
         assert got["type"] == "PUBLISH" and got["payload"] == b"o", got
         ids += [v for k, v in got["props"] if k == p.SUBSCRIPTION_IDENTIFIER]
     assert sorted(ids) == [1, 2], ids
+
+
+# MQTT-3.3.2-11/12: the server may use topic aliases up to the client's Topic Alias Maximum; every alias it sends is in range and resolves to the right topic.
+def test_server_topic_aliases_within_client_maximum(broker, cid):
+    sub = connect(broker.port, cid("s"), 5, properties=[(p.TOPIC_ALIAS_MAXIMUM, 2)])
+    subscribe(sub, "pr/ta/+", 0)
+    pub = connect(broker.port, cid("p"), 5)
+    topics = ["pr/ta/a", "pr/ta/b", "pr/ta/c", "pr/ta/a", "pr/ta/c", "pr/ta/b"]
+    for i, topic in enumerate(topics):
+        pub.send(p.gen_publish(topic, 0, str(i).encode(), proto_ver=5))
+    aliases = {}
+    for i, topic in enumerate(topics):
+        got = sub.receive()
+        alias = dict(got["props"]).get(p.TOPIC_ALIAS)
+        if alias is not None:
+            assert 1 <= alias <= 2, got
+            if got["topic"]:
+                aliases[alias] = got["topic"]
+            assert alias in aliases, f"alias {alias} used before it was set: {got}"
+            got["topic"] = aliases[alias]
+        assert (got["topic"], got["payload"]) == (topic.encode(), str(i).encode()), got
