@@ -130,6 +130,10 @@ def handle_connect(client, packet, now) -> None:
         prefix = security_value(listener, config, "auto_id_prefix", "auto-")
         client_id = f"{prefix}{uuid.uuid4()}"
         assigned = True
+    elif version == 3 and len(client_id) > 23:
+        # MQTT 3.1 section 3.1: a client identifier is 1 to 23 characters (Mosquitto: rc 2).
+        _refuse(client, now, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnackCode.IDENTIFIER_REJECTED)
+        return
     client.client_id = client_id
 
     prefixes = limits.clientid_prefixes
