@@ -435,3 +435,22 @@ def test_v5_unsubscribe_shared(broker, cid):
     subscribe(conn, "$share/g/sp/unsh", 1)
     conn.send(p.gen_unsubscribe(2, "$share/g/sp/unsh", 5))
     conn.expect(p.gen_unsuback(2, [0x00], 5))
+
+
+# Mosquitto refuses PUBLISH to "$share/...": v5 PUBACK 0x87 (not authorized), 3.1.1 a plain PUBACK; nothing delivered.
+@VERSIONS
+def test_publish_to_share_topic_refused(broker, cid, ver):
+    sub = connect(broker.port, cid("s"), ver)
+    subscribe(sub, "$share/g/#", 0, mid=1)
+    pub = connect(broker.port, cid("p"), ver)
+    pub.send(p.gen_publish("$share/g/t", 1, b"x", mid=1, proto_ver=ver))
+    pub.expect(p.gen_puback(1, ver, reason_code=0x87 if ver == 5 else 0))
+    subscribe(sub, "sp/share-marker", 0, mid=3)  # a delivered message would arrive before this SUBACK
+
+
+# MQTT-3.10.3-2 / 4.7.1: UNSUBSCRIBE with an invalid filter is malformed: close.
+@VERSIONS
+def test_unsubscribe_invalid_filter(broker, cid, ver):
+    conn = connect(broker.port, cid(), ver)
+    conn.send(p.gen_unsubscribe(1, "sp/#/b", ver))
+    expect_protocol_close(conn, codes=(0x81, 0x82, 0x8F))
