@@ -279,3 +279,10 @@ class TestRefused:
         path = tmp_path / "empty.db"
         path.write_bytes(b"")
         Store(str(path)).close()
+
+
+def test_broker_core_does_not_import_sqlite():
+    """The store sits behind `Changes`: broker/ stays free of sqlite3 (docs/persistence.md)."""
+    from tests.test_layering import SRC, imported_modules
+    offenders = [str(path) for path in (SRC / "broker").rglob("*.py") if "sqlite3" in imported_modules(path)]
+    assert offenders == []

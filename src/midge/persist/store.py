@@ -31,6 +31,8 @@ from midge.broker.subs import Subscription
 from midge.protocol.constants import PacketType
 from midge.protocol.properties import decode_properties, encode_property_block
 
+_dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+
 APPLICATION_ID = 0x6D696467  # "midg"
 SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -361,8 +363,8 @@ class Store:
             db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (client_id, session.expiry_interval, session.protocol,
                         session.next_packet_id, disconnected, getattr(client, "username", None),
-                        getattr(listener, "port", None), json.dumps(subs),
-                        json.dumps(deliveries), json.dumps(incoming)))
+                        getattr(listener, "port", None), _dumps(subs),
+                        _dumps(deliveries), _dumps(incoming)))
         else:
             db.execute("DELETE FROM sessions WHERE client_id=?", (client_id,))
         refs = self._row_refs

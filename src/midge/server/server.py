@@ -166,7 +166,7 @@ class Server:
         """Write every client's queued output; called after each call into the broker.
         Durable changes are stored first, so no acknowledgement precedes its state."""
         persistence = self.persistence
-        if persistence is not None and persistence.changes:
+        if persistence is not None and (persistence.changes.sessions or persistence.changes.retained):
             persistence.write_changes(self.loop.time())
         for client in self.broker.take_pending():
             conn = client.io
