@@ -89,6 +89,9 @@ class Broker(Database):
         self.config = config
         self.log = log
         self.security = security
+        # Plugin notifications (on_connect / on_disconnect / on_message) cost a call per
+        # message; only make them when a plugin is loaded.
+        self.notify_plugins = bool(getattr(security, "has_plugins", False))
         self.wall_clock = wall_clock
         self.limits = Limits(config)
         self.debug = log.enabled(LogType.DEBUG)
@@ -175,6 +178,7 @@ class Broker(Database):
 
     def reload(self, config, now: float) -> None:
         """SIGHUP: Mosquitto's reloaded options, plus the limits Mosquitto forgets to apply."""
+        self.notify_plugins = bool(getattr(self.security, "has_plugins", False))
         self.config = config
         self.limits = Limits(config)
         self.debug = self.log.enabled(LogType.DEBUG)
@@ -242,6 +246,8 @@ class Broker(Database):
     def client_connected(self, client: Client, now: float) -> None:
         self.clients.add(client)
         keepalive.add(self, client, now)
+        if self.notify_plugins:
+            self.security.notify("on_connect", client)
 
     def cancel_session_expiry(self, session: Session) -> None:
         session_expiry.remove(session)
@@ -252,6 +258,8 @@ class Broker(Database):
     def client_gone(self, client: Client, now: float, send_will: bool) -> None:
         """A connected client's network connection ended (any reason)."""
         self.clients.discard(client)
+        if self.notify_plugins:
+            self.security.notify("on_disconnect", client)
         keepalive.remove(client)
         session = client.session
         will = client.will
@@ -397,6 +405,7 @@ class Broker(Database):
         debug = self.debug
         cache: dict = {}   # encoded bytes shared by recipients with identical packets
         deliver = self._deliver
+        max_queued = limits.max_queued_messages
         pending = self._pending
         sent = 0
         sent_bytes = 0
@@ -416,9 +425,18 @@ class Broker(Database):
             retain = msg_retain and rap
             client = session.client
             if (qos == 0 and ids is None and client is not None and client.state == CONNECTED
-                    and not client.write_paused and not debug and not client.topic_alias_max_out):
-                # The common case inlined (QoS 0 to a connected, writable client): saves
-                # a call and the per-recipient counter updates.
+                    and not debug and not client.topic_alias_max_out):
+                # The common case inlined (QoS 0 to a connected client): saves a call and
+                # the per-recipient counter updates. Paused clients too: a subscriber
+                # slower than its publisher is paused most of the time (bench: most QoS 0
+                # deliveries took Database._deliver, 12-20 % of the CPU).
+                if client.write_paused:
+                    # As in Database._deliver: the paused transport is Mosquitto's full
+                    # per-client queue; beyond max_queued_messages QoS 0 is dropped.
+                    if max_queued and client.paused_qos0 >= max_queued:
+                        self.stats.publish_dropped += 1
+                        continue
+                    client.paused_qos0 += 1
                 key = (client.version, retain, client.mount_point)
                 data = cache.get(key)
                 if data is None:

@@ -123,6 +123,8 @@ def handle_publish(client, packet, now) -> None:
             _send_ack(client, _PUBREC, Pubrec, packet_id, reason)
         return
 
+    if broker.notify_plugins:
+        broker.security.notify("on_message", client, topic, packet.payload, qos, packet.retain)
     if packet.properties:
         message = Message.from_publish(packet, topic, now, client.client_id, client)
     else:

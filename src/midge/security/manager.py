@@ -461,6 +461,11 @@ class Security:
 
     # -- Notifications to plugins ----------------------------------------------------
 
+    @property
+    def has_plugins(self) -> bool:
+        """Whether any plugin is loaded: the broker skips notify() calls when not."""
+        return bool(self._plugin_cache)
+
     def notify(self, event: str, client, *args) -> None:
         """Tell plugins about on_connect / on_disconnect / on_message; never raises."""
         context = self.context_for_listener(getattr(client, "listener", None))
