@@ -342,6 +342,9 @@ class Bridge:
             watchdog.cancel()
             if probe is not None:
                 probe.cancel()
+        connack = self.connection.connack
+        if connack.done() and not connack.cancelled() and connack.exception() is not None:
+            log.error(f"Bridge {config.name}: {str(connack.exception()).removeprefix('Error: ')}.")
         was_up = self.connected
         self._remote_down(exc)
         return was_up
@@ -381,7 +384,9 @@ class Bridge:
             protocol_version=self.version, client_id=config.remote_clientid,
             clean_start=bool(config.cleansession), keepalive=config.keepalive_interval,
             username=config.remote_username, password=password, will=will, properties=properties,
-            protocol_name="MQIsdp" if self.version == 3 else "MQTT", bridge=self.try_private)
+            protocol_name="MQIsdp" if self.version == 3 else "MQTT",
+            # MQTT 5 has No Local itself; Mosquitto sets the bridge bit for 3.x only.
+            bridge=self.try_private and self.version != 5)
 
     # -- Remote side -------------------------------------------------------------------
 

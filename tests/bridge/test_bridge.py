@@ -1,0 +1,348 @@
+"""Bridges: midge bridged to Debian's mosquitto (and mosquitto bridged to midge).
+
+Every test runs real brokers on free loopback ports and waits on messages or log
+lines, never on sleeps. The bridge's retained state topic (`1` once the remote
+connection, its subscriptions and the local subscriptions are in place) is the
+signal that a bridge is ready.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from midge.config import ConfigError, load_config
+from midge.config.model import BridgeTopic
+from midge.server.bridge import Backoff, remap_incoming, remap_outgoing
+from tests.brokerproc import free_port, start_midge, start_mosquitto
+from tests.clients import PahoClient
+
+STATE = "$SYS/broker/connection/{}/state"
+
+
+def expect(client: PahoClient, topic: str, payload: bytes | None = None, timeout: float = 10.0):
+    """The next message on `topic` (others are skipped), optionally checking its payload."""
+    while True:
+        message = client.message(timeout)
+        if message.topic == topic and (payload is None or message.payload == payload):
+            return message
+
+
+def mosquitto_conf(port: int, extra: str = "") -> str:
+    return f"listener {port} 127.0.0.1\nallow_anonymous true\n{extra}"
+
+
+def bridge_conf(local_port: int, name: str, remote_port: int, topics: list[str], extra: str = "",
+                host: str = "127.0.0.1") -> str:
+    lines = [f"listener {local_port} 127.0.0.1", "allow_anonymous true", f"connection {name}",
+             f"address {host}:{remote_port}", f"remote_clientid {name}-remote", "restart_timeout 1"]
+    lines += [f"topic {t}" for t in topics]
+    return "\n".join(lines) + "\n" + extra
+
+
+# -- Unit: remapping and backoff -----------------------------------------------------------
+
+TOPICS = [BridgeTopic("sensors/#", "both", 1, "local/", "remote/"),
+          BridgeTopic("", "out", 0, "a/b", "x/y"),
+          BridgeTopic("plain/#", "in", 0)]
+
+
+def test_remap_outgoing_strips_local_prefix_and_adds_remote_prefix():
+    assert remap_outgoing(TOPICS, "local/sensors/t1") == "remote/sensors/t1"
+    assert remap_outgoing(TOPICS, "a/b") == "x/y"           # pattern "" maps one topic
+    assert remap_outgoing(TOPICS, "other/t") == "other/t"   # no matching line: unchanged
+
+
+def test_remap_incoming_strips_remote_prefix_and_adds_local_prefix():
+    assert remap_incoming(TOPICS, "remote/sensors/t1") == "local/sensors/t1"
+    assert remap_incoming(TOPICS, "x/y") == "x/y"           # an `out` line never maps inwards
+    assert remap_incoming(TOPICS, "plain/z") == "plain/z"
+
+
+class _Rng:
+    def randint(self, low, high):
+        return high
+
+
+def test_backoff_fixed_and_jitter_capped():
+    fixed = Backoff((3, None))
+    assert [fixed.next() for _ in range(3)] == [3, 3, 3]
+    jitter = Backoff((2, 30), rng=_Rng())
+    assert [jitter.next() for _ in range(4)] == [6, 18, 30, 30]
+    jitter.reset()
+    assert jitter.delay == 2
+
+
+@pytest.mark.parametrize("line, needle", [("start_type lazy", "start_type"),
+                                          ("bridge_require_ocsp true", "bridge_require_ocsp")])
+def test_unsupported_bridge_options_are_refused_clearly(tmp_path, line, needle):
+    conf = tmp_path / "m.conf"
+    conf.write_text(f"connection b\naddress 127.0.0.1:1883\ntopic # out\n{line}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(str(conf))
+    assert needle in str(info.value) and "not supported yet" in str(info.value)
+
+
+def test_connection_is_accepted(tmp_path):
+    conf = tmp_path / "m.conf"
+    conf.write_text("connection b\naddress 127.0.0.1:1883\ntopic # out\n")
+    assert load_config(str(conf)).bridges[0].name == "b"
+
+
+# -- midge bridged to mosquitto ---------------------------------------------------------------
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv50", "mqttv31"])
+def test_midge_bridge_to_mosquitto_both_directions_with_remapping(tmp_path, version):
+    rport, lport = free_port(), free_port()
+    remote = start_mosquitto(mosquitto_conf(rport), tmp_path, rport)
+    midge = None
+    try:
+        watcher = PahoClient(rport, "watcher")
+        watcher.subscribe([("r/#", 1), (STATE.format("b1-remote"), 1)])
+        midge = start_midge(bridge_conf(lport, "b1", rport, ["out/# out 1 l/ r/", "in/# in 1 l/ r/"],
+                                        f"bridge_protocol_version {version}\n"), tmp_path, lport)
+        expect(watcher, STATE.format("b1-remote"), b"1")
+        local = PahoClient(lport, "local-sub")
+        local.subscribe([("l/#", 1), (STATE.format("b1-remote"), 1)])
+        expect(local, STATE.format("b1-remote"), b"1")
+
+        local.publish("l/out/a", b"hello", qos=1)
+        message = expect(watcher, "r/out/a")
+        assert (message.payload, message.qos) == (b"hello", 1)
+
+        watcher.publish("r/in/b", b"world", qos=1)
+        message = expect(local, "l/in/b")
+        assert (message.payload, message.qos) == (b"world", 1)
+        midge.wait_for_log("Connecting bridge b1 (127.0.0.1:")
+        # try_private sets the bridge bit for MQTT 3.x; MQTT 5 uses No Local instead
+        kind = "client" if version == "mqttv50" else "bridge"
+        remote.wait_for_log(f"New {kind} connected from")
+        watcher.disconnect()
+        local.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()
+
+
+def test_no_loop_on_a_both_topic(tmp_path):
+    rport, lport = free_port(), free_port()
+    remote = start_mosquitto(mosquitto_conf(rport), tmp_path, rport)
+    midge = None
+    try:
+        watcher = PahoClient(rport, "watcher")
+        watcher.subscribe([("loop/#", 1), (STATE.format("b2-remote"), 1)])
+        midge = start_midge(bridge_conf(lport, "b2", rport, ["loop/# both 1"]), tmp_path, lport)
+        expect(watcher, STATE.format("b2-remote"), b"1")
+        local = PahoClient(lport, "local-sub")
+        local.subscribe("loop/#", 1)
+
+        local.publish("loop/x", b"once", qos=1)
+        assert local.message().topic == "loop/x"
+        assert expect(watcher, "loop/x").payload == b"once"
+        # An echo would reach midge before this marker (same remote connection, in order).
+        watcher.publish("loop/end", b"marker", qos=1)
+        assert local.message().topic == "loop/end"
+        assert watcher.message().topic == "loop/end"  # and the remote got no echo either
+        watcher.disconnect()
+        local.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()
+
+
+def test_reconnects_after_remote_restart_and_delivers_queued_qos1(tmp_path):
+    rport, lport = free_port(), free_port()
+    remote_conf = mosquitto_conf(rport, "log_type all\n")  # its PUBLISH log lines are the proof
+    remote = start_mosquitto(remote_conf, tmp_path, rport)
+    midge = None
+    try:
+        midge = start_midge(bridge_conf(lport, "b3", rport, ['q/# out 1 "" r/']), tmp_path, lport)
+        local = PahoClient(lport, "local-sub")
+        local.subscribe(STATE.format("b3-remote"), 1)
+        expect(local, STATE.format("b3-remote"), b"1")
+
+        mark = midge.mark()
+        remote.stop()
+        midge.wait_for_log("Bridge b3 disconnected", start=mark)
+        expect(local, STATE.format("b3-remote"), b"0")
+        local.publish("q/while-down", b"kept", qos=1)  # queued in the bridge's local session
+
+        mark = midge.mark()
+        remote = start_mosquitto(remote_conf, tmp_path, rport)
+        midge.wait_for_log("Connecting bridge b3", start=mark)
+        expect(local, STATE.format("b3-remote"), b"1")
+        remote.wait_for_log("Received PUBLISH from b3-remote (d0, q1, r0, m3, 'r/q/while-down'")
+        local.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()
+
+
+def test_notifications_will_and_clean_stop(tmp_path):
+    rport, lport = free_port(), free_port()
+    remote = start_mosquitto(mosquitto_conf(rport), tmp_path, rport)
+    midge = None
+    topic = "bridges/b4/up"
+    try:
+        watcher = PahoClient(rport, "watcher")
+        watcher.subscribe(topic, 1)
+        conf = bridge_conf(lport, "b4", rport, ["n/# out 0"], f"notification_topic {topic}\n")
+        midge = start_midge(conf, tmp_path, lport)
+        assert expect(watcher, topic).payload == b"1"
+        midge.proc.kill()  # no DISCONNECT: the remote publishes the bridge's will
+        message = expect(watcher, topic)
+        assert (message.payload, message.retain) == (b"0", False) or message.payload == b"0"
+
+        midge = start_midge(conf, tmp_path, lport)
+        assert expect(watcher, topic).payload == b"1"
+        midge.stop()  # clean shutdown still says 0
+        assert expect(watcher, topic).payload == b"0"
+        midge = None
+        late = PahoClient(rport, "late")
+        late.subscribe(topic, 1)
+        message = expect(late, topic)
+        assert (message.payload, message.retain) == (b"0", True)
+        late.disconnect()
+        watcher.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()
+
+
+def test_notifications_local_only_publish_nothing_remotely(tmp_path):
+    rport, lport = free_port(), free_port()
+    remote = start_mosquitto(mosquitto_conf(rport, "log_type all\n"), tmp_path, rport)
+    midge = None
+    try:
+        watcher = PahoClient(rport, "watcher")
+        watcher.subscribe([("$SYS/broker/connection/#", 1), ("o/#", 1)])
+        midge = start_midge(bridge_conf(lport, "b5", rport, ["o/# out 1"], "notifications_local_only true\n"),
+                            tmp_path, lport)
+        local = PahoClient(lport, "local-sub")
+        local.subscribe(STATE.format("b5-remote"), 1)
+        expect(local, STATE.format("b5-remote"), b"1")
+        local.publish("o/x", b"1", qos=1)
+        assert watcher.message().topic == "o/x"  # no state message came before it
+        local.disconnect()
+        watcher.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()
+
+
+# -- TLS and PSK bridges --------------------------------------------------------------------
+
+def test_tls_bridge_with_client_certificate(tmp_path):
+    from tests.certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    cert, key = pki.client("bridge-user")
+    tport, rport, lport = free_port(), free_port(), free_port()
+    remote = start_mosquitto(
+        mosquitto_conf(rport, f"listener {tport} 127.0.0.1\ncafile {pki.ca_cert}\n"
+                              f"certfile {pki.server_cert}\nkeyfile {pki.server_key}\n"
+                              "require_certificate true\nuse_identity_as_username true\n"),
+        tmp_path, rport)
+    midge = None
+    try:
+        watcher = PahoClient(rport, "watcher")
+        watcher.subscribe([("t/#", 1), (STATE.format("b6-remote"), 1)])
+        extra = f"bridge_cafile {pki.ca_cert}\nbridge_certfile {cert}\nbridge_keyfile {key}\n"
+        midge = start_midge(bridge_conf(lport, "b6", tport, ["t/# out 1"], extra, host="localhost"),
+                            tmp_path, lport)
+        expect(watcher, STATE.format("b6-remote"), b"1")
+        remote.wait_for_log("as b6-remote (p2, c0, k60, u'bridge-user')")
+        local = PahoClient(lport, "local-pub")
+        local.publish("t/secure", b"over tls", qos=1)
+        assert expect(watcher, "t/secure").payload == b"over tls"
+        local.disconnect()
+        watcher.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()
+
+
+def test_tls_bridge_refuses_untrusted_remote(tmp_path):
+    from tests.certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    tport, lport = free_port(), free_port()
+    remote = start_mosquitto(f"listener {tport} 127.0.0.1\nallow_anonymous true\n"
+                             f"certfile {pki.server_cert}\nkeyfile {pki.server_key}\n", tmp_path, tport)
+    midge = None
+    try:
+        extra = f"bridge_cafile {pki.other_ca_cert}\n"
+        midge = start_midge(bridge_conf(lport, "b7", tport, ["t/# out 1"], extra, host="localhost"),
+                            tmp_path, lport)
+        line = midge.wait_for_log("Error creating bridge b7")
+        assert "issuer is not trusted" in line
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()
+
+
+def test_psk_bridge(tmp_path):
+    pport, rport, lport = free_port(), free_port(), free_port()
+    (tmp_path / "psk").write_text("bridge-id:deadbeef0123\n")
+    remote = start_mosquitto(
+        mosquitto_conf(rport, f"listener {pport} 127.0.0.1\npsk_hint hint\npsk_file {tmp_path}/psk\n"
+                              "use_identity_as_username true\n"),
+        tmp_path, rport)
+    midge = None
+    try:
+        watcher = PahoClient(rport, "watcher")
+        watcher.subscribe([("p/#", 1), (STATE.format("b8-remote"), 1)])
+        extra = "bridge_identity bridge-id\nbridge_psk deadbeef0123\n"
+        midge = start_midge(bridge_conf(lport, "b8", pport, ["p/# out 1"], extra), tmp_path, lport)
+        expect(watcher, STATE.format("b8-remote"), b"1")
+        local = PahoClient(lport, "local-pub")
+        local.publish("p/x", b"psk", qos=1)
+        assert expect(watcher, "p/x").payload == b"psk"
+        local.disconnect()
+        watcher.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()
+
+
+# -- mosquitto bridged to midge ---------------------------------------------------------------
+
+def test_mosquitto_bridge_to_midge(tmp_path):
+    mport, rport = free_port(), free_port()
+    midge = start_midge(f"listener {mport} 127.0.0.1\nallow_anonymous true\n", tmp_path, mport)
+    remote = None
+    try:
+        watcher = PahoClient(mport, "watcher")
+        watcher.subscribe([("m/#", 1), (STATE.format("mosq-b"), 1)])
+        conf = mosquitto_conf(rport, f"connection mb\naddress 127.0.0.1:{mport}\n"
+                                     "remote_clientid mosq-b\ntopic m/# both 1\n")
+        remote = start_mosquitto(conf, tmp_path, rport)
+        expect(watcher, STATE.format("mosq-b"), b"1")
+        midge.wait_for_log("New bridge connected from")
+        mosq_side = PahoClient(rport, "mosq-side")
+        mosq_side.subscribe("m/#", 1)
+
+        mosq_side.publish("m/from-mosquitto", b"a", qos=1)
+        assert expect(watcher, "m/from-mosquitto").payload == b"a"
+        assert mosq_side.message().topic == "m/from-mosquitto"
+
+        watcher.publish("m/from-midge", b"b", qos=1)
+        assert expect(mosq_side, "m/from-midge").payload == b"b"
+        # midge must not echo the bridge's own messages back to it (try_private, v3)
+        mosq_side.publish("m/end", b"marker", qos=1)
+        assert mosq_side.message().topic == "m/end"
+        assert watcher.message().topic == "m/from-midge"
+        assert watcher.message().topic == "m/end"
+        mosq_side.disconnect()
+        watcher.disconnect()
+    finally:
+        if remote is not None:
+            remote.stop()
+        midge.stop()
