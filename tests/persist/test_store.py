@@ -286,3 +286,17 @@ def test_broker_core_does_not_import_sqlite():
     from tests.test_layering import SRC, imported_modules
     offenders = [str(path) for path in (SRC / "broker").rglob("*.py") if "sqlite3" in imported_modules(path)]
     assert offenders == []
+
+
+def test_damaged_file_is_refused_naming_it(tmp_path):
+    from tests.broker.harness import MemoryLog, make_config
+    from midge.broker import Broker
+    from midge.persist.service import Persistence
+    path = tmp_path / "midge.db"
+    store = Store(str(path))
+    store.db.execute("INSERT INTO sessions VALUES ('c', 4294967295, 4, 1, NULL, NULL, NULL, 'not json', '[]', '[]')")
+    store.close()
+    config = make_config(persistence=True, persistence_file="midge.db", persistence_location=str(tmp_path))
+    broker = Broker(config, MemoryLog())
+    with pytest.raises(PersistError, match="is damaged"):
+        Persistence(config, MemoryLog(), broker, 0.0)

@@ -20,7 +20,12 @@ class Persistence:
         self.broker = broker
         self.path = store_path(config)
         self.store = Store(self.path, log)
-        retained, sessions = self.store.load(broker, now, getattr(config, "listeners", ()))
+        try:
+            retained, sessions = self.store.load(broker, now, getattr(config, "listeners", ()))
+        except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
+            self.store.db.close()
+            raise PersistError(f"persistence file {self.path} is damaged ({exc}); move it aside "
+                               f"to start with no retained messages or sessions.") from exc
         log.notice(f"Loaded {retained} retained messages and {sessions} persistent sessions "
                    f"from {self.path}.")
         self.changes = Changes()
