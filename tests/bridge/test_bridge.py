@@ -351,3 +351,103 @@ def test_mosquitto_bridge_to_midge(tmp_path):
         if remote is not None:
             remote.stop()
         midge.stop()
+
+
+# -- Options: addresses, credentials, retain, packet size ---------------------------------------
+
+def test_second_address_used_when_the_first_is_down(tmp_path):
+    dead, rport, lport = free_port(), free_port(), free_port()
+    remote = start_mosquitto(mosquitto_conf(rport), tmp_path, rport)
+    midge = None
+    try:
+        watcher = PahoClient(rport, "watcher")
+        watcher.subscribe(STATE.format("b9-remote"), 1)
+        conf = bridge_conf(lport, "b9", dead, ["a/# out 0"]).replace(
+            f"address 127.0.0.1:{dead}", f"addresses 127.0.0.1:{dead} 127.0.0.1:{rport}")
+        midge = start_midge(conf, tmp_path, lport)
+        midge.wait_for_log("Error creating bridge b9: Connection refused.")
+        expect(watcher, STATE.format("b9-remote"), b"1")
+        midge.wait_for_log(f"Bridge b9 connected to 127.0.0.1:{rport}")
+        watcher.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()
+
+
+def test_remote_credentials(tmp_path):
+    import subprocess
+
+    from tests.peers import require_peer
+
+    rport, lport = free_port(), free_port()
+    passwd = tmp_path / "passwd"
+    subprocess.run([require_peer("mosquitto_passwd"), "-c", "-b", str(passwd), "bridgeuser", "s3cret"], check=True)
+    remote = start_mosquitto(f"{USER}listener {rport} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n",
+                             tmp_path, rport)
+    midges = []
+    try:
+        good = start_midge(bridge_conf(lport, "good", rport, ["c/# out 0"],
+                                       "remote_username bridgeuser\nremote_password s3cret\n"), tmp_path, lport)
+        midges.append(good)
+        remote.wait_for_log("as good-remote (p2, c0, k60, u'bridgeuser')")
+        bad_port = free_port()
+        bad_dir = tmp_path / "bad"
+        bad_dir.mkdir()
+        bad = start_midge(bridge_conf(bad_port, "bad", rport, ["c/# out 0"],
+                                      "remote_username bridgeuser\nremote_password wrong\n"), bad_dir, bad_port)
+        midges.append(bad)
+        bad.wait_for_log("Connection Refused: not authorised (bridge bad)")
+    finally:
+        for midge in midges:
+            midge.stop()
+        remote.stop()
+
+
+def test_outgoing_retain_false_and_max_packet_size(tmp_path):
+    rport, lport = free_port(), free_port()
+    remote = start_mosquitto(mosquitto_conf(rport, "log_type all\n"), tmp_path, rport)
+    midge = None
+    try:
+        watcher = PahoClient(rport, "watcher")
+        watcher.subscribe([("s/#", 1), (STATE.format("b10-remote"), 1)])
+        extra = "bridge_outgoing_retain false\nbridge_max_packet_size 100\n"
+        midge = start_midge(bridge_conf(lport, "b10", rport, ["s/# out 1"], extra), tmp_path, lport)
+        expect(watcher, STATE.format("b10-remote"), b"1")
+        local = PahoClient(lport, "local-pub")
+        local.publish("s/big", b"x" * 200, qos=1)           # over bridge_max_packet_size: dropped
+        local.publish("s/kept", b"small", qos=1, retain=True)
+        assert watcher.message().topic == "s/kept"         # the big one never came
+        remote.wait_for_log("Received PUBLISH from b10-remote (d0, q1, r0, m3, 's/kept'")
+        local.disconnect()
+        watcher.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()
+
+
+def test_mosquitto_v5_bridge_to_midge(tmp_path):
+    mport, rport = free_port(), free_port()
+    midge = start_midge(f"listener {mport} 127.0.0.1\nallow_anonymous true\n", tmp_path, mport)
+    remote = None
+    try:
+        watcher = PahoClient(mport, "watcher", version=5)
+        watcher.subscribe([("v/#", 1), (STATE.format("mosq-v5"), 1)])
+        conf = mosquitto_conf(rport, f"connection mb5\naddress 127.0.0.1:{mport}\nremote_clientid mosq-v5\n"
+                                     "bridge_protocol_version mqttv50\ntopic v/# both 1 local/ \"\"\n")
+        remote = start_mosquitto(conf, tmp_path, rport)
+        expect(watcher, STATE.format("mosq-v5"), b"1")
+        midge.wait_for_log("as mosq-v5 (p5, c0, k60)")
+        mosq_side = PahoClient(rport, "mosq-side")
+        mosq_side.subscribe("local/v/#", 1)
+        mosq_side.publish("local/v/up", b"a", qos=1)
+        assert expect(watcher, "v/up").payload == b"a"
+        watcher.publish("v/down", b"b", qos=1)
+        assert expect(mosq_side, "local/v/down").payload == b"b"
+        mosq_side.disconnect()
+        watcher.disconnect()
+    finally:
+        if remote is not None:
+            remote.stop()
+        midge.stop()
