@@ -454,3 +454,25 @@ def test_unsubscribe_invalid_filter(broker, cid, ver):
     conn = connect(broker.port, cid(), ver)
     conn.send(p.gen_unsubscribe(1, "sp/#/b", ver))
     expect_protocol_close(conn, codes=(0x81, 0x82, 0x8F))
+
+
+# MQTT 3.3 across versions: a v5 PUBLISH with properties reaches 3.1 / 3.1.1 subscribers as a plain PUBLISH of their version.
+@pytest.mark.parametrize("sub_ver", [3, 4])
+def test_v5_publish_to_v3_subscriber(broker, cid, sub_ver):
+    sub = connect(broker.port, cid("s"), sub_ver)
+    subscribe(sub, "sp/xv", 1)
+    pub = connect(broker.port, cid("p"), 5)
+    props = [(p.USER_PROPERTY, ("k", "v")), (p.CONTENT_TYPE, "text/plain"), (p.MESSAGE_EXPIRY_INTERVAL, 60)]
+    pub.send(p.gen_publish("sp/xv", 1, b"cross", mid=1, proto_ver=5, properties=props))
+    got = sub.read_packet()
+    mid = p.decode(got)["mid"]
+    assert got == p.gen_publish("sp/xv", 1, b"cross", mid=mid), got.hex(" ")
+
+
+# MQTT 3.3 across versions: a 3.1.1 PUBLISH reaches a v5 subscriber with an empty property block.
+def test_v311_publish_to_v5_subscriber(broker, cid):
+    sub = connect(broker.port, cid("s"), 5)
+    subscribe(sub, "sp/xv5", 0)
+    pub = connect(broker.port, cid("p"), 4)
+    pub.send(p.gen_publish("sp/xv5", 0, b"cross"))
+    sub.expect(p.gen_publish("sp/xv5", 0, b"cross", proto_ver=5))
