@@ -89,7 +89,9 @@ class WebSocketStage:
                 protocol.fail(1003, "MQTT needs binary frames")
         if protocol.handshake_exc is not None and self.failure is None:
             self.failure = f"WebSocket handshake failed: {protocol.handshake_exc}"
-        elif protocol.state is State.CLOSED:
+        elif protocol.state is not State.OPEN and self.handshake_complete and protocol.close_expected():
+            # The client sent a Close frame: websockets queued our Close reply (RFC 6455
+            # 5.5.1); the server then closes TCP (7.1.1). Connection writes the reply first.
             self.closed_by_peer = True
         return b"".join(chunks)
 
