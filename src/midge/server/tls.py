@@ -161,6 +161,7 @@ class TlsListenerContext:
         self.wants_chain = bool(_get(listener, "require_ocsp", False))
         self._handshaking: TlsStage | None = None
         self._psk_sessions: dict[bytes, str] = {}
+        self.psk = False  # psk_hint set: stages track PSK sessions
         self._ocsp = None
         self.quiet_context: ssl.SSLContext | None = None
         self._revoked_serials = {(crl.issuer.public_bytes(), entry.serial_number)
@@ -175,6 +176,7 @@ class TlsListenerContext:
         context = cls(listener, ctx, files, psk_lookup, log, crls)
         psk_hint = _get(listener, "psk_hint")
         if psk_hint:
+            context.psk = True
             ctx.set_psk_server_callback(context._psk_callback, psk_hint)
             _no_psk_tickets(ctx)
         if hasattr(ctx, "_msg_callback"):
@@ -568,15 +570,18 @@ class TlsStage:
         ssl_object = self._ssl
         cipher = ssl_object.cipher()
         psk_identity = self._psk_identity
-        sessions = self._context._psk_sessions
-        session = ssl_object.session
-        if psk_identity is not None:
-            if session is not None and session.id:
-                if len(sessions) >= _PSK_SESSION_LIMIT:
-                    del sessions[next(iter(sessions))]  # forget the oldest
-                sessions[session.id] = psk_identity
-        elif ssl_object.session_reused and session is not None:
-            psk_identity = sessions.get(session.id)  # a TLS 1.2 PSK session resumed by id
+        if self._context.psk:
+            # Only PSK listeners need the session: `ssl_object.session` builds an
+            # SSLSession (bench: 8 % of a certificate handshake).
+            sessions = self._context._psk_sessions
+            session = ssl_object.session
+            if psk_identity is not None:
+                if session is not None and session.id:
+                    if len(sessions) >= _PSK_SESSION_LIMIT:
+                        del sessions[next(iter(sessions))]  # forget the oldest
+                    sessions[session.id] = psk_identity
+            elif ssl_object.session_reused and session is not None:
+                psk_identity = sessions.get(session.id)  # a TLS 1.2 PSK session resumed by id
         peer_cert = ssl_object.getpeercert(binary_form=True)
         chain = ()
         if peer_cert is not None and self._context.wants_chain:
