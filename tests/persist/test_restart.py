@@ -146,3 +146,23 @@ def test_debian_stock_config_starts(tmp_path):
     log = (tmp_path / "mosquitto.log").read_text()
     assert "persistent sessions from" in log, log
     assert (tmp_path / "lib" / "mosquitto.db").read_bytes().startswith(b"SQLite format 3")
+
+
+def test_acl_still_lets_a_loaded_offline_session_receive(tmp_path):
+    """Messages for a session loaded from disk are checked against its stored username."""
+    port = free_port()
+    (tmp_path / "acl").write_text("user reader\ntopic read a/#\n\nuser writer\ntopic write a/#\n")
+    extra = f"allow_anonymous true\nacl_file {tmp_path / 'acl'}\n"
+    broker = start_midge(config(port, tmp_path, extra), tmp_path, port)
+    try:
+        run("mosquitto_sub", port, "-u", "reader", "-c", "-i", "keeper", "-q", "1", "-t", "a/#", "-E")
+    finally:
+        assert broker.stop() == 0, broker.output
+    broker = start_midge(config(port, tmp_path, extra), tmp_path, port)
+    try:
+        run("mosquitto_pub", port, "-u", "writer", "-t", "a/acl", "-m", "allowed", "-q", "1")
+        out = run("mosquitto_sub", port, "-u", "reader", "-c", "-i", "keeper", "-q", "1", "-t", "a/#",
+                  "-C", "1", "-W", str(TIMEOUT), "-v")
+        assert out.splitlines() == ["a/acl allowed"]
+    finally:
+        assert broker.stop() == 0, broker.output
