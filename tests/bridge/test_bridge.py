@@ -78,8 +78,7 @@ def test_backoff_fixed_and_jitter_capped():
     assert jitter.delay == 2
 
 
-@pytest.mark.parametrize("line, needle", [("start_type lazy", "start_type"),
-                                          ("bridge_require_ocsp true", "bridge_require_ocsp")])
+@pytest.mark.parametrize("line, needle", [("bridge_require_ocsp true", "bridge_require_ocsp")])
 def test_unsupported_bridge_options_are_refused_clearly(tmp_path, line, needle):
     conf = tmp_path / "m.conf"
     conf.write_text(f"connection b\naddress 127.0.0.1:1883\ntopic # out\n{line}\n")
@@ -451,3 +450,28 @@ def test_mosquitto_v5_bridge_to_midge(tmp_path):
         if remote is not None:
             remote.stop()
         midge.stop()
+
+
+def test_lazy_bridge_connects_at_threshold_and_leaves_when_idle(tmp_path):
+    rport, lport = free_port(), free_port()
+    remote = start_mosquitto(mosquitto_conf(rport), tmp_path, rport)
+    midge = None
+    try:
+        watcher = PahoClient(rport, "watcher")
+        watcher.subscribe([("z/#", 1), (STATE.format("b11-remote"), 1)])
+        extra = "start_type lazy\nthreshold 2\nidle_timeout 1\n"
+        midge = start_midge(bridge_conf(lport, "b11", rport, ["z/# out 1"], extra), tmp_path, lport)
+        local = PahoClient(lport, "local-pub")
+        local.publish("z/1", b"first", qos=1)
+        assert "Connecting bridge b11" not in midge.output  # below the threshold
+        local.publish("z/2", b"second", qos=1)
+        assert expect(watcher, "z/1").payload == b"first"  # both queued messages go out in order
+        assert watcher.message().topic == "z/2"
+        midge.wait_for_log("idle for 1 s, disconnecting")
+        assert expect(watcher, STATE.format("b11-remote")).payload == b"0"
+        local.disconnect()
+        watcher.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()

@@ -71,7 +71,6 @@ NOT_IMPLEMENTED: dict[str, str] = {
 
 # Values that select a feature midge has not built: (option, value) -> message.
 NOT_IMPLEMENTED_VALUES: dict[tuple[str, str], str] = {
-    ("start_type", "lazy"): "lazy: not supported yet by midge; use start_type automatic or once",
     ("bridge_require_ocsp", "true"): "true: not supported yet by midge (Python's ssl module cannot "
                                      "request a stapled OCSP response from the remote broker)",
     ("log_dest", "dlt"): "dlt: not supported by midge (no DLT library)",

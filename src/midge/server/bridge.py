@@ -43,6 +43,7 @@ from midge.protocol.topics import topic_matches
 
 PROTOCOL_VERSIONS = {"mqttv31": 3, "mqttv311": 4, "mqttv50": 5}
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+LAZY_CHECK_SECONDS = 1  # how often a lazy bridge looks at its queue and idle time
 PRIMARY_RETRY_SECONDS = 5  # Mosquitto: a bridge on a backup address checks the primary this often
 # Properties that describe one hop; never relayed to the next one.
 _HOP_PROPERTIES = (Property.TOPIC_ALIAS, Property.SUBSCRIPTION_IDENTIFIER)
@@ -256,6 +257,8 @@ class Bridge:
         self.task: asyncio.Task | None = None
         self.stopping = False
         self.retry_now = False
+        self.idled_out = False
+        self.last_message = 0.0  # loop time of the last relayed message (lazy idle_timeout)
         # Per remote connection
         self.connection = None
         self.session: ClientSession | None = None
@@ -291,20 +294,27 @@ class Bridge:
         self.stopping = True
         if self.task is not None:
             self.task.cancel()
-        session, connection = self.session, self.connection
-        if connection is not None and self.connected:
-            config = self.config
-            if config.notifications and not config.notifications_local_only:
-                session.publish(notification_topic(config), b"0", min(1, session.max_qos), True)
-            session.disconnect()
-            connection.flush()
-            connection.close()
+        self._disconnect_cleanly()
         if self.local is not None:
             self.local.close(self.loop.time())
+
+    def _disconnect_cleanly(self) -> None:
+        """Publish state 0 to the remote (no Will on a clean DISCONNECT), then DISCONNECT."""
+        session, connection = self.session, self.connection
+        if connection is None or not self.connected:
+            return
+        config = self.config
+        if config.notifications and not config.notifications_local_only:
+            session.publish(notification_topic(config), b"0", min(1, session.max_qos), True)
+        session.disconnect()
+        connection.flush()
+        connection.close()
 
     async def _run(self) -> None:
         config = self.config
         while not self.stopping:
+            if config.start_type == "lazy":
+                await self._wait_for_threshold()
             host, port = config.addresses[self.address_index]
             up = await self._connect_once(host, port)
             if self.stopping or config.start_type == "once":
@@ -312,10 +322,35 @@ class Bridge:
             if self.retry_now:  # try_private refused, or the primary is back: at once
                 self.retry_now = False
                 continue
+            if self.idled_out:  # lazy: wait for the next `threshold` messages, not a timer
+                self.idled_out = False
+                continue
             if not up:
                 self.backoff.next()
             self.address_index = (self.address_index + 1) % len(config.addresses)
             await asyncio.sleep(self.backoff.delay)  # restart_timeout between attempts
+
+    async def _wait_for_threshold(self) -> None:
+        """start_type lazy: connect once `threshold` messages wait in the local session."""
+        config = self.config
+        sessions = self.server.broker.sessions
+        while True:
+            session = sessions.get(config.local_clientid)
+            if session is not None and len(session.queue) >= config.threshold:
+                return
+            await asyncio.sleep(LAZY_CHECK_SECONDS)
+
+    async def _idle_watch(self) -> None:
+        """start_type lazy: disconnect after idle_timeout seconds without a message."""
+        config = self.config
+        while True:
+            await asyncio.sleep(LAZY_CHECK_SECONDS)
+            if self.connected and self.loop.time() - self.last_message >= config.idle_timeout:
+                self.log.notice(f"Bridge {config.name}: idle for {config.idle_timeout} s, disconnecting "
+                                "(start_type lazy).")
+                self.idled_out = True
+                self._disconnect_cleanly()
+                return
 
     async def _connect_once(self, host: str, port: int) -> bool:
         """One connection attempt and its life; True if it reached CONNACK success."""
@@ -333,15 +368,18 @@ class Bridge:
             log.error(f"Error creating bridge {config.name}: {text}.")
             return False
         watchdog = self.loop.call_later(max(config.keepalive_interval, 5), self._connack_timeout)
-        probe = None
+        helpers = []
         if not config.round_robin and self.address_index != 0:
-            probe = self.loop.create_task(self._probe_primary())
+            helpers.append(self.loop.create_task(self._probe_primary()))
+        if config.start_type == "lazy":
+            self.last_message = self.loop.time()
+            helpers.append(self.loop.create_task(self._idle_watch()))
         try:
             exc = await self.connection.closed
         finally:
             watchdog.cancel()
-            if probe is not None:
-                probe.cancel()
+            for helper in helpers:
+                helper.cancel()
         connack = self.connection.connack
         if connack.done() and not connack.cancelled() and connack.exception() is not None:
             log.error(f"Bridge {config.name}: {str(connack.exception()).removeprefix('Error: ')}.")
@@ -468,6 +506,7 @@ class Bridge:
         local = self.local
         if local is None:
             return
+        self.last_message = self.loop.time()
         topic = remap_incoming(self.config.topics, packet.topic)
         properties = packet.properties
         if properties:
@@ -490,6 +529,7 @@ class Bridge:
         if not self.connected or session is None:
             return  # QoS 1/2 stay unacknowledged in the local session, resent later
         config = self.config
+        self.last_message = self.loop.time()
         topic = remap_outgoing(config.topics, packet.topic)
         retain = packet.retain and bool(config.bridge_outgoing_retain)
         properties = {}
