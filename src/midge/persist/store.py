@@ -8,8 +8,12 @@ Layout (one SQLite file in WAL mode, `PRAGMA application_id` marks it as midge's
   held by sessions (queued, in flight, incoming QoS 2), stored once however many
   sessions hold them; a message no session holds any more is deleted.
 - `sessions(client_id, expiry_interval, protocol, next_packet_id, disconnected_at,
-  username, listener_port, subscriptions, deliveries, incoming)`: the last three are
-  JSON; deliveries and incoming QoS 2 entries refer to `messages.id`.
+  username, listener_port, subscriptions, incoming)`: subscriptions and incoming
+  QoS 2 packet ids (-> `messages.id`) as JSON.
+- `deliveries(client_id, seq, message_id, qos, retain, sub_ids, packet_id, state)`:
+  outgoing messages, in `seq` order; in flight when `packet_id` is set, else queued.
+  The queue is written incrementally (rows appended at the tail, deleted from the
+  head), so a long queue costs nothing per message beyond its own row.
 - `meta(key, value)`: schema version, `saved_at` (wall clock of the last write).
 
 Times are stored as wall-clock seconds (the broker's clock is monotonic and
@@ -23,6 +27,7 @@ import os
 import sqlite3
 import time
 from collections import deque
+from itertools import islice
 
 from midge.broker import session_expiry
 from midge.broker.message import Delivery, Message
@@ -49,8 +54,24 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE TABLE IF NOT EXISTS sessions (
     client_id TEXT PRIMARY KEY, expiry_interval INTEGER NOT NULL, protocol INTEGER NOT NULL,
     next_packet_id INTEGER NOT NULL, disconnected_at REAL, username TEXT, listener_port INTEGER,
-    subscriptions TEXT NOT NULL, deliveries TEXT NOT NULL, incoming TEXT NOT NULL);
+    subscriptions TEXT NOT NULL, incoming TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    client_id TEXT NOT NULL, seq INTEGER NOT NULL, message_id INTEGER NOT NULL,
+    qos INTEGER NOT NULL, retain INTEGER NOT NULL, sub_ids TEXT, packet_id INTEGER,
+    state INTEGER NOT NULL, PRIMARY KEY (client_id, seq)) WITHOUT ROWID;
 """
+
+
+class _Mirror:
+    """What the file holds for one session, so a write touches only what changed."""
+
+    __slots__ = ("queue", "inflight", "incoming_rows", "row")
+
+    def __init__(self):
+        self.queue: deque = deque()     # (Delivery, seq, message row id), in order
+        self.inflight: dict = {}        # packet id -> (Delivery, seq, message row id, state)
+        self.incoming_rows: list = []   # message row ids of incoming QoS 2 (rewritten whole)
+        self.row = None                 # what the sessions row was written from
 
 
 class PersistError(Exception):
@@ -149,7 +170,8 @@ class Store:
         self._message_rows: dict[int, tuple] = {}   # id(Message) -> (Message, row id)
         self._row_refs: dict[int, int] = {}          # row id -> number of holders
         self._row_keys: dict[int, int] = {}          # row id -> id(Message)
-        self._session_rows: dict[str, list] = {}     # client id -> row ids it holds
+        self._mirrors: dict[str, _Mirror] = {}      # client id -> what the file holds
+        self._seq = 1                                # next deliveries.seq
         self.writes = 0                              # changes written since open
 
     def close(self) -> None:
@@ -188,11 +210,16 @@ class Store:
         saved_at = db.execute("SELECT value FROM meta WHERE key='saved_at'").fetchone()
         saved_at = saved_at[0] if saved_at else wall_now
         by_port = {getattr(listener, "port", None): listener for listener in listeners}
+        rows_by_session: dict = {}
+        for row in db.execute("SELECT client_id, seq, message_id, qos, retain, sub_ids, packet_id, "
+                              "state FROM deliveries ORDER BY client_id, seq"):
+            rows_by_session.setdefault(row[0], []).append(row[1:])
+            self._seq = max(self._seq, row[1] + 1)
         sessions = 0
         expired = []
         for row in db.execute("SELECT * FROM sessions").fetchall():
             (client_id, expiry_interval, protocol, next_packet_id, disconnected_at, username,
-             port, subs_json, deliveries_json, incoming_json) = row
+             port, subs_json, incoming_json) = row
             offline_for = max(0.0, wall_now - (disconnected_at or saved_at))
             session = Session(client_id)
             session.expiry_interval = expiry_interval
@@ -209,53 +236,63 @@ class Store:
                 sub = Subscription(session, flt, qos, nl, rap, rh, ident, group)
                 session.subscriptions[key] = sub
                 broker.subs.add(sub)
-            held = []
-            for row_id, qos, retain, sub_ids, packet_id, state in json.loads(deliveries_json):
-                message = messages.get(row_id)
-                if message is None:
-                    continue
-                held.append(row_id)
-                delivery = Delivery(message, qos, retain, sub_ids)
+            mirror = self._mirrors[client_id] = _Mirror()
+            for seq, row_id, qos, retain, sub_ids, packet_id, state in rows_by_session.pop(client_id, ()):
+                message = messages[row_id]
+                delivery = Delivery(message, qos, bool(retain), json.loads(sub_ids) if sub_ids else None)
                 size = len(message.payload)
                 if packet_id is not None:
                     delivery.packet_id = packet_id
                     delivery.state = state
                     session.inflight[packet_id] = delivery
                     session.inflight_bytes += size
+                    mirror.inflight[packet_id] = (delivery, seq, row_id, state)
                 else:
                     session.queue.append(delivery)
                     session.queue_bytes += size
+                    mirror.queue.append((delivery, seq, row_id))
+                self._acquire(row_id, message)
             for packet_id, row_id in json.loads(incoming_json):
                 if row_id is None:
                     session.incoming_qos2[packet_id] = None
-                elif row_id in messages:
-                    held.append(row_id)
+                else:
                     session.incoming_qos2[packet_id] = messages[row_id]
-            self._hold(client_id, held, messages)
+                    mirror.incoming_rows.append(row_id)
+                    self._acquire(row_id, messages[row_id])
             if interval is not None:
                 session.expiry_token += 1
                 broker.timers.add(now + interval - offline_for, session_expiry.KIND, session,
                                   session.expiry_token)
             sessions += 1
-        if expired or len(self._row_refs) != len(messages):
+        unheld = [row_id for row_id in messages if row_id not in self._row_refs]
+        if expired or unheld or rows_by_session:
             db.execute("BEGIN")
-            db.executemany("DELETE FROM sessions WHERE client_id=?", [(c,) for c in expired])
-            for row_id in messages:
-                if row_id not in self._row_refs:
-                    db.execute("DELETE FROM messages WHERE id=?", (row_id,))
+            for client_id in expired + list(rows_by_session):
+                db.execute("DELETE FROM sessions WHERE client_id=?", (client_id,))
+                db.execute("DELETE FROM deliveries WHERE client_id=?", (client_id,))
+            for row_id in unheld:
+                db.execute("DELETE FROM messages WHERE id=?", (row_id,))
             db.execute("COMMIT")
         return retained, sessions
 
-    def _hold(self, client_id, row_ids, messages) -> None:
-        self._session_rows[client_id] = row_ids
+    def _acquire(self, row_id, message=None) -> None:
         refs = self._row_refs
-        for row_id in row_ids:
-            if row_id not in refs:
-                message = messages[row_id]
-                self._message_rows[id(message)] = (message, row_id)
-                self._row_keys[row_id] = id(message)
-                refs[row_id] = 0
+        if row_id not in refs:
+            self._message_rows[id(message)] = (message, row_id)
+            self._row_keys[row_id] = id(message)
+            refs[row_id] = 1
+        else:
             refs[row_id] += 1
+
+    def _release(self, row_id) -> None:
+        refs = self._row_refs
+        count = refs[row_id] - 1
+        if count > 0:
+            refs[row_id] = count
+            return
+        del refs[row_id]
+        del self._message_rows[self._row_keys.pop(row_id)]
+        self.db.execute("DELETE FROM messages WHERE id=?", (row_id,))
 
     # -- Writing ---------------------------------------------------------------------
 
@@ -298,7 +335,7 @@ class Store:
         for session in sessions:
             client_id = session.client_id
             live = broker.sessions.get(client_id) is session and session.expiry_interval != 0
-            if not live and client_id not in self._session_rows:
+            if not live and client_id not in self._mirrors:
                 continue   # never stored, nothing to undo
             if not live and broker.sessions.get(client_id) not in (None, session):
                 continue   # replaced: the new session's own change rewrites the row
@@ -331,58 +368,126 @@ class Store:
         self._row_refs[row_id] = 0
         return row_id
 
+    def _insert_delivery(self, client_id, delivery, row_id, packet_id, state) -> int:
+        seq = self._seq
+        self._seq = seq + 1
+        sub_ids = delivery.sub_ids
+        self.db.execute("INSERT INTO deliveries VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (client_id, seq, row_id, delivery.qos, int(bool(delivery.retain)),
+                         _dumps(sub_ids) if sub_ids else None, packet_id, state))
+        return seq
+
     def _write_session(self, session, live, now, wall_now) -> None:
         db = self.db
         client_id = session.client_id
-        held = []
-        if live:
-            deliveries = []
-            for delivery in session.inflight.values():
-                row_id = self._row_for(delivery.message, now, wall_now)
-                held.append(row_id)
-                deliveries.append((row_id, delivery.qos, delivery.retain, delivery.sub_ids,
-                                   delivery.packet_id, delivery.state))
-            for delivery in session.queue:
-                row_id = self._row_for(delivery.message, now, wall_now)
-                held.append(row_id)
-                deliveries.append((row_id, delivery.qos, delivery.retain, delivery.sub_ids,
-                                   None, 0))
-            incoming = []
-            for packet_id, message in session.incoming_qos2.items():
-                row_id = None if message is None else self._row_for(message, now, wall_now)
-                if row_id is not None:
-                    held.append(row_id)
-                incoming.append((packet_id, row_id))
-            subs = [(key, sub.filter, sub.qos, sub.no_local, sub.retain_as_published,
-                     sub.retain_handling, sub.identifier, sub.group)
-                    for key, sub in session.subscriptions.items()]
-            client = session.client or session.last_client
-            listener = getattr(client, "listener", None)
-            disconnected = None if session.client is not None else _wall(
-                session.disconnected_at, now, wall_now)
-            db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (client_id, session.expiry_interval, session.protocol,
-                        session.next_packet_id, disconnected, getattr(client, "username", None),
-                        getattr(listener, "port", None), _dumps(subs),
-                        _dumps(deliveries), _dumps(incoming)))
-        else:
+        if not live:
             db.execute("DELETE FROM sessions WHERE client_id=?", (client_id,))
-        refs = self._row_refs
-        for row_id in held:
-            refs[row_id] += 1
-        dead = []
-        for row_id in self._session_rows.pop(client_id, ()):
-            refs[row_id] -= 1
-            if refs[row_id] <= 0:
-                dead.append(row_id)
-        if live:
-            self._session_rows[client_id] = held
-        for row_id in dead:
-            if refs.get(row_id, 1) <= 0:    # (a row may appear twice in one session)
-                del refs[row_id]
-                message_key = self._row_keys.pop(row_id)
-                del self._message_rows[message_key]
-                db.execute("DELETE FROM messages WHERE id=?", (row_id,))
+            db.execute("DELETE FROM deliveries WHERE client_id=?", (client_id,))
+            mirror = self._mirrors.pop(client_id, None)
+            if mirror is not None:
+                for row_id in mirror.incoming_rows:
+                    self._release(row_id)
+                for _, _, row_id, _ in mirror.inflight.values():
+                    self._release(row_id)
+                for _, _, row_id in mirror.queue:
+                    self._release(row_id)
+            return
+        mirror = self._mirrors.get(client_id)
+        if mirror is None:
+            mirror = self._mirrors[client_id] = _Mirror()
+        row_for = self._row_for
+        incoming = []
+        held = []
+        for packet_id, message in session.incoming_qos2.items():
+            row_id = None if message is None else row_for(message, now, wall_now)
+            if row_id is not None:
+                held.append(row_id)
+                self._acquire(row_id)
+            incoming.append((packet_id, row_id))
+        released = mirror.incoming_rows
+        mirror.incoming_rows = held
+        self._write_inflight(session, mirror, released, now, wall_now)
+        self._write_queue(session, mirror, released, now, wall_now)
+        for row_id in released:
+            self._release(row_id)
+        client = session.client or session.last_client
+        # The sessions row changes rarely (connect, subscribe, disconnect, QoS 2 in):
+        # skip it when what it is made of is the same objects and values as last time.
+        row = (session.expiry_interval, session.protocol, session.client, session.disconnected_at,
+               client, tuple(session.subscriptions.items()), tuple(incoming))
+        previous = mirror.row
+        if previous is not None and len(previous) == len(row) and all(
+                a is b or a == b for a, b in zip(previous[:5], row[:5])) and previous[6] == row[6] \
+                and len(previous[5]) == len(row[5]) and all(
+                a[0] == b[0] and a[1] is b[1] for a, b in zip(previous[5], row[5])):
+            return
+        mirror.row = row
+        subs = [(key, sub.filter, sub.qos, sub.no_local, sub.retain_as_published,
+                 sub.retain_handling, sub.identifier, sub.group)
+                for key, sub in session.subscriptions.items()]
+        listener = getattr(client, "listener", None)
+        disconnected = None if session.client is not None else _wall(
+            session.disconnected_at, now, wall_now)
+        db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (client_id, session.expiry_interval, session.protocol,
+                    session.next_packet_id, disconnected, getattr(client, "username", None),
+                    getattr(listener, "port", None), _dumps(subs), _dumps(incoming)))
+
+    def _write_inflight(self, session, mirror, released, now, wall_now) -> None:
+        """Delete acknowledged rows, update changed states, insert newly sent ones."""
+        db = self.db
+        client_id = session.client_id
+        stored = mirror.inflight
+        inflight = session.inflight
+        for packet_id, (delivery, seq, row_id, state) in list(stored.items()):
+            if inflight.get(packet_id) is not delivery:
+                db.execute("DELETE FROM deliveries WHERE client_id=? AND seq=?", (client_id, seq))
+                released.append(row_id)
+                del stored[packet_id]
+            elif delivery.state != state:
+                db.execute("UPDATE deliveries SET state=? WHERE client_id=? AND seq=?",
+                           (delivery.state, client_id, seq))
+                stored[packet_id] = (delivery, seq, row_id, delivery.state)
+        if len(stored) == len(inflight):
+            return
+        for packet_id, delivery in inflight.items():
+            if packet_id not in stored:
+                row_id = self._row_for(delivery.message, now, wall_now)
+                self._acquire(row_id)
+                seq = self._insert_delivery(client_id, delivery, row_id, packet_id, delivery.state)
+                stored[packet_id] = (delivery, seq, row_id, delivery.state)
+
+    def _write_queue(self, session, mirror, released, now, wall_now) -> None:
+        """Bring the stored queue in line with `session.queue`. The broker only appends
+        at the tail and takes from the head, so: delete the rows taken from the head,
+        insert the ones appended; anything else (e.g. QoS 0 dropped from the middle
+        when the client went offline) rewrites the queue."""
+        db = self.db
+        client_id = session.client_id
+        stored = mirror.queue
+        queue = session.queue
+        head = queue[0] if queue else None
+        removed_upto = None
+        while stored and stored[0][0] is not head:
+            _, removed_upto, row_id = stored.popleft()
+            released.append(row_id)
+        kept = len(stored)
+        if kept <= len(queue) and (not kept or queue[kept - 1] is stored[-1][0]):
+            if removed_upto is not None:
+                db.execute("DELETE FROM deliveries WHERE client_id=? AND packet_id IS NULL "
+                           "AND seq<=?", (client_id, removed_upto))
+            # The appended tail, read from the right end (no walk over a long queue).
+            new = list(islice(reversed(queue), len(queue) - kept))[::-1] if kept else queue
+        else:
+            db.execute("DELETE FROM deliveries WHERE client_id=? AND packet_id IS NULL", (client_id,))
+            released.extend(row_id for _, _, row_id in stored)
+            stored.clear()
+            new = queue
+        for delivery in new:
+            row_id = self._row_for(delivery.message, now, wall_now)
+            self._acquire(row_id)
+            seq = self._insert_delivery(client_id, delivery, row_id, None, 0)
+            stored.append((delivery, seq, row_id))
 
     def save_all(self, broker, changes, now: float) -> int:
         """SIGUSR1: write every persistent session and retained message again."""
@@ -399,6 +504,6 @@ class Store:
 
     def _stale_sessions(self, broker):
         """Stored sessions the broker no longer has (deleted on the next write)."""
-        for client_id in list(self._session_rows):
+        for client_id in list(self._mirrors):
             if client_id not in broker.sessions:
                 yield Session(client_id)
