@@ -8,6 +8,8 @@ closed and the error logged.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from midge.broker import keepalive
 from midge.log import LogType
 from midge.protocol import errors
@@ -19,6 +21,10 @@ from midge.protocol.packets import Connack, Disconnect
 EXPECT_CONNECT = 0
 CONNECTED = 1
 CLOSED = 2
+
+# Topic alias maps start as this shared read-only empty mapping and become a dict when
+# the first alias is set (two empty dicts are 128 bytes per connection; aliases are rare).
+NO_ALIASES = MappingProxyType({})
 
 # Mosquitto gives a connection that has not sent CONNECT the default keepalive of 60 s.
 PRE_CONNECT_KEEPALIVE = 60
@@ -90,12 +96,12 @@ class Client:
         self.will = None
         self.last_activity = now
         self.keepalive_token = 0
-        self.keepalive_armed = False        # a live keepalive entry is in the timer heap
+        self.keepalive_armed = 0.0          # deadline of the live keepalive heap entry, 0 = none
         self.receive_maximum = 65535        # the client's, for our outgoing QoS 1/2
         self.max_packet_out = 0             # the client's maximum packet size (0 = none)
         self.topic_alias_max_out = 0
-        self.aliases_in: dict[int, str] = {}
-        self.aliases_out: dict[str, int] = {}   # topic -> alias we set (v5, per connection)
+        self.aliases_in: dict[int, str] = NO_ALIASES
+        self.aliases_out: dict[str, int] = NO_ALIASES   # topic -> alias we set (v5, per connection)
         self.alias_set_by_last = None
         self.request_problem_info = True
         self.paused_qos0 = 0

@@ -45,6 +45,8 @@ class Database:
             return "", props
         if len(client.aliases_out) < client.topic_alias_max_out:
             alias = len(client.aliases_out) + 1
+            if not client.aliases_out:
+                client.aliases_out = {}  # was the shared empty mapping (client.NO_ALIASES)
             client.aliases_out[topic] = alias
             client.alias_set_by_last = topic
             props = dict(props) if props else {}
@@ -124,7 +126,7 @@ class Database:
             stats.publish_bytes_sent += len(message.payload)
             return
         delivery = Delivery(message, qos, retain, sub_ids)
-        if not session.queue and not client.write_paused and self._has_room(session, client):
+        if not session.queued and not client.write_paused and self._has_room(session, client):
             self._send_new(session, client, delivery, now, cache)
         else:
             self._queue(session, delivery)
@@ -187,13 +189,13 @@ class Database:
             persist = self.persist
             if persist is not None and session.expiry_interval:
                 persist.sessions.add(session)
-        if session.queue:
+        if session.queued:
             self.pump(session, now)
 
     def pump(self, session, now) -> None:
         """Move queued messages into flight while the window allows."""
         client = session.client
-        if client is None or client.state != CONNECTED or client.write_paused:
+        if client is None or client.state != CONNECTED or client.write_paused or not session.queued:
             return
         queue = session.queue
         if queue and self.persist is not None and session.expiry_interval:

@@ -56,6 +56,8 @@ def handle_publish(client, packet, now) -> None:
                                       f"topic alias {alias} is above the maximum {client.max_topic_alias}")
                 return
             if topic:
+                if not client.aliases_in:
+                    client.aliases_in = {}  # was the shared empty mapping (client.NO_ALIASES)
                 client.aliases_in[alias] = topic
             else:
                 topic = client.aliases_in.get(alias)

@@ -96,7 +96,7 @@ class SysTree:
         stored = broker.retained.count
         stored_bytes = broker.retained.bytes
         for session in broker.sessions.values():
-            stored += len(session.inflight) + len(session.queue)
+            stored += len(session.inflight) + session.queued
             stored_bytes += session.inflight_bytes + session.queue_bytes
         pub("$SYS/broker/store/messages/count", stored, now)
         pub("$SYS/broker/messages/stored", stored, now)

@@ -58,6 +58,7 @@ _DISCONNECT_CODES = frozenset({
 _AUTH_CODES = frozenset({0x00, 0x18, 0x19})
 
 _NAMES = {t: t.name for t in PacketType}
+_NO_CHUNKS = ()  # shared "no partial packet": feed() only appends to a list it made
 
 
 # =============================================================================================
@@ -84,7 +85,7 @@ class Decoder:
         self.error: MQTTError | None = None
         # Partial packet: chunks received, their total size, and the size needed before
         # it is worth trying again.
-        self._chunks: list[bytes] = []
+        self._chunks: list[bytes] = _NO_CHUNKS  # a list only while a packet is partial (56 B)
         self._buffered = 0
         self._needed = 0
         if role == "server":
@@ -106,7 +107,7 @@ class Decoder:
             if self._buffered < self._needed:
                 return []  # still short of the packet whose size the header gave
             data = b"".join(self._chunks)
-            self._chunks = []
+            self._chunks = _NO_CHUNKS
         elif type(data) is not bytes:
             data = bytes(data)
         packets: list = []
@@ -154,7 +155,7 @@ class Decoder:
 
     def _fail(self, exc: MQTTError) -> None:
         self.error = exc
-        self._chunks = []
+        self._chunks = _NO_CHUNKS
 
     # -- Table entries that refuse ---------------------------------------------------------
 
