@@ -389,3 +389,43 @@ class TestIncrementalWrites:
         h.drain()
         h2 = h.restart(db)
         assert [d.message.payload for d in h2.broker.sessions["sub"].queue] == [b"0", b"1", b"3", b"4"]
+
+
+class TestRecovery:
+    def test_failed_write_is_rolled_back_and_the_next_write_rewrites_everything(self, db):
+        h = PersistHarness(db)
+        sub = h.connect("sub", clean_start=False)
+        sub.subscribe("t", qos=1)
+        sub.lose()
+        pub = h.connect("pub")
+        pub.publish("t", b"1", qos=1)
+        real = h.store.db
+
+        class Failing:
+            """The connection, except that inserting a delivery fails (disk full)."""
+            def execute(self, sql, *args):
+                if sql.startswith("INSERT INTO deliveries"):
+                    raise sqlite3.OperationalError("database or disk is full")
+                return real.execute(sql, *args)
+
+        h.store.db = Failing()
+        with pytest.raises(sqlite3.OperationalError):
+            pub.publish("t", b"2", qos=1)
+        h.store.db = real
+        pub.publish("t", b"3", qos=1, retain=True)
+        h2 = h.restart(db)
+        assert [d.message.payload for d in h2.broker.sessions["sub"].queue] == [b"1", b"2", b"3"]
+        assert h2.broker.retained.get("t").payload == b"3"
+
+    def test_save_all_rewrites_the_same_state(self, db):
+        h = PersistHarness(db)
+        sub = h.connect("sub", clean_start=False)
+        sub.subscribe("t", qos=1)
+        sub.lose()
+        pub = h.connect("pub")
+        for i in range(3):
+            pub.publish("t", str(i).encode(), qos=1, retain=True)
+        assert h.store.save_all(h.broker, h.changes, h.now) == 2
+        h2 = h.restart(db)
+        assert [d.message.payload for d in h2.broker.sessions["sub"].queue] == [b"0", b"1", b"2"]
+        assert rows(h2, "SELECT count(*) FROM messages") == [(3,)]

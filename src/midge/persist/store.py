@@ -172,6 +172,7 @@ class Store:
         self._row_keys: dict[int, int] = {}          # row id -> id(Message)
         self._mirrors: dict[str, _Mirror] = {}      # client id -> what the file holds
         self._seq = 1                                # next deliveries.seq
+        self._rewrite_all = False                    # after a failed write: start over
         self.writes = 0                              # changes written since open
 
     def close(self) -> None:
@@ -299,22 +300,36 @@ class Store:
     def write(self, broker, changes, now: float) -> int:
         """Store what `changes` names, in one transaction; return how many changes.
 
-        On an SQLite error the changes stay in `changes` for the next attempt."""
+        On an SQLite error the transaction is rolled back and the next write rewrites
+        everything (what this object remembers of the file may no longer match it)."""
         sessions, topics = changes.take()
         try:
-            count = self._write(broker, sessions, topics, now)
+            if self._rewrite_all:
+                count = self._write_all(broker, now)
+            else:
+                count = self._write(broker, sessions, topics, now)
         except sqlite3.Error:
             try:
                 self.db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            changes.sessions |= sessions
-            changes.retained |= topics
+            self._rewrite_all = True
             raise
         self.writes += count
         return count
 
-    def _write(self, broker, sessions, topics, now) -> int:
+    def _write_all(self, broker, now) -> int:
+        """Empty the tables and write the broker's whole durable state in one transaction."""
+        self._mirrors.clear()
+        self._message_rows.clear()
+        self._row_keys.clear()
+        self._row_refs.clear()
+        topics = {message.topic for message in broker.retained.messages()}
+        count = self._write(broker, set(broker.sessions.values()), topics, now, clear=True)
+        self._rewrite_all = False
+        return count
+
+    def _write(self, broker, sessions, topics, now, clear=False) -> int:
         wall_now = self.wall_clock()
         db = self.db
         statements = []
@@ -340,9 +355,12 @@ class Store:
             if not live and broker.sessions.get(client_id) not in (None, session):
                 continue   # replaced: the new session's own change rewrites the row
             session_rows.append((session, live))
-        if not statements and not session_rows:
+        if not statements and not session_rows and not clear:
             return 0
         db.execute("BEGIN")
+        if clear:
+            for table in ("retained", "sessions", "deliveries", "messages"):
+                db.execute(f"DELETE FROM {table}")
         for sql, args in statements:
             db.execute(sql, args)
         for session, live in session_rows:
@@ -490,20 +508,10 @@ class Store:
             stored.append((delivery, seq, row_id))
 
     def save_all(self, broker, changes, now: float) -> int:
-        """SIGUSR1: write every persistent session and retained message again."""
-        changes.sessions.update(broker.sessions.values())
-        changes.sessions.update(s for s in self._stale_sessions(broker))
-        topics = changes.retained
-        for message in broker.retained.messages():
-            topics.add(message.topic)
-        for (topic,) in self.db.execute("SELECT topic FROM retained").fetchall():
-            topics.add(topic)
+        """SIGUSR1: write every persistent session and retained message again, from
+        scratch, and fold the WAL into the main file."""
+        changes.take()
+        self._rewrite_all = True
         count = self.write(broker, changes, now)
         self.checkpoint()
         return count
-
-    def _stale_sessions(self, broker):
-        """Stored sessions the broker no longer has (deleted on the next write)."""
-        for client_id in list(self._mirrors):
-            if client_id not in broker.sessions:
-                yield Session(client_id)
