@@ -166,3 +166,24 @@ def test_acl_still_lets_a_loaded_offline_session_receive(tmp_path):
         assert out.splitlines() == ["a/acl allowed"]
     finally:
         assert broker.stop() == 0, broker.output
+
+
+def test_sighup_applies_autosave_and_asks_for_a_restart_for_the_file(tmp_path):
+    port = free_port()
+    broker = start_midge(config(port, tmp_path), tmp_path, port)
+    try:
+        (tmp_path / "midge.conf").write_text(config(port, tmp_path, "persistence_file other.db\n"))
+        mark = broker.mark()
+        broker.signal(signal.SIGHUP)
+        broker.wait_for_log("persistence_file and persistence_location changes take effect after "
+                            "a restart", start=mark)
+        run("mosquitto_pub", port, "-t", "a/ret", "-m", "x", "-r")   # still persisting
+    finally:
+        assert broker.stop() == 0, broker.output
+    assert not (tmp_path / "other.db").exists()
+    broker = start_midge(config(port, tmp_path), tmp_path, port)
+    try:
+        out = run("mosquitto_sub", port, "-t", "a/ret", "-C", "1", "-W", str(TIMEOUT), "-v")
+        assert out.splitlines() == ["a/ret x"]
+    finally:
+        assert broker.stop() == 0, broker.output

@@ -429,3 +429,40 @@ class TestRecovery:
         h2 = h.restart(db)
         assert [d.message.payload for d in h2.broker.sessions["sub"].queue] == [b"0", b"1", b"2"]
         assert rows(h2, "SELECT count(*) FROM messages") == [(3,)]
+
+
+class TestService:
+    def make(self, tmp_path, **options):
+        from midge.broker import Broker
+        from midge.persist.service import Persistence
+        from tests.broker.harness import MemoryLog, make_config
+        config = make_config(persistence=True, persistence_file="midge.db",
+                             persistence_location=str(tmp_path), **options)
+        log = MemoryLog()
+        broker = Broker(config, log)
+        return Persistence(config, log, broker, 0.0), broker, log
+
+    def test_autosave_interval_is_seconds_between_checkpoints(self, tmp_path):
+        service, _, _ = self.make(tmp_path, autosave_interval=60, autosave_on_changes=False)
+        assert (service.autosave_interval, service.checkpoint_every) == (60, 0)
+
+    def test_autosave_on_changes_checkpoints_after_that_many_changes(self, tmp_path, monkeypatch):
+        from midge.broker.message import Message
+        service, broker, log = self.make(tmp_path, autosave_interval=3, autosave_on_changes=True)
+        assert (service.autosave_interval, service.checkpoint_every) == (0, 3)
+        checkpoints = []
+        monkeypatch.setattr(service.store, "checkpoint", lambda: checkpoints.append(1))
+        for i in range(7):
+            broker.retained.store(Message(f"t/{i}", b"x", 0, True, {}))
+            service.write_changes(0.0)
+        assert len(checkpoints) == 2
+        assert log.has("Persisted 1 changes to")
+
+    def test_close_writes_the_last_changes(self, tmp_path):
+        from midge.broker.message import Message
+        service, broker, log = self.make(tmp_path)
+        broker.retained.store(Message("t", b"x", 0, True, {}))
+        service.close(0.0)
+        service2, broker2, log2 = self.make(tmp_path)
+        assert broker2.retained.get("t").payload == b"x"
+        assert log2.has("Loaded 1 retained messages and 0 persistent sessions")
