@@ -475,3 +475,29 @@ def test_lazy_bridge_connects_at_threshold_and_leaves_when_idle(tmp_path):
         if midge is not None:
             midge.stop()
         remote.stop()
+
+
+def test_back_to_the_primary_address_when_it_returns(tmp_path):
+    primary, backup, lport = free_port(), free_port(), free_port()
+    (tmp_path / "b").mkdir()
+    backup_broker = start_mosquitto(mosquitto_conf(backup), tmp_path / "b", backup)
+    midge = primary_broker = None
+    try:
+        conf = bridge_conf(lport, "b12", primary, ["a/# out 0"]).replace(
+            f"address 127.0.0.1:{primary}", f"addresses 127.0.0.1:{primary} 127.0.0.1:{backup}")
+        midge = start_midge(conf, tmp_path, lport)
+        midge.wait_for_log(f"Bridge b12 connected to 127.0.0.1:{backup}")
+        watcher = PahoClient(backup, "watcher")
+        watcher.subscribe(STATE.format("b12-remote"), 1)
+        expect(watcher, STATE.format("b12-remote"), b"1")
+        primary_broker = start_mosquitto(mosquitto_conf(primary), tmp_path, primary)
+        # round_robin false: the primary is probed every 5 s and preferred once it answers
+        midge.wait_for_log(f"Bridge b12 connected to 127.0.0.1:{primary}", timeout=15)
+        assert expect(watcher, STATE.format("b12-remote")).payload == b"0"  # left the backup cleanly
+        watcher.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        if primary_broker is not None:
+            primary_broker.stop()
+        backup_broker.stop()

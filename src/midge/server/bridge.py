@@ -405,8 +405,7 @@ class Bridge:
             self.log.notice(f"Bridge {self.config.name}: primary address {host}:{port} is back; reconnecting to it.")
             self.retry_now = True
             self.address_index = 0
-            if self.connection is not None:
-                self.connection.close()
+            self._disconnect_cleanly()
             return
 
     def _connect_packet(self) -> Connect:
