@@ -466,3 +466,16 @@ class TestService:
         service2, broker2, log2 = self.make(tmp_path)
         assert broker2.retained.get("t").payload == b"x"
         assert log2.has("Loaded 1 retained messages and 0 persistent sessions")
+
+
+def test_new_file_is_private_to_its_owner(tmp_path):
+    import stat
+    path = tmp_path / "midge.db"
+    Store(str(path)).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_missing_directory_is_reported_with_the_path(tmp_path):
+    path = tmp_path / "missing" / "midge.db"
+    with pytest.raises(PersistError, match=str(path)):
+        Store(str(path))

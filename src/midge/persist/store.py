@@ -149,6 +149,14 @@ class Store:
         self.log = log
         self.wall_clock = wall_clock
         try:
+            # Payloads may be private: a new file is readable by its owner only (as
+            # Mosquitto's); SQLite gives its WAL file the same mode.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise PersistError(f"persistence file {path}: cannot create it: {exc.strerror}") from exc
+        try:
             db = sqlite3.connect(path, isolation_level=None, timeout=0)
             # EXCLUSIVE: a second broker on the same file fails here instead of both
             # writing; set before WAL is entered so no shared-memory file is used.
