@@ -479,3 +479,12 @@ def test_missing_directory_is_reported_with_the_path(tmp_path):
     path = tmp_path / "missing" / "midge.db"
     with pytest.raises(PersistError, match=str(path)):
         Store(str(path))
+
+
+def test_file_of_another_format_version_is_refused(tmp_path):
+    path = tmp_path / "midge.db"
+    store = Store(str(path))
+    store.db.execute("UPDATE meta SET value=99 WHERE key='schema'")
+    store.close()
+    with pytest.raises(PersistError, match="format version 99"):
+        Store(str(path))

@@ -172,6 +172,12 @@ class Store:
             db.execute(f"PRAGMA application_id={APPLICATION_ID}")
             db.executescript(_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            schema = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+            if schema != SCHEMA_VERSION:
+                db.close()
+                raise PersistError(f"persistence file {path} has format version {schema}; this "
+                                   f"midge reads version {SCHEMA_VERSION}. Use the midge that wrote "
+                                   f"it, or move the file aside.")
         except sqlite3.Error as exc:
             raise PersistError(f"persistence file {path}: {exc}") from exc
         self.db = db
