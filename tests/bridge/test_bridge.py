@@ -501,3 +501,33 @@ def test_back_to_the_primary_address_when_it_returns(tmp_path):
         if primary_broker is not None:
             primary_broker.stop()
         backup_broker.stop()
+
+
+def test_host_name_check_and_bridge_insecure(tmp_path):
+    """The certificate names localhost and 127.0.0.1, not 127.0.0.2 (also loopback)."""
+    from tests.certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    tport = free_port()
+    remote = start_mosquitto(f"{USER}listener {tport} 127.0.0.2\nallow_anonymous true\n"
+                             f"certfile {pki.server_cert}\nkeyfile {pki.server_key}\n", tmp_path, tport,
+                             wait=False)
+    midges = []
+    try:
+        remote.wait_for_log("running")
+        strict_port = free_port()
+        strict = start_midge(bridge_conf(strict_port, "strict", tport, ["h/# out 0"],
+                                         f"bridge_cafile {pki.ca_cert}\n", host="127.0.0.2"), tmp_path, strict_port)
+        midges.append(strict)
+        assert "not valid for the host name '127.0.0.2'" in strict.wait_for_log("Error creating bridge strict")
+        lax_port = free_port()
+        (tmp_path / "lax").mkdir()
+        lax = start_midge(bridge_conf(lax_port, "lax", tport, ["h/# out 0"],
+                                      f"bridge_cafile {pki.ca_cert}\nbridge_insecure true\n", host="127.0.0.2"),
+                          tmp_path / "lax", lax_port)
+        midges.append(lax)
+        lax.wait_for_log("Bridge lax connected to 127.0.0.2")
+    finally:
+        for midge in midges:
+            midge.stop()
+        remote.stop()

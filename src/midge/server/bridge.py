@@ -278,6 +278,9 @@ class Bridge:
                 make_context(self.tls)
             except TlsSetupError as exc:
                 raise BridgeSetupError(f"bridge {config.name}: {exc}") from exc
+            if self.tls.insecure:
+                self.log.warning(f"Warning: bridge {config.name} has bridge_insecure set: the remote "
+                                 "broker's certificate is not checked against its host name.")
         now = self.loop.time()
         if not config.local_cleansession:
             # Create the local session now, so `out` messages queue before the first
