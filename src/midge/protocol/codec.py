@@ -45,7 +45,8 @@ from midge.protocol.properties import (
 )
 from midge.protocol.topics import valid_topic_filter, valid_topic_name
 
-__all__ = ["Decoder", "PreparedPublish", "encode", "encode_publish", "prepare_publish"]
+__all__ = ["Decoder", "PreparedPublish", "encode", "encode_publish", "encode_publish_qos0_v3",
+           "prepare_publish"]
 
 # Reason codes each v5 packet may carry (spec 3.4.2.1, 3.5.2.1, 3.6.2.1, 3.7.2.1,
 # 3.14.2.1, 3.15.2.1); anything else from a peer is a protocol error.
@@ -599,6 +600,21 @@ def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = Fals
     # One join: the payload is copied once, whatever its size.
     return b"".join((header, len(topic_bytes).to_bytes(2, "big"), topic_bytes, packet_id_bytes,
                      properties_block, payload))
+
+
+def encode_publish_qos0_v3(topic: str, payload: bytes, retain: bool) -> bytes:
+    """A QoS 0 PUBLISH for MQTT 3.1 / 3.1.1 (no packet id, no properties): the broker's
+    most common packet, built with one join and no branches for what it cannot have
+    (bench: encode_publish was 11 % of QoS 0)."""
+    topic_bytes = topic.encode()
+    topic_size = len(topic_bytes)
+    size = 2 + topic_size + len(payload)
+    first = 0x31 if retain else 0x30
+    if size < 0x80:
+        header = bytes((first, size, topic_size >> 8, topic_size & 0xFF))
+    else:
+        header = bytes((first,)) + encode_varint(size) + topic_size.to_bytes(2, "big")
+    return b"".join((header, topic_bytes, payload))
 
 
 def _encode_publish(packet: Publish, version: int) -> bytes:
