@@ -531,3 +531,27 @@ def test_host_name_check_and_bridge_insecure(tmp_path):
         for midge in midges:
             midge.stop()
         remote.stop()
+
+
+def test_v5_remote_maximum_qos_caps_relayed_messages(tmp_path):
+    rport, lport = free_port(), free_port()
+    remote = start_mosquitto(mosquitto_conf(rport, "max_qos 1\n"), tmp_path, rport)
+    midge = None
+    try:
+        watcher = PahoClient(rport, "watcher")
+        watcher.subscribe([("k/#", 1), (STATE.format("b13-remote"), 1)])
+        midge = start_midge(bridge_conf(lport, "b13", rport, ["k/# out 2"], "bridge_protocol_version mqttv50\n"),
+                            tmp_path, lport)
+        expect(watcher, STATE.format("b13-remote"), b"1")
+        local = PahoClient(lport, "local-pub")
+        local.publish("k/x", b"two", qos=2)  # completes locally (PUBCOMP) though the remote takes QoS 1
+        message = expect(watcher, "k/x")
+        assert (message.payload, message.qos) == (b"two", 1)
+        local.publish("k/y", b"again", qos=2)  # the first exchange left nothing stuck
+        assert expect(watcher, "k/y").payload == b"again"
+        local.disconnect()
+        watcher.disconnect()
+    finally:
+        if midge is not None:
+            midge.stop()
+        remote.stop()

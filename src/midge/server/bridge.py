@@ -549,9 +549,13 @@ class Bridge:
                     self.local.send(Puback(packet.packet_id) if qos == 1 else Pubrec(packet.packet_id))
                     self.schedule_drain()
                 return
-        remote_id = session.publish(topic, packet.payload, qos, retain, properties)
-        if qos:
+        # A v5 remote may cap QoS (Maximum QoS); the local side is acknowledged by its own QoS.
+        remote_id = session.publish(topic, packet.payload, min(qos, session.max_qos), retain, properties)
+        if qos and remote_id:
             self.outgoing[remote_id] = (packet.packet_id, qos)
+        elif qos and self.local is not None:  # sent at QoS 0: nothing to wait for
+            self.local.send(Puback(packet.packet_id) if qos == 1 else Pubrec(packet.packet_id))
+            self.schedule_drain()
 
     def local_closed(self) -> None:
         """The broker closed the bridge's local client (shutdown or a client took its id)."""
