@@ -494,9 +494,11 @@ class Store:
         at the tail and takes from the head, so: delete the rows taken from the head,
         insert the ones appended; anything else (e.g. QoS 0 dropped from the middle
         when the client went offline) rewrites the queue."""
+        stored = mirror.queue
+        if not stored and not getattr(session, "queued", True):
+            return   # (reading session.queue would allocate the deque of a session that never queued)
         db = self.db
         client_id = session.client_id
-        stored = mirror.queue
         queue = session.queue
         head = queue[0] if queue else None
         removed_upto = None
