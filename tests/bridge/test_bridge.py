@@ -555,3 +555,49 @@ def test_v5_remote_maximum_qos_caps_relayed_messages(tmp_path):
         if midge is not None:
             midge.stop()
         remote.stop()
+
+
+def test_mosquitto_tls_bridge_to_midge_with_client_certificate(tmp_path):
+    from tests.certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    cert, key = pki.client("mosquitto-bridge")
+    mport, tport, rport = free_port(), free_port(), free_port()
+    midge = start_midge(f"listener {mport} 127.0.0.1\nallow_anonymous true\n"
+                        f"listener {tport} 127.0.0.1\ncafile {pki.ca_cert}\ncertfile {pki.server_cert}\n"
+                        f"keyfile {pki.server_key}\nrequire_certificate true\nuse_identity_as_username true\n",
+                        tmp_path, mport)
+    remote = None
+    try:
+        watcher = PahoClient(mport, "watcher")
+        watcher.subscribe([("tls/#", 1), (STATE.format("mosq-tls"), 1)])
+        conf = mosquitto_conf(rport, f"connection mt\naddress localhost:{tport}\nremote_clientid mosq-tls\n"
+                                     f"topic tls/# out 1\nbridge_cafile {pki.ca_cert}\n"
+                                     f"bridge_certfile {cert}\nbridge_keyfile {key}\n")
+        remote = start_mosquitto(conf, tmp_path, rport)
+        expect(watcher, STATE.format("mosq-tls"), b"1")
+        midge.wait_for_log("as mosq-tls (p2, c0, k60, u'mosquitto-bridge')")
+        mosq_side = PahoClient(rport, "mosq-side")
+        mosq_side.publish("tls/x", b"secure", qos=1)
+        assert expect(watcher, "tls/x").payload == b"secure"
+        mosq_side.disconnect()
+        watcher.disconnect()
+    finally:
+        if remote is not None:
+            remote.stop()
+        midge.stop()
+
+
+def test_start_type_once_does_not_retry(tmp_path):
+    dead, lport = free_port(), free_port()
+    # A second, automatic bridge with a longer restart_timeout is the clock: by its second
+    # attempt (2 s) a retrying `once` bridge (restart_timeout 1) would have tried again.
+    conf = (bridge_conf(lport, "b14", dead, ["o/# out 0"], "start_type once\n")
+            + f"connection clock\naddress 127.0.0.1:{dead}\ntopic c/# out 0\nrestart_timeout 2\n")
+    midge = start_midge(conf, tmp_path, lport)
+    try:
+        first = midge.wait_for_log("Connecting bridge clock")
+        midge.wait_for_log("Connecting bridge clock", start=midge.lines.index(first) + 1)
+        assert midge.output.count("Connecting bridge b14") == 1
+    finally:
+        midge.stop()
