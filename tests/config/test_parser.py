@@ -546,7 +546,7 @@ class TestBridges:
 
 class TestNotImplemented:
     @pytest.mark.parametrize("line,option", [
-        ("persistence true", "persistence"), ("log_dest dlt", "log_dest"),
+        ("log_dest dlt", "log_dest"),
         ("plugin /usr/lib/mosquitto_dynamic_security.so", "plugin"),
         ("tls_engine pkcs11", "tls_engine"), ("tls_keyform engine", "tls_keyform"),
         ("memory_limit 100000", "memory_limit"),
@@ -557,6 +557,9 @@ class TestNotImplemented:
 
     def test_persistence_false_is_fine(self):
         assert load("listener 1\npersistence false\n").persistence is False
+
+    def test_persistence_true_is_implemented(self):
+        assert load("listener 1\npersistence true\n").persistence is True
 
     def test_every_option_is_documented_as_implemented_or_not(self):
         from midge.config import options as opts
