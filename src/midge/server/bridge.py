@@ -263,7 +263,6 @@ class Bridge:
         self.connection = None
         self.session: ClientSession | None = None
         self.connected = False
-        self.refused = False
         self.max_packet = 0
         self.outgoing: dict[int, tuple[int, int]] = {}  # remote packet id -> (local id, qos)
         self.local: LocalLink | None = None
@@ -360,7 +359,6 @@ class Bridge:
         config = self.config
         log = self.log
         log.notice(f"Connecting bridge {config.name} ({host}:{port})")
-        self.refused = False
         self.session = ClientSession(self._connect_packet())
         options = ClientOptions(host=host, port=port, tls=self.tls, bind_address=config.bridge_bind_address,
                                 connect_timeout=max(config.keepalive_interval, 5))
@@ -450,7 +448,6 @@ class Bridge:
         config = self.config
         code = packet.reason_code
         if code != 0:
-            self.refused = True
             if self.try_private and code in (ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION,
                                              ReasonCode.UNSUPPORTED_PROTOCOL_VERSION):
                 # The remote does not know Mosquitto's bridge bit: try again without it.
