@@ -397,6 +397,14 @@ def test_remote_credentials(tmp_path):
                                       "remote_username bridgeuser\nremote_password wrong\n"), bad_dir, bad_port)
         midges.append(bad)
         bad.wait_for_log("Connection Refused: not authorised (bridge bad)")
+        v5_port = free_port()
+        v5_dir = tmp_path / "v5"
+        v5_dir.mkdir()
+        v5 = start_midge(bridge_conf(v5_port, "bad5", rport, ["c/# out 0"],
+                                     "remote_username bridgeuser\nremote_password wrong\n"
+                                     "bridge_protocol_version mqttv50\n"), v5_dir, v5_port)
+        midges.append(v5)
+        v5.wait_for_log("Connection Refused: Not authorized (0x87) (bridge bad5)")
     finally:
         for midge in midges:
             midge.stop()

@@ -33,6 +33,7 @@ from midge.client.connection import ConnectError, open_connection
 from midge.client.options import ClientOptions, TlsOptions
 from midge.client.session import ClientSession
 from midge.client.tls import TlsSetupError, make_context
+from midge.client.tool import reason_string
 from midge.log import LogType
 from midge.protocol.codec import Decoder, encode
 from midge.protocol.constants import ConnackCode, PacketType, Property, ReasonCode
@@ -455,7 +456,7 @@ class Bridge:
                 self.retry_now = True
                 self.log.notice(f"Bridge {config.name}: the remote refused try_private; retrying without it.")
             elif self.version == 5:
-                self.log.error(f"Connection Refused: reason {code:#x} (bridge {config.name})")
+                self.log.error(f"Connection Refused: {reason_string(code)} ({code:#x}) (bridge {config.name})")
             else:
                 reason = _V3_REFUSALS.get(code, "Connection Refused: unknown reason")
                 self.log.error(f"{reason} (bridge {config.name})")
