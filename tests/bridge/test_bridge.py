@@ -609,3 +609,42 @@ def test_start_type_once_does_not_retry(tmp_path):
         assert midge.output.count("Connecting bridge b14") == 1
     finally:
         midge.stop()
+
+
+def test_local_credentials_when_midge_refuses_anonymous_clients(tmp_path):
+    import subprocess
+
+    from tests.peers import require_peer
+
+    rport, lport = free_port(), free_port()
+    passwd = tmp_path / "passwd"
+    subprocess.run([require_peer("mosquitto_passwd"), "-c", "-b", str(passwd), "bridge", "local-secret"], check=True)
+    remote = start_mosquitto(mosquitto_conf(rport), tmp_path, rport)
+    midges = []
+    try:
+        watcher = PahoClient(rport, "watcher")
+        watcher.subscribe([("u/#", 1), (STATE.format("b15-remote"), 1)])
+        closed = f"listener {lport} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n"
+        bridge = (f"connection b15\naddress 127.0.0.1:{rport}\nremote_clientid b15-remote\n"
+                  "topic u/# both 1\nrestart_timeout 1\n")
+        good = start_midge(closed + bridge + "local_username bridge\nlocal_password local-secret\n",
+                           tmp_path, lport)
+        midges.append(good)
+        expect(watcher, STATE.format("b15-remote"), b"1")
+        local = PahoClient(lport, "local-sub", username="bridge", password="local-secret")
+        local.subscribe("u/#", 1)
+        watcher.publish("u/in", b"through", qos=1)
+        assert expect(local, "u/in").payload == b"through"
+        local.disconnect()
+        good.stop()
+        # Without local credentials midge refuses the bridge's local side, and says why.
+        other = tmp_path / "other"
+        other.mkdir()
+        bad = start_midge(closed + bridge, other, lport)
+        midges.append(bad)
+        bad.wait_for_log("the local broker refused the bridge's local connection as local.b15-remote")
+        watcher.disconnect()
+    finally:
+        for midge in midges:
+            midge.stop()
+        remote.stop()
