@@ -637,12 +637,14 @@ def test_local_credentials_when_midge_refuses_anonymous_clients(tmp_path):
         assert expect(local, "u/in").payload == b"through"
         local.disconnect()
         good.stop()
-        # Without local credentials midge refuses the bridge's local side, and says why.
+        expect(watcher, STATE.format("b15-remote"), b"0")
+        # Without local credentials the bridge's local side is not authenticated, as in
+        # Mosquitto (it is midge's own connection, not a network client).
         other = tmp_path / "other"
         other.mkdir()
-        bad = start_midge(closed + bridge, other, lport)
-        midges.append(bad)
-        bad.wait_for_log("the local broker refused the bridge's local connection as local.b15-remote")
+        anonymous_bridge = start_midge(closed + bridge, other, lport)
+        midges.append(anonymous_bridge)
+        expect(watcher, STATE.format("b15-remote"), b"1")
         watcher.disconnect()
     finally:
         for midge in midges:

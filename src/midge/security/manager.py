@@ -239,6 +239,10 @@ class Security:
 
     def authenticate(self, client, username: str | None, password: bytes | None):
         """0 when the client may connect, else a v5 reason code (or a PendingAuth)."""
+        if getattr(client, "bridge", None):
+            # The local side of a bridge midge itself runs (server/bridge.py sets
+            # `client.bridge`; no remote peer can). Mosquitto never authenticates it either.
+            return SUCCESS
         listener = getattr(client, "listener", None)
         if _uses_tls_username(listener):
             # Mosquitto: the TLS identity replaces the password check entirely.
