@@ -454,6 +454,10 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
             fail("psk_tls13", "false turns TLS 1.3 off, but tls_version tlsv1.3 allows nothing else")
     if psk_file:
         files.append(str(psk_file))
+    # One TLS 1.3 session ticket per handshake instead of OpenSSL's default two: a client
+    # resumes one connection at a time, and each ticket costs an encryption and a record
+    # (bench: full P-256 handshakes 580 -> 640 per CPU-second, resumed ones unchanged).
+    ctx.num_tickets = 1
 
     return ctx, files, crls
 
