@@ -406,6 +406,7 @@ class Broker(Database):
         cache: dict = {}   # encoded bytes shared by recipients with identical packets
         deliver = self._deliver
         max_queued = limits.max_queued_messages
+        single = len(entries) == 1 and not groups   # (QoS 0 1 -> 1: no encode cache needed)
         pending = self._pending
         sent = 0
         sent_bytes = 0
@@ -437,10 +438,14 @@ class Broker(Database):
                         self.stats.publish_dropped += 1
                         continue
                     client.paused_qos0 += 1
-                key = (client.version, retain, client.mount_point)
-                data = cache.get(key)
-                if data is None:
-                    data = cache[key] = self.encode_publish(client, message, 0, retain, False, None, None, now)
+                if single:
+                    # One recipient: nothing to share, skip the cache key and lookups.
+                    data = self.encode_publish(client, message, 0, retain, False, None, None, now)
+                else:
+                    key = (client.version, retain, client.mount_point)
+                    data = cache.get(key)
+                    if data is None:
+                        data = cache[key] = self.encode_publish(client, message, 0, retain, False, None, None, now)
                 if client.max_packet_out and len(data) > client.max_packet_out:
                     self.stats.publish_dropped += 1
                     continue
