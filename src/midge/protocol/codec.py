@@ -311,7 +311,8 @@ class Decoder:
             properties = {}
             if not topic:
                 raise ProtocolError("PUBLISH with an empty topic")
-        return Publish(topic, data[pos:stop], qos, bool(first & 0x01), bool(dup), packet_id,
+        # (x != 0) rather than bool(x): no call, ~2 % of a QoS 0 message's decode.
+        return Publish(topic, data[pos:stop], qos, (first & 0x01) != 0, dup != 0, packet_id,
                        properties)
 
     # -- Acknowledgements ---------------------------------------------------------------------
