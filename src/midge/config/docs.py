@@ -89,6 +89,12 @@ and says why:
   `certfile`/`cafile` after `psk_hint`).
 - **`psk_tls13`** (default true): midge allows TLS-PSK over TLS 1.3; Mosquitto 2.0.12+
   turns TLS 1.3 off on PSK listeners. Set `psk_tls13 false` for Mosquitto's behaviour.
+- **SIGHUP applies the limits.** Mosquitto 2.0 parses `max_inflight_messages`,
+  `max_inflight_bytes`, `max_queued_messages`, `max_queued_bytes`, `max_packet_size`,
+  `max_keepalive`, `retain_available` and `set_tcp_nodelay` on SIGHUP but never applies
+  them, and resets every listener's `max_connections`, `max_qos` and `max_topic_alias` to
+  their defaults. midge applies the new values (to new connections; connected clients
+  keep the limits they were given at CONNECT) and keeps the listener limits.
 - **Warnings** that Mosquitto does not give: listener options before the first
   `listener` line (they create a default listener on port 1883), TLS-only options on a
   listener without TLS, `require_certificate` without `cafile`/`capath`,

@@ -132,9 +132,9 @@ OPTIONS: list[Option] = [
     _o("user", STRING, GLOBAL, "mosquitto",
        help="Mosquitto drops to this user when started as root. midge never changes user: "
             "run it as the user it should be."),
-    _o("set_tcp_nodelay", BOOL, GLOBAL, False, help="Set TCP_NODELAY on client sockets."),
+    _o("set_tcp_nodelay", BOOL, GLOBAL, False, reload=RELOAD_YES, help="Set TCP_NODELAY on client sockets."),
     _o("retain_available", BOOL, GLOBAL, True,
-       help="When false, retained PUBLISHes are refused and v5 clients are told so."),
+       reload=RELOAD_YES, help="When false, retained PUBLISHes are refused and v5 clients are told so."),
     _o("queue_qos0_messages", BOOL, GLOBAL, False, reload=RELOAD_YES,
        help="Queue QoS 0 messages for disconnected persistent sessions."),
     # ---- persistence (1.5.6) ----
@@ -173,21 +173,21 @@ OPTIONS: list[Option] = [
        help="Largest WebSocket handshake header block; 0 means the default."),
     # ---- limits (1.5.9) ----
     _o("max_inflight_messages", INT, GLOBAL, 20, minimum=0, maximum=65535,
-       help="Outgoing QoS 1/2 messages in flight per client; 0 or 65535 means no limit."),
+       reload=RELOAD_YES, help="Outgoing QoS 1/2 messages in flight per client; 0 or 65535 means no limit."),
     _o("max_inflight_bytes", INT, GLOBAL, 0, minimum=0,
-       help="Byte limit on outgoing in-flight messages per client; 0 means no limit."),
+       reload=RELOAD_YES, help="Byte limit on outgoing in-flight messages per client; 0 means no limit."),
     _o("max_queued_messages", INT, GLOBAL, 1000, minimum=0,
-       help="Messages queued per client beyond those in flight; 0 means no limit."),
+       reload=RELOAD_YES, help="Messages queued per client beyond those in flight; 0 means no limit."),
     _o("max_queued_bytes", INT, GLOBAL, 0, minimum=0,
-       help="Byte limit on each client's queue; 0 means no limit."),
+       reload=RELOAD_YES, help="Byte limit on each client's queue; 0 means no limit."),
     _o("message_size_limit", INT, GLOBAL, 0, reload=RELOAD_YES, minimum=0,
        maximum=MQTT_MAX_PAYLOAD,
        help="Largest payload accepted; larger messages are dropped. 0 means no limit."),
     _o("max_packet_size", INT, GLOBAL, 0, minimum=20,
-       help="Largest MQTT packet accepted (at least 20); advertised to v5 clients. "
+       reload=RELOAD_YES, help="Largest MQTT packet accepted (at least 20); advertised to v5 clients. "
             "Unset means no limit."),
     _o("max_keepalive", INT, GLOBAL, 0, minimum=10, maximum=65535,
-       help="Largest keepalive a client may ask for, 10 to 65535, or 0 for no limit. "
+       reload=RELOAD_YES, help="Largest keepalive a client may ask for, 10 to 65535, or 0 for no limit. "
             "DOC≠CODE: the man page says the default is 65535; Mosquitto 2.0.16+ code (and "
             "midge) use 0. Mosquitto 2.0.11 refuses 0."),
     _o("memory_limit", INT, GLOBAL, 0, minimum=0, help="Byte limit on the broker's memory."),
@@ -220,11 +220,11 @@ OPTIONS: list[Option] = [
        help="Topic prefix added to every topic of this listener's clients. No wildcards. "
             "Needs a listener line before it."),
     _o("max_connections", INT, LISTENER, -1,
-       help="Most clients connected to this listener at once; -1 (any negative) means no limit."),
+       reload=RELOAD_YES, help="Most clients connected to this listener at once; -1 (any negative) means no limit."),
     _o("max_qos", INT, LISTENER, 2, aliases=("maximum_qos",), minimum=0, maximum=2,
-       help="Highest QoS clients of this listener may use."),
+       reload=RELOAD_YES, help="Highest QoS clients of this listener may use."),
     _o("max_topic_alias", INT, LISTENER, 10, minimum=0, maximum=65535,
-       help="Largest v5 topic alias a client may use; 0 disables aliases."),
+       reload=RELOAD_YES, help="Largest v5 topic alias a client may use; 0 disables aliases."),
     _o("use_username_as_clientid", BOOL, LISTENER, False,
        help="Replace each client's ID with its username."),
     _o("http_dir", PATH, LISTENER, None,

@@ -245,6 +245,7 @@ class Server:
         self.config = config
         self.broker.reload(config, self.loop.time())
         self.drain()
+        log.notice("Reload complete.")
 
     # -- Persistence -----------------------------------------------------------------
 
