@@ -36,6 +36,9 @@ def test_empty_client_id_is_assigned(version):
     conn = h.connect("", version=version)
     client_id = conn.client.client_id
     assert client_id.startswith("auto-") and len(client_id) == len("auto-") + 36
+    # Mosquitto's form: upper-case hex, 8-4-4-4-12
+    assert [len(part) for part in client_id[5:].split("-")] == [8, 4, 4, 4, 12]
+    assert client_id[5:] == client_id[5:].upper()
     if version == 5:
         assert conn.connack.properties[Property.ASSIGNED_CLIENT_IDENTIFIER] == client_id
     else:

@@ -3,7 +3,7 @@ CONNACK (Mosquitto's handle_connect.c and connect__on_authorised)."""
 
 from __future__ import annotations
 
-import uuid
+import os
 
 from midge.broker.client import CLOSED, CONNECTED
 from midge.broker.limits import listener_value, security_value
@@ -128,7 +128,7 @@ def handle_connect(client, packet, now) -> None:
             _refuse(client, now, ReasonCode.UNSPECIFIED_ERROR, ConnackCode.IDENTIFIER_REJECTED)
             return
         prefix = security_value(listener, config, "auto_id_prefix", "auto-")
-        client_id = f"{prefix}{uuid.uuid4()}"
+        client_id = prefix + _random_id()
         assigned = True
     elif version == 3 and len(client_id) > 23:
         # MQTT 3.1 section 3.1: a client identifier is 1 to 23 characters (Mosquitto: rc 2).
@@ -304,3 +304,9 @@ def _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
 
     if session_present:
         broker.resume_session(session, client, now)
+
+
+def _random_id() -> str:
+    """36 characters of upper-case hex in 8-4-4-4-12 form, like Mosquitto's client_id_gen."""
+    h = os.urandom(16).hex().upper()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
