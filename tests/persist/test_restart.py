@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.brokerproc import free_port, start_midge, start_mosquitto
-from tests.peers import require_peer
+from tests.peers import REQUIRE_PEERS, require_peer
 
 TIMEOUT = 10
 
@@ -122,7 +122,10 @@ def test_debian_stock_config_starts(tmp_path):
     """/etc/mosquitto/mosquitto.conf as Debian ships it, paths moved into tmp_path."""
     stock = Path("/etc/mosquitto/mosquitto.conf")
     if not stock.exists():
-        pytest.skip("Debian's mosquitto.conf is not installed")
+        message = "Debian's mosquitto.conf is not installed (apt-get install mosquitto)"
+        if REQUIRE_PEERS:
+            pytest.fail(message + "; MIDGE_REQUIRE_PEERS is set", pytrace=False)
+        pytest.skip(message)
     port = free_port()
     conf_d = tmp_path / "conf.d"
     conf_d.mkdir()
