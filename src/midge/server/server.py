@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 from dataclasses import dataclass, field
 
 from midge import __version__
@@ -17,6 +18,7 @@ from midge.broker import Broker
 from midge.config import ConfigError, load_config
 from midge.log import Log, LogType
 from midge.protocol.constants import ReasonCode
+from midge.security import Security
 from midge.server.connection import Connection
 from midge.server.listeners import ListenerError, open_listener
 
@@ -43,7 +45,7 @@ class Server:
         self.ports = list(ports)
         self.verbose = verbose
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.security = _make_security(config, log)
+        self.security = Security(config, log)
         self.broker: Broker | None = None
         self.listeners: list[ListenerState] = []
         self.connections: set[Connection] = set()
@@ -72,8 +74,7 @@ class Server:
                        "clients running on this machine.")
             log.notice("Create a configuration file which defines a listener to allow remote access.")
         self.broker = Broker(self.config, log, security=self.security, now=self.loop.time())
-        if self.security is not None:
-            self.security.spawn = self._spawn
+        self.security.spawn = self._spawn
         self._open_persistence()
         for listener in self.config.listeners:
             state = ListenerState(listener, tls=self._tls_context(listener))
@@ -86,7 +87,7 @@ class Server:
             for b in bound:
                 log.notice(f"Opening {b.description}.")
                 factory = lambda state=state: Connection(self, state)  # noqa: E731
-                if b.family == getattr(__import__("socket"), "AF_UNIX", None):
+                if b.family == socket.AF_UNIX:
                     srv = await self.loop.create_unix_server(factory, sock=b.sock)
                 else:
                     srv = await self.loop.create_server(factory, sock=b.sock)
@@ -133,8 +134,7 @@ class Server:
             self.persistence.close(self.loop.time())
         for task in list(self.tasks):
             task.cancel()
-        if self.security is not None:
-            self.security.shutdown()
+        self.security.shutdown()
         for conn in list(self.connections):
             conn.close()
         for state in self.listeners:
@@ -226,11 +226,10 @@ class Server:
                         "Other changes are applied.")
         by_key = {_listener_key(listener): listener for listener in config.listeners}
         log.reconfigure(config)
-        if self.security is not None:
-            try:
-                self.security.reload(config)
-            except Exception as exc:
-                log.error(f"Reload of password/ACL/PSK files failed, keeping the old ones: {exc}")
+        try:
+            self.security.reload(config)
+        except Exception as exc:
+            log.error(f"Reload of password/ACL/PSK files failed, keeping the old ones: {exc}")
         for state in self.listeners:
             new_listener = by_key.get(_listener_key(state.listener))
             if new_listener is None:
@@ -301,8 +300,6 @@ class Server:
         security = self.security
 
         def psk_lookup(identity: str, listener=listener):
-            if security is None:
-                return None
             return security.psk_key(listener, identity)
 
         try:
@@ -312,9 +309,8 @@ class Server:
 
     def _psk_file_changed(self, listener) -> None:
         """The watcher saw a psk_file change: reload the keys (the security layer owns them)."""
-        if self.security is not None:
-            self.security.reload(self.config)
-            self.log.notice(f"Reloaded psk_file {listener.security.psk_file} for listener {listener.port}.")
+        self.security.reload(self.config)
+        self.log.notice(f"Reloaded psk_file {listener.security.psk_file} for listener {listener.port}.")
 
     def _sweep_revoked(self) -> None:
         """disconnect_on_revocation: drop live connections whose certificate went bad."""
@@ -346,10 +342,8 @@ class Server:
         interval = getattr(self.config, "tls_watch_interval", 0) or 0
         if interval <= 0 or not any(s.tls is not None for s in self.listeners):
             return
-        try:
-            from midge.server.tls_reload import TlsFileWatcher
-        except ImportError:
-            return
+        from midge.server.tls_reload import TlsFileWatcher
+
         watcher = TlsFileWatcher(self.listeners, self._tls_context, self.log,
                                  on_psk_file_change=self._psk_file_changed)
 
@@ -366,14 +360,6 @@ class Server:
 
 def _listener_key(listener) -> tuple:
     return (listener.port, listener.bind_address, getattr(listener, "path", None))
-
-
-def _make_security(config, log):
-    try:
-        from midge.security import Security
-    except ImportError:
-        return None
-    return Security(config, log)
 
 
 def run(config, log: Log, config_path: str | None, ports=(), verbose=False) -> int:
