@@ -165,6 +165,15 @@ def test_tls_client_on_plain_port_is_named_in_the_log(broker):
     broker.wait_for_log("TLS handshake was sent to a plain MQTT listener", start=mark)
 
 
+def test_http_on_mqtt_port_is_named_in_the_log(broker):
+    mark = broker.mark()
+    with socket.create_connection(("127.0.0.1", broker.port)) as s:
+        s.sendall(b"GET /mqtt HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.settimeout(5)
+        assert s.recv(100) == b""
+    broker.wait_for_log("an HTTP request was sent to an MQTT listener", start=mark)
+
+
 def test_connect_log_lines_match_mosquitto(broker):
     mark = broker.mark()
     c = PahoClient(broker.port, client_id="logcheck", version=4, keepalive=30)
