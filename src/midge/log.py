@@ -5,6 +5,7 @@
         log.debug(f"Received PUBLISH from {client_id}")
     log.set_topic_publisher(fn)        # log_dest topic: fn(topic, payload) publishes to $SYS
     log.reconfigure(new_config)        # SIGHUP: new types/destinations, log file reopened
+    log.defer_writes(loop.call_soon)   # the server: one write per loop turn, not per line
     log.close()
 
 A line is `<timestamp>: <message>`; the timestamp is Unix seconds, or
@@ -95,12 +96,17 @@ class Log:
         self._dests: frozenset[str] = frozenset({"stderr"})
         self._timestamp = True
         self._timestamp_format: str | None = None
+        # Deferred writes (`defer_writes`): lines for stderr/stdout/file wait here until
+        # the end of the event loop turn, then go out in one write per destination.
+        self._schedule = None
+        self._pending: list[str] = []
         self.reconfigure(config)
 
     # ---- configuration ----
 
     def reconfigure(self, config) -> None:
         """Apply (new) logging options; reopens the log file so it can be rotated."""
+        self.flush()
         self._close_outputs()
         if config is None:
             self._mask = int(DEFAULT_TYPES)
@@ -134,7 +140,36 @@ class Log:
         """`publish(topic: str, payload: bytes)` for `log_dest topic` (None to stop)."""
         self._publisher = publish
 
+    def defer_writes(self, schedule) -> None:
+        """Batch stream writes: `schedule(callback)` runs `flush` once the current batch of
+        work is done (the server passes `loop.call_soon`, so every line logged during one
+        event loop turn goes out in one write). None writes each line at once again.
+
+        Why: a connection storm logs two lines per connect; one write and flush per line
+        was ~8 us of the ~55 us a connect cost (bench idle-10k). The cost is that a
+        process killed with SIGKILL loses the lines of its last loop turn.
+        """
+        self.flush()
+        self._schedule = schedule
+
+    def flush(self) -> None:
+        """Write the lines waiting for the end of the loop turn."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        text = "\n".join(pending) + "\n"
+        dests = self._dests
+        if "stderr" in dests:
+            self._write(self._stream or sys.stderr, text)
+        if "stdout" in dests:
+            self._write(self._stream or sys.stdout, text)
+        if self._file is not None:
+            self._write(self._file, text)
+
     def close(self) -> None:
+        self.flush()
+        self._schedule = None
         self._close_outputs()
 
     def _close_outputs(self) -> None:
@@ -176,12 +211,18 @@ class Log:
             line = f"{time.strftime(self._timestamp_format, time.localtime(now))}: {message}"
         else:
             line = f"{int(now)}: {message}"
-        if "stderr" in dests:
-            self._write(self._stream or sys.stderr, line)
-        if "stdout" in dests:
-            self._write(self._stream or sys.stdout, line)
-        if self._file is not None:
-            self._write(self._file, line)
+        if self._schedule is not None:
+            if not self._pending:
+                self._schedule(self.flush)
+            self._pending.append(line)
+        else:
+            line += "\n"
+            if "stderr" in dests:
+                self._write(self._stream or sys.stderr, line)
+            if "stdout" in dests:
+                self._write(self._stream or sys.stdout, line)
+            if self._file is not None:
+                self._write(self._file, line)
         if self._syslog is not None:
             self._syslog.syslog(_syslog_priority(self._syslog, log_type), message)
         if "topic" in dests and self._publisher is not None and not self._publishing:
@@ -194,9 +235,9 @@ class Log:
                     self._publishing = False
 
     @staticmethod
-    def _write(stream, line: str) -> None:
+    def _write(stream, text: str) -> None:
         try:
-            stream.write(line + "\n")
+            stream.write(text)
             stream.flush()
         except (OSError, ValueError):
             pass  # a closed or broken log output must not take the broker down

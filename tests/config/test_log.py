@@ -143,3 +143,59 @@ def test_memory_log_records():
     quiet = MemoryLog(types=LogType.ERROR)
     quiet.notice("skip")
     assert quiet.records == [] and ALL_TYPES & LogType.INTERNAL
+
+
+class CountingStream(io.StringIO):
+    """Counts write calls: deferred logging must write once per loop turn."""
+
+    def __init__(self):
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text):
+        self.writes += 1
+        return super().write(text)
+
+
+def test_deferred_writes_batch_until_flush_and_keep_order():
+    stream = CountingStream()
+    log = Log(config("log_dest stdout\n"), stream=stream)
+    scheduled = []
+    log.defer_writes(scheduled.append)
+    log.notice("one")
+    log.notice("two")
+    log.debug("not logged")
+    assert stream.getvalue() == "" and scheduled == [log.flush]  # scheduled once
+    scheduled.pop()()
+    assert [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()] == ["one", "two"]
+    assert stream.writes == 1
+    log.notice("three")
+    assert len(scheduled) == 1  # a new turn schedules a new flush
+
+
+def test_deferred_lines_are_written_on_close_and_when_deferral_stops(tmp_path):
+    path = tmp_path / "m.log"
+    log = Log(config(f"log_dest file {path}\n"))
+    log.defer_writes(lambda callback: None)  # a flush that never comes
+    log.notice("kept at close")
+    log.close()
+    assert "kept at close" in path.read_text()
+
+    stream = io.StringIO()
+    log = Log(config("log_dest stdout\n"), stream=stream)
+    log.defer_writes(lambda callback: None)
+    log.notice("kept when deferral stops")
+    log.defer_writes(None)
+    assert "kept when deferral stops" in stream.getvalue()
+    log.notice("immediate again")
+    assert "immediate again" in stream.getvalue()
+
+
+def test_deferred_lines_are_written_before_a_reconfigure_reopens_the_file(tmp_path):
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    log = Log(config(f"log_dest file {first}\n"))
+    log.defer_writes(lambda callback: None)
+    log.notice("before rotation")
+    log.reconfigure(config(f"log_dest file {second}\n"))
+    assert "before rotation" in first.read_text()
+    log.close()

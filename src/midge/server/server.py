@@ -367,14 +367,20 @@ def run(config, log: Log, config_path: str | None, ports=(), verbose=False) -> i
     server = Server(config, log, config_path, ports, verbose)
 
     async def main() -> int:
+        # Log lines go out once per loop turn (log.py `defer_writes`), and all of them
+        # before the process exits, whatever happens.
+        log.defer_writes(asyncio.get_running_loop().call_soon)
         try:
-            await server.start()
-        except StartupError as exc:
-            log.error(f"Error: {exc}")
-            return 1
-        await server.run_until_stopped()
-        await server.shutdown()
-        return 0
+            try:
+                await server.start()
+            except StartupError as exc:
+                log.error(f"Error: {exc}")
+                return 1
+            await server.run_until_stopped()
+            await server.shutdown()
+            return 0
+        finally:
+            log.defer_writes(None)
 
     return asyncio.run(main(), loop_factory=_loop_factory())
 
