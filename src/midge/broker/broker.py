@@ -30,7 +30,7 @@ from midge.broker.handle_publish import (
     handle_puback, handle_pubcomp, handle_publish, handle_pubrec, handle_pubrel,
 )
 from midge.broker.handle_subscribe import handle_subscribe, handle_unsubscribe
-from midge.broker.limits import Limits
+from midge.broker.limits import Limits, ListenerLimits
 from midge.broker.message import WAIT_COMP, Message
 from midge.broker.retain import RetainStore
 from midge.broker.session import Session
@@ -94,12 +94,15 @@ class Broker(Database):
         self.notify_plugins = bool(getattr(security, "has_plugins", False))
         self.wall_clock = wall_clock
         self.limits = Limits(config)
+        self._listener_limits: dict[int, tuple[object, ListenerLimits]] = {}
+        self.handlers_connected = HANDLERS_CONNECTED  # for handle_connect (no import cycle)
         self.debug = log.enabled(LogType.DEBUG)
         self.sessions: dict[str, Session] = {}
         self.clients: set[Client] = set()   # connected clients
         self.subs = SubscriptionTree()
         self.retained = RetainStore()
         self.timers = TimerHeap()
+        self.keepalive_buckets: dict[int, set] = {}  # keepalive.py: second -> clients due then
         self.stats = Stats()
         self.start_time = now
         self._pending: list[Client] = []
@@ -119,9 +122,16 @@ class Broker(Database):
 
     # -- Server interface --------------------------------------------------------------
 
+    def listener_limits(self, listener) -> ListenerLimits:
+        """The options a connect reads from `listener`, looked up once per listener."""
+        entry = self._listener_limits.get(id(listener))
+        if entry is None or entry[0] is not listener:
+            entry = self._listener_limits[id(listener)] = (listener, ListenerLimits(listener))
+        return entry[1]
+
     def new_client(self, listener, peer: str, tls=None, io=None, now: float = 0.0) -> Client:
         self.now = now
-        client = Client(self, listener, peer, tls, io, now)
+        client = Client(self, listener, peer, tls, io, now, HANDLERS_BEFORE_CONNECT)
         self.stats.sockets += 1
         keepalive.add(self, client, now)
         return client
@@ -148,7 +158,7 @@ class Broker(Database):
         self.now = now
         for kind, owner, token in self.timers.pop_due(now):
             if kind == keepalive.KIND:
-                keepalive.check(self, owner, token, now)
+                keepalive.check(self, token, now)
             elif kind == will_delay.KIND:
                 will_delay.check(self, owner, token, now)
             elif kind == session_expiry.KIND:
@@ -161,7 +171,7 @@ class Broker(Database):
 
     def _timer_live(self, kind, owner, token) -> bool:
         if kind == keepalive.KIND:
-            return keepalive.live(owner, token)
+            return keepalive.live(self, token)
         if kind == will_delay.KIND:
             return token == owner.will_token
         if kind == session_expiry.KIND:
@@ -181,6 +191,7 @@ class Broker(Database):
         self.notify_plugins = bool(getattr(self.security, "has_plugins", False))
         self.config = config
         self.limits = Limits(config)
+        self._listener_limits.clear()
         self.debug = self.log.enabled(LogType.DEBUG)
         self.sys.reconfigure(now)
         security = self.security

@@ -67,15 +67,15 @@ class Client:
     __slots__ = (
         "broker", "listener", "peer", "tls", "io", "output", "closing", "write_paused",
         "state", "decoder", "version", "client_id", "username", "keepalive", "clean_start",
-        "session", "will", "last_activity", "keepalive_token", "receive_maximum",
+        "session", "will", "last_activity", "keepalive_bucket", "receive_maximum",
         "max_packet_out", "topic_alias_max_out", "aliases_in", "request_problem_info",
         "paused_qos0", "mount_point", "max_qos", "max_topic_alias", "is_bridge",
         "pending", "acl_cache", "connected_at", "deferred", "deferred_error", "connect_delayed",
-        "deferred_resume_pending", "handlers", "aliases_out", "alias_set_by_last", "keepalive_armed",
-        "__weakref__", "__dict__",
+        "deferred_resume_pending", "handlers", "aliases_out", "alias_set_by_last",
+        "bridge", "__weakref__",
     )
 
-    def __init__(self, broker, listener, peer, tls, io, now):
+    def __init__(self, broker, listener, peer, tls, io, now, handlers=None):
         self.broker = broker
         self.listener = listener
         self.peer = peer
@@ -95,8 +95,7 @@ class Client:
         self.session = None
         self.will = None
         self.last_activity = now
-        self.keepalive_token = 0
-        self.keepalive_armed = 0.0          # deadline of the live keepalive heap entry, 0 = none
+        self.keepalive_bucket = 0           # keepalive.py: the second whose bucket holds us, 0 = none
         self.receive_maximum = 65535        # the client's, for our outgoing QoS 1/2
         self.max_packet_out = 0             # the client's maximum packet size (0 = none)
         self.topic_alias_max_out = 0
@@ -105,17 +104,16 @@ class Client:
         self.alias_set_by_last = None
         self.request_problem_info = True
         self.paused_qos0 = 0
-        self.mount_point = getattr(listener, "mount_point", None) or ""
-        self.max_qos = getattr(listener, "max_qos", 2)
-        if self.max_qos is None:
-            self.max_qos = 2
-        alias_max = getattr(listener, "max_topic_alias", 10)
-        self.max_topic_alias = 10 if alias_max is None else alias_max
-        self.is_bridge = False
+        listener_limits = broker.listener_limits(listener)
+        self.mount_point = listener_limits.mount_point
+        self.max_qos = listener_limits.max_qos
+        self.max_topic_alias = listener_limits.max_topic_alias
+        self.is_bridge = False              # the peer said it is a bridge (CONNECT flag)
+        self.bridge = None                  # the BridgeConfig when midge's own bridge is the peer
         self.pending = False
         self.acl_cache = None
         self.connected_at = None
-        self.handlers = broker_handlers_before_connect()
+        self.handlers = handlers if handlers is not None else broker_handlers_before_connect()
         self.deferred = None            # packets held while CONNECT waits (login delay, async auth)
         self.deferred_error = None
         self.connect_delayed = False
@@ -243,7 +241,7 @@ class Client:
             broker.log.notice(line.format(self.id_for_log))
         was_connected = self.state == CONNECTED
         self.state = CLOSED
-        keepalive.remove(self)  # lets the timer heap count its entry as stale
+        keepalive.remove(self)
         self.closing = True
         broker.mark_pending(self)
         if was_connected:

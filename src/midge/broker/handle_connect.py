@@ -6,17 +6,12 @@ from __future__ import annotations
 import os
 
 from midge.broker.client import CLOSED, CONNECTED
-from midge.broker.limits import listener_value, security_value
+from midge.broker.limits import security_value
 from midge.broker.session import NEVER
 from midge.log import LogType
 from midge.protocol.constants import ConnackCode, Property, ReasonCode
 from midge.protocol.packets import Connack
-
-try:
-    from midge.security.throttle import peer_host
-except Exception:  # pragma: no cover
-    def peer_host(peer):
-        return peer.rpartition(':')[0] or peer
+from midge.security.throttle import peer_host
 
 # v5 reason code -> the v3 CONNACK return code Mosquitto sends for the same refusal.
 _V3_CODES = {
@@ -34,6 +29,10 @@ _V3_CODES = {
 # Mosquitto logs its protocol enum, not the protocol level: 3.1 -> p1, 3.1.1 -> p2, 5 -> p5.
 _LOG_PROTOCOL = {3: 1, 4: 2, 5: 5}
 
+# The CONNACK a 3.1 / 3.1.1 client gets on success, by session present: the same bytes
+# for every such client, so they are not encoded per connect.
+_V3_CONNACK_ACCEPTED = {False: b"\x20\x02\x00\x00", True: b"\x20\x02\x01\x00"}
+
 
 def _refuse(client, now, v5_code, v3_code, kind="refused") -> None:
     """CONNACK with a failure code, then close (no will: the connection never started)."""
@@ -50,12 +49,6 @@ def _refuse(client, now, v5_code, v3_code, kind="refused") -> None:
 def _refuse_auth(client, now, reason) -> None:
     v3 = _V3_CODES.get(reason, ConnackCode.NOT_AUTHORIZED)
     _refuse(client, now, reason, v3, kind="not_authorised")
-
-
-def _tls_identity_mode(listener) -> bool:
-    return bool(listener_value(listener, "use_identity_as_username", False)
-                or listener_value(listener, "use_subject_as_username", False)
-                or listener_value(listener, "cert_identity_as_username", None))
 
 
 def _username_from_tls(listener, tls):
@@ -82,7 +75,8 @@ def handle_connect(client, packet, now) -> None:
         return
     broker = client.broker
     security = broker.security
-    if security is not None and not client.connect_delayed and hasattr(security, "login_delay"):
+    if (security is not None and not client.connect_delayed and getattr(security, "throttling", True)
+            and hasattr(security, "login_delay")):
         # Brute-force slow-down (security/throttle.py): an address with recent failed
         # logins gets its CONNACK later, whatever the outcome.
         delay = security.login_delay(peer_host(client.peer), now)
@@ -159,7 +153,7 @@ def handle_connect(client, packet, now) -> None:
 
     # -- Username: from TLS, or from the packet and checked ------------------------
     username = packet.username
-    if _tls_identity_mode(listener):
+    if broker.listener_limits(listener).tls_username:
         username = _username_from_tls(listener, client.tls)
         client.username = username
         if not username:
@@ -194,28 +188,30 @@ def handle_connect(client, packet, now) -> None:
 
 def _authentication_result(client, packet, now, session_expiry, assigned, reason) -> None:
     security = client.broker.security
-    host = peer_host(client.peer)
     if reason:
         if security is not None and hasattr(security, "record_failure"):
-            security.record_failure(host, now)
+            security.record_failure(peer_host(client.peer), now)
         _refuse_auth(client, now, reason)
         return
-    if security is not None and hasattr(security, "record_success"):
-        security.record_success(host)
+    # `throttling` is False while no address has failed logins: nothing to clear.
+    if security is not None and getattr(security, "throttling", True) and hasattr(security, "record_success"):
+        security.record_success(peer_host(client.peer))
     _after_authentication(client, packet, now, session_expiry, assigned)
 
 
 def _after_authentication(client, packet, now, session_expiry, assigned) -> None:
     listener = client.listener
-    limits = client.broker.limits
+    broker = client.broker
+    limits = broker.limits
+    listener_limits = broker.listener_limits(listener)
     client_id = client.client_id
-    if listener_value(listener, "cert_identity_as_clientid", None):
+    if listener_limits.cert_identity_as_clientid:
         tls_id = _clientid_from_tls(listener, client.tls)
         if not tls_id:
             _refuse(client, now, ReasonCode.NOT_AUTHORIZED, ConnackCode.NOT_AUTHORIZED, kind="not_authorised")
             return
         client.client_id = client_id = tls_id
-    if listener_value(listener, "use_username_as_clientid", False):
+    if listener_limits.use_username_as_clientid:
         if not client.username:
             _refuse(client, now, ReasonCode.NOT_AUTHORIZED, ConnackCode.NOT_AUTHORIZED, kind="not_authorised")
             return
@@ -287,13 +283,15 @@ def _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
         if client.max_topic_alias:
             connack_props[Property.TOPIC_ALIAS_MAXIMUM] = client.max_topic_alias
     client.state = CONNECTED
-    from midge.broker.broker import HANDLERS_CONNECTED
-    client.handlers = HANDLERS_CONNECTED
+    client.handlers = broker.handlers_connected
     client.connected_at = now
     if broker.debug:
         log.debug(f"Sending CONNACK to {client_id} ({int(session_present)}, 0)")
-    # MQTT 3.1 has no session present flag: that CONNACK byte is reserved (0).
-    client.send_packet(Connack(session_present and client.version >= 4, 0, connack_props))
+    if client.version == 5:
+        client.send_packet(Connack(session_present, 0, connack_props))
+    else:
+        # MQTT 3.1 has no session present flag: that CONNACK byte is reserved (0).
+        broker.write(client, _V3_CONNACK_ACCEPTED[session_present and client.version == 4])
     broker.client_connected(client, now)
 
     if limits.connection_messages and log.enabled(LogType.NOTICE):

@@ -1,69 +1,81 @@
 """Keepalive: close a client silent for 1.5 x its keepalive (Mosquitto keepalive.c).
 
-One heap entry per client. Traffic only stores `client.last_activity`; when the
-entry fires early (there was traffic), it is re-armed at the new deadline. That
-saves a heap operation per packet.
+Clients wait in one-second buckets (a dict: whole second -> set of clients whose
+deadline falls in it), and the broker's timer heap holds one entry per bucket, not per
+client. Traffic only stores `client.last_activity`; when a bucket comes due, a client
+that had traffic since moves to the bucket of its new deadline, a silent one is closed.
 
-The heap holds a weak reference to the client: a closed client's entry stays in the
-heap until its deadline (up to 90 s), and must not keep the client, its connection and
-its TLS object alive that long.
+Why buckets rather than a heap entry per client: a connect then costs a set insert
+instead of a heap push and a weak reference (a 5-tuple, a weakref and a float: ~190
+bytes per idle connection), a closed client leaves its bucket at once (nothing keeps it
+alive), and the heap stays small. A client is closed at most one second after its exact
+deadline, never before it; Mosquitto checks keepalives at a one-second granularity too.
 """
 
 from __future__ import annotations
 
-import weakref
+from math import ceil
 
 KIND = "keepalive"
 
 
-def _limit(client) -> float:
-    return client.keepalive * 1.5
-
-
 def add(broker, client, now) -> None:
-    """Arm (or re-arm after CONNECT) the client's entry; `client.keepalive_armed` is the
-    deadline of its live entry, 0 for none."""
-    armed = client.keepalive_armed
-    if client.keepalive:
-        deadline = client.last_activity + _limit(client)
-        if armed and armed <= deadline:
-            # The entry armed at accept fires first and check() moves it on: no second
-            # entry per connection at CONNECT (one heap push and ~150 bytes saved).
-            return
-        if armed:
-            broker.timers.discarded()
-        client.keepalive_token += 1
-        client.keepalive_armed = deadline
-        broker.timers.add(deadline, KIND, weakref.ref(client), client.keepalive_token)
-    else:
+    """Arm the client's keepalive check (at accept, and again after CONNECT)."""
+    if not client.keepalive:
         remove(client)
+        return
+    second = ceil(client.last_activity + client.keepalive * 1.5)
+    current = client.keepalive_bucket
+    if current:
+        if current <= second:
+            # The bucket armed at accept comes due first and `check` moves the client
+            # on: nothing to do at CONNECT (the common case).
+            return
+        _bucket_remove(broker.keepalive_buckets, current, client)
+    _bucket_add(broker, second, client)
 
 
 def remove(client) -> None:
-    if client.keepalive_armed:
-        client.keepalive_armed = 0.0
-        client.broker.timers.discarded()
-    client.keepalive_token += 1
+    """The client closed or stopped using keepalive: forget its bucket."""
+    second = client.keepalive_bucket
+    if second:
+        _bucket_remove(client.broker.keepalive_buckets, second, client)
+        client.keepalive_bucket = 0
 
 
-def live(client_ref, token) -> bool:
-    """Whether a heap entry (weak client reference, token) still means something.
-
-    No state check: Client.close() calls remove(), whose token bump already makes the
-    entry stale (and saves an import statement here, run after every received chunk)."""
-    client = client_ref()
-    return client is not None and token == client.keepalive_token
+def live(broker, second) -> bool:
+    """Whether the heap entry for bucket `second` still has clients to check."""
+    return second in broker.keepalive_buckets
 
 
-def check(broker, client_ref, token, now) -> None:
-    from midge.broker.client import CLOSED
-    client = client_ref()
-    if client is None or client.state == CLOSED or token != client.keepalive_token or not client.keepalive:
+def check(broker, second, now) -> None:
+    """Bucket `second` came due: close its silent clients, move the others on."""
+    clients = broker.keepalive_buckets.pop(second, None)
+    if not clients:
         return
-    deadline = client.last_activity + _limit(client)
-    if now >= deadline:
-        client.keepalive_armed = 0.0
-        client.close(now, "keepalive")
-    else:
-        client.keepalive_armed = deadline
-        broker.timers.add(deadline, KIND, client_ref, token)
+    for client in clients:
+        client.keepalive_bucket = 0
+        deadline = client.last_activity + client.keepalive * 1.5
+        if now >= deadline:
+            client.close(now, "keepalive")
+        else:
+            _bucket_add(broker, ceil(deadline), client)
+
+
+def _bucket_add(broker, second, client) -> None:
+    buckets = broker.keepalive_buckets
+    bucket = buckets.get(second)
+    if bucket is None:
+        bucket = buckets[second] = set()
+        broker.timers.add(second, KIND, None, second)
+    bucket.add(client)
+    client.keepalive_bucket = second
+
+
+def _bucket_remove(buckets, second, client) -> None:
+    bucket = buckets.get(second)
+    if bucket is not None:
+        bucket.discard(client)
+        if not bucket:
+            # Its heap entry is now stale; `live` says so when it surfaces.
+            del buckets[second]

@@ -64,3 +64,22 @@ def security_value(listener, config, name, default):
         return default
     value = getattr(security, name, default)
     return default if value is None else value
+
+
+class ListenerLimits:
+    """What CONNECT and a new Client read from their listener, looked up once per
+    listener instead of with several getattr chains on every connect
+    (`Broker.listener_limits`)."""
+
+    __slots__ = ("tls_username", "cert_identity_as_clientid", "use_username_as_clientid",
+                 "mount_point", "max_qos", "max_topic_alias")
+
+    def __init__(self, listener):
+        self.tls_username = bool(listener_value(listener, "use_identity_as_username", False)
+                                 or listener_value(listener, "use_subject_as_username", False)
+                                 or listener_value(listener, "cert_identity_as_username", None))
+        self.cert_identity_as_clientid = bool(listener_value(listener, "cert_identity_as_clientid", None))
+        self.use_username_as_clientid = bool(listener_value(listener, "use_username_as_clientid", False))
+        self.mount_point = listener_value(listener, "mount_point", "")
+        self.max_qos = listener_value(listener, "max_qos", 2)
+        self.max_topic_alias = listener_value(listener, "max_topic_alias", 10)

@@ -496,6 +496,12 @@ class Security:
 
     # -- Brute force -----------------------------------------------------------------
 
+    @property
+    def throttling(self) -> bool:
+        """Whether any address has recent failed logins; while none has, a CONNECT skips
+        `login_delay` and `record_success` (and working out its address for them)."""
+        return bool(self.throttle)
+
     def login_delay(self, peer_ip: str, now: float) -> float:
         return self.throttle.login_delay(peer_ip, now)
 

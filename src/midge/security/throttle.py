@@ -57,6 +57,10 @@ class LoginThrottle:
         self.delay_max = max(self.delay, delay_max)
         self.forget_after = max(60.0, 6 * self.delay_max)
 
+    def __len__(self) -> int:
+        """How many addresses have recent failed logins (0: the broker need not ask)."""
+        return len(self._failures)
+
     def _current(self, ip: str, now: float) -> _Failures | None:
         entry = self._failures.get(ip)
         if entry is not None and now - entry.last > self.forget_after:
