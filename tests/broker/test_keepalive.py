@@ -56,3 +56,27 @@ def test_next_deadline_reports_keepalive():
     h.connect("c", keepalive=10)
     deadline = h.broker.next_deadline()
     assert deadline is not None and deadline <= h.now + 15
+
+
+def test_never_closed_before_the_deadline_and_at_most_a_second_after():
+    # Clients wait in one-second buckets: a fractional deadline rounds up, never down.
+    h = Harness(now=1000.3)
+    conn = h.connect("c", keepalive=10)  # deadline 1015.3
+    h.advance(15.0 - 0.01)
+    assert not conn.closed
+    h.advance(1.0)
+    assert conn.closed
+
+
+def test_a_closed_client_leaves_its_keepalive_bucket():
+    h = Harness()
+    conns = [h.connect(f"c{i}", keepalive=30) for i in range(3)]
+    assert sum(len(bucket) for bucket in h.broker.keepalive_buckets.values()) == 3
+    conns[0].disconnect()
+    conns[1].lose()
+    buckets = h.broker.keepalive_buckets
+    assert [c.client_id for bucket in buckets.values() for c in bucket] == ["c2"]
+    conns[2].disconnect()
+    assert h.broker.keepalive_buckets == {}
+    h.advance(100)  # the stale heap entry surfaces and is skipped
+    assert h.broker.next_deadline() is None or h.broker.next_deadline() > h.now
