@@ -77,6 +77,16 @@ def test_a_closed_client_leaves_its_keepalive_bucket():
     buckets = h.broker.keepalive_buckets
     assert [c.client_id for bucket in buckets.values() for c in bucket] == ["c2"]
     conns[2].disconnect()
+    assert not any(h.broker.keepalive_buckets.values())
+    h.advance(100)  # the emptied bucket's heap entry comes due and takes the bucket away
     assert h.broker.keepalive_buckets == {}
-    h.advance(100)  # the stale heap entry surfaces and is skipped
-    assert h.broker.next_deadline() is None or h.broker.next_deadline() > h.now
+
+
+def test_connections_with_keepalive_zero_do_not_grow_the_timer_heap():
+    # Each is armed at accept and disarmed at CONNECT (keepalive 0): the bucket they
+    # share must keep its one heap entry, not get one per connection.
+    h = Harness()
+    heap_before = len(h.broker.timers._heap)
+    for i in range(50):
+        h.connect(f"c{i}", keepalive=0)
+    assert len(h.broker.timers._heap) <= heap_before + 1

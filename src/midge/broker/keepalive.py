@@ -44,7 +44,7 @@ def remove(client) -> None:
 
 
 def live(broker, second) -> bool:
-    """Whether the heap entry for bucket `second` still has clients to check."""
+    """Whether the heap entry for bucket `second` still has its bucket (maybe empty)."""
     return second in broker.keepalive_buckets
 
 
@@ -73,9 +73,9 @@ def _bucket_add(broker, second, client) -> None:
 
 
 def _bucket_remove(buckets, second, client) -> None:
+    # An emptied bucket stays until its heap entry comes due: deleting it would make the
+    # next client of the same second push a second heap entry (a storm of connections
+    # with keepalive 0 did that once per connection).
     bucket = buckets.get(second)
     if bucket is not None:
         bucket.discard(client)
-        if not bucket:
-            # Its heap entry is now stale; `live` says so when it surfaces.
-            del buckets[second]
