@@ -87,6 +87,12 @@ class ListenerConfig(_Scoped):
         return bool((self.certfile and self.keyfile) or self.psk_hint)
 
     @property
+    def tls_username(self) -> bool:
+        """The username comes from the TLS identity (the CONNECT username is ignored)."""
+        return bool(self.use_identity_as_username or self.use_subject_as_username
+                    or self.cert_identity_as_username)
+
+    @property
     def name(self) -> str:
         """How log lines name the listener: "1883", "8883 on 127.0.0.1", "0 on /run/m.sock"."""
         if self.path:

@@ -521,6 +521,9 @@ def _throttle_settings(config) -> tuple[float, float]:
 def _uses_tls_username(listener) -> bool:
     if listener is None:
         return False
+    known = getattr(listener, "tls_username", None)  # a ListenerConfig knows, without
+    if known is not None:                             # importing identity (and cryptography)
+        return known
     from midge.security.identity import uses_tls_username  # lazy: pulls in cryptography
 
     return uses_tls_username(listener)
