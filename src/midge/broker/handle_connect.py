@@ -92,7 +92,7 @@ def handle_connect(client, packet, now) -> None:
     client.version = version
     client.clean_start = packet.clean_start
     client.keepalive = packet.keepalive
-    client.is_bridge = bool(getattr(packet, "bridge", False))
+    client.is_bridge = packet.bridge
     props = packet.properties
     stats = broker.stats
     stats.connections += 1

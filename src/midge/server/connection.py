@@ -80,20 +80,19 @@ class Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if server.config.connection_messages and log.enabled(LogType.NOTICE):
             log.notice(f"New connection from {self.peer} on port {listener.port}.")
-        if state.tls is not None or getattr(listener, "protocol", "mqtt") == "websockets":
-            self.stages = []
+        if state.tls is None and not state.websockets:
+            self._start_mqtt()  # plain MQTT over TCP: no stages, no handshake timer
+            return
+        self.stages = []
         if state.tls is not None:
             self.stages.append(state.tls.new_stage(self.peer))
-        if getattr(listener, "protocol", "mqtt") == "websockets":
+        if state.websockets:
             from midge.server.websocket import WebSocketStage
 
             self.stages.append(WebSocketStage(self.peer, getattr(listener, "http_dir", None)))
-        if self.stages:
-            timeout = getattr(listener, "tls_handshake_timeout", 10.0) or 0
-            if timeout > 0:
-                self.handshake_timer = server.loop.call_later(timeout, self._handshake_timed_out)
-        else:
-            self._start_mqtt()
+        timeout = getattr(listener, "tls_handshake_timeout", 10.0) or 0
+        if timeout > 0:
+            self.handshake_timer = server.loop.call_later(timeout, self._handshake_timed_out)
 
     def data_received(self, data: bytes) -> None:
         if self.stages:

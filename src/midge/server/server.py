@@ -31,6 +31,10 @@ class ListenerState:
     tls: object | None = None  # midge.server.tls.TlsListenerContext
     servers: list = field(default_factory=list)
     connection_count: int = 0
+    websockets: bool = False  # `protocol websockets`: a WebSocket stage on every connection
+
+    def __post_init__(self):
+        self.websockets = getattr(self.listener, "protocol", "mqtt") == "websockets"
 
 
 class StartupError(Exception):
