@@ -13,10 +13,12 @@ Decoding speed (the broker's hot path):
   attempt needs (known from the fixed header), so a large packet arriving in many
   reads is joined once, not re-copied per read.
 - The packet size limit is checked from the fixed header, before buffering the body.
-- Dispatch is a 16-entry table indexed by packet type; the server role swaps tables
-  after CONNECT, so "first packet must be CONNECT" costs nothing afterwards. The tables
-  (plain functions, called with the decoder) are built once per role at import, not per
-  connection (bench: building them was 16 % of the broker's CPU per connect).
+- Dispatch is a 256-entry table indexed by the first byte (packet type and flags); the
+  server role swaps tables after CONNECT, so "first packet must be CONNECT" costs
+  nothing afterwards, and a v3 connection's table sends the plain QoS 0 PUBLISH (first
+  byte 0x30) to a handler of its own. The tables (plain functions, called with the
+  decoder) are built once per role at import, not per connection (bench: building them
+  was 16 % of the broker's CPU per connect).
 
 Fan-out (`prepare_publish`): the broker builds the bytes of one PUBLISH once and
 reuses them for every subscriber that gets identical bytes. For QoS 0 `.data` is the
@@ -138,7 +140,7 @@ class Decoder:
                 if stop > end:
                     need = stop - pos
                     break
-                append(self._handlers[first >> 4](self, first, data, body, stop))
+                append(self._handlers[first](self, first, data, body, stop))
                 pos = stop
         except MQTTError as exc:
             self._fail(exc)
@@ -243,7 +245,7 @@ class Decoder:
             password, pos = read_binary(data, pos, stop, "password")
         if pos != stop:
             raise MalformedPacket(f"CONNECT has {stop - pos} bytes after the payload")
-        self._handlers = _SERVER_CONNECTED
+        self._handlers = _SERVER_CONNECTED_V5 if version == 5 else _SERVER_CONNECTED_V3
         return Connect(version, client_id, bool(flags & 0x02), keepalive, username, password,
                        will, properties, name, bool(level_byte & 0x80))
 
@@ -314,6 +316,25 @@ class Decoder:
         # (x != 0) rather than bool(x): no call, ~2 % of a QoS 0 message's decode.
         return Publish(topic, data[pos:stop], qos, (first & 0x01) != 0, dup != 0, packet_id,
                        properties)
+
+    def _publish_qos0_v3(self, first, data, pos, stop):
+        """PUBLISH with first byte 0x30 (QoS 0, no DUP, no RETAIN) from an MQTT 3.1 /
+        3.1.1 client: no packet id, no properties, and the topic name looked up in
+        `_TOPIC_NAMES` (validated names by their wire bytes) instead of decoded and
+        checked again. Anything else (a topic not seen yet, an error) takes `_publish`.
+        (decoding a 64 KiB chunk of them: 916 -> 740 ns per message)"""
+        if pos + 2 <= stop:
+            topic_end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+            if topic_end <= stop:
+                topic = _TOPIC_NAMES.get(data[pos + 2:topic_end])
+                if topic is not None:
+                    return Publish(topic, data[topic_end:stop], 0, False, False, None, {})
+        packet = self._publish(first, data, pos, stop)  # raises unless the topic is valid
+        topic_end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+        if len(_TOPIC_NAMES) >= _TOPIC_NAMES_LIMIT:
+            _TOPIC_NAMES.clear()
+        _TOPIC_NAMES[data[pos + 2:topic_end]] = packet.topic
+        return packet
 
     # -- Acknowledgements ---------------------------------------------------------------------
 
@@ -478,8 +499,17 @@ class Decoder:
         return code, properties
 
 
+# Valid PUBLISH topic names by their wire bytes (UTF-8, no forbidden character, no
+# wildcard, not empty), filled by `Decoder._publish_qos0_v3`: the check of a name does
+# not depend on the connection, so every connection shares them. Dropped whole past
+# _TOPIC_NAMES_LIMIT entries (a stream of unique topics).
+_TOPIC_NAMES: dict[bytes, str] = {}
+_TOPIC_NAMES_LIMIT = 4096
+
+
 def _dispatch_tables():
-    """The Decoder's tables: (server before CONNECT, server after CONNECT, client)."""
+    """The Decoder's tables, indexed by the first byte of a packet (type and flags):
+    server before CONNECT, server after a v3 / v5 CONNECT, client."""
     reject = Decoder._rejecter
     server = [Decoder._reserved] + [None] * 15
     server[PacketType.PUBLISH] = Decoder._publish
@@ -514,10 +544,17 @@ def _dispatch_tables():
     for ptype in (PacketType.CONNECT, PacketType.SUBSCRIBE, PacketType.UNSUBSCRIBE,
                   PacketType.PINGREQ):
         client[ptype] = reject(f"{ptype.name}, which only a client sends,")
-    return tuple(before_connect), tuple(server), tuple(client)
+
+    def by_first_byte(by_type):
+        return tuple(by_type[first >> 4] for first in range(256))
+
+    server_v3 = list(by_first_byte(server))
+    server_v3[0x30] = Decoder._publish_qos0_v3
+    return (by_first_byte(before_connect), tuple(server_v3), by_first_byte(server),
+            by_first_byte(client))
 
 
-_SERVER_BEFORE_CONNECT, _SERVER_CONNECTED, _CLIENT_TABLE = _dispatch_tables()
+_SERVER_BEFORE_CONNECT, _SERVER_CONNECTED_V3, _SERVER_CONNECTED_V5, _CLIENT_TABLE = _dispatch_tables()
 
 
 def _remaining_length(data: bytes, pos: int, end: int) -> tuple[int, int]:
