@@ -58,3 +58,22 @@ def test_qos0_v3_encoder_matches_the_general_encoder(retain, size):
     decoder = Decoder(version=4, role="client")
     assert decoder.feed(encode_publish_qos0_v3("enc/t", b"abc", retain)) == [
         Publish("enc/t", b"abc", retain=retain)]
+
+
+def test_alternating_topics_and_the_last_topic_shortcut():
+    topics = ["alt/a", "alt/b", "alt/a", "alt/a", "alt/bb", "alt/b", "/", "alt/a"]
+    data = b"".join(encode(Publish(topic, topic.encode()), 4) for topic in topics)
+    for _ in range(2):
+        packets, error = as_server(data, 4)
+        assert error is None
+        assert [(p.topic, p.payload) for p in packets] == [(t, t.encode()) for t in topics]
+
+
+def test_a_known_topic_running_past_its_packet_is_malformed():
+    known = encode(Publish("fast/a", b"x"), 4)
+    # Remaining length 3 cuts "fast/a" after "f"; the bytes that follow spell the rest.
+    truncated = b"\x30\x03\x00\x06f" + b"ast/a"
+    for data in (known + truncated, known + known + truncated):
+        packets, error = as_server(data, 4)
+        assert all(p == Publish("fast/a", b"x") for p in packets)
+        assert type(error) is errors.MalformedPacket and "topic" in str(error)

@@ -319,22 +319,29 @@ class Decoder:
 
     def _publish_qos0_v3(self, first, data, pos, stop):
         """PUBLISH with first byte 0x30 (QoS 0, no DUP, no RETAIN) from an MQTT 3.1 /
-        3.1.1 client: no packet id, no properties, and the topic name looked up in
-        `_TOPIC_NAMES` (validated names by their wire bytes) instead of decoded and
-        checked again. Anything else (a topic not seen yet, an error) takes `_publish`.
-        (decoding a 64 KiB chunk of them: 916 -> 740 ns per message)"""
-        if pos + 2 <= stop:
+        3.1.1 client: no packet id, no properties, and a topic name already validated
+        is not decoded and checked again. The topic field (length + bytes) is compared in
+        place with the last one seen (a publisher repeats its topic), else looked up in
+        `_TOPIC_NAMES`; a topic not seen yet, or any error, takes `_publish`.
+        (decoding a 64 KiB chunk of them: 916 -> 740 ns per message with the lookup,
+        -> 620 ns with the in-place comparison)"""
+        global _last_topic_name
+        field, topic = _last_topic_name
+        topic_end = pos + len(field)
+        if topic_end > stop or not data.startswith(field, pos):
+            if pos + 2 > stop:
+                return self._publish(first, data, pos, stop)  # raises
             topic_end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
-            if topic_end <= stop:
-                topic = _TOPIC_NAMES.get(data[pos + 2:topic_end])
-                if topic is not None:
-                    return Publish(topic, data[topic_end:stop], 0, False, False, None, {})
-        packet = self._publish(first, data, pos, stop)  # raises unless the topic is valid
-        topic_end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
-        if len(_TOPIC_NAMES) >= _TOPIC_NAMES_LIMIT:
-            _TOPIC_NAMES.clear()
-        _TOPIC_NAMES[data[pos + 2:topic_end]] = packet.topic
-        return packet
+            field = data[pos:topic_end]
+            topic = _TOPIC_NAMES.get(field)
+            if topic is None or topic_end > stop:
+                packet = self._publish(first, data, pos, stop)  # raises unless the topic is valid
+                if len(_TOPIC_NAMES) >= _TOPIC_NAMES_LIMIT:
+                    _TOPIC_NAMES.clear()
+                _TOPIC_NAMES[field] = packet.topic
+                return packet
+            _last_topic_name = (field, topic)
+        return Publish(topic, data[topic_end:stop], 0, False, False, None, {})
 
     # -- Acknowledgements ---------------------------------------------------------------------
 
@@ -499,12 +506,14 @@ class Decoder:
         return code, properties
 
 
-# Valid PUBLISH topic names by their wire bytes (UTF-8, no forbidden character, no
-# wildcard, not empty), filled by `Decoder._publish_qos0_v3`: the check of a name does
-# not depend on the connection, so every connection shares them. Dropped whole past
-# _TOPIC_NAMES_LIMIT entries (a stream of unique topics).
+# Valid PUBLISH topic names by their topic field on the wire (2-byte length + UTF-8; no
+# forbidden character, no wildcard, not empty), filled by `Decoder._publish_qos0_v3`:
+# the check of a name does not depend on the connection, so every connection shares
+# them. Dropped whole past _TOPIC_NAMES_LIMIT entries (a stream of unique topics).
 _TOPIC_NAMES: dict[bytes, str] = {}
 _TOPIC_NAMES_LIMIT = 4096
+# The (field, name) found last in _TOPIC_NAMES; always a valid pair ("/" to start with).
+_last_topic_name: tuple[bytes, str] = (b"\x00\x01/", "/")
 
 
 def _dispatch_tables():
