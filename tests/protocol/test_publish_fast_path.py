@@ -77,3 +77,10 @@ def test_a_known_topic_running_past_its_packet_is_malformed():
         packets, error = as_server(data, 4)
         assert all(p == Publish("fast/a", b"x") for p in packets)
         assert type(error) is errors.MalformedPacket and "topic" in str(error)
+
+
+def test_publish_qos0_is_the_dataclass_with_defaults():
+    from midge.protocol.packets import publish_qos0
+    built = publish_qos0("a/b", b"x")
+    assert built == Publish("a/b", b"x") and type(built) is Publish
+    assert built.properties == {} and built.properties is not publish_qos0("a/b", b"x").properties

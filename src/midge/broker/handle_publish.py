@@ -3,13 +3,12 @@ handle_publish.c and the ack handlers of read_handle.c)."""
 
 from __future__ import annotations
 
-from midge.broker.message import WAIT_ACK, WAIT_COMP, Message
+from midge.broker.message import WAIT_ACK, WAIT_COMP, Message, plain_message
 from midge.protocol.constants import Property, ReasonCode
 from midge.protocol.packets import Puback, Pubcomp, Pubrec, Pubrel
 from midge.protocol.topics import valid_topic_name
 
 _MISSING = object()
-_NO_PROPERTIES: dict = {}   # shared, never mutated (encoders copy before adding)
 
 # Precomputed acks for the common v3 / v5-success case: one bytes object per packet
 # id would be 64k entries; building 4 bytes is cheaper than encode() through the codec.
@@ -114,7 +113,7 @@ def handle_publish(client, packet, now) -> None:
         message = Message.from_publish(packet, topic, now, client.client_id, client)
     else:
         # No properties (every v3 message, most v5 ones): build it directly.
-        message = Message(topic, payload, qos, retain, _NO_PROPERTIES, None, client.client_id, client)
+        message = plain_message(topic, payload, qos, retain, client.client_id, client)
     if qos == 0:
         broker.publish(message, now)
     elif qos == 1:

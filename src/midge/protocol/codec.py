@@ -39,7 +39,7 @@ from midge.protocol.errors import (
 )
 from midge.protocol.packets import (
     Auth, Connack, Connect, Disconnect, Pingreq, Pingresp, Puback, Pubcomp, Publish, Pubrec,
-    Pubrel, Suback, Subscribe, Subscription, Unsuback, Unsubscribe, Will,
+    Pubrel, Suback, Subscribe, Subscription, Unsuback, Unsubscribe, Will, publish_qos0,
 )
 from midge.protocol.properties import (
     WILL, check_string, decode_properties, encode_binary,
@@ -341,7 +341,7 @@ class Decoder:
                 _TOPIC_NAMES[field] = packet.topic
                 return packet
             _last_topic_name = (field, topic)
-        return Publish(topic, data[topic_end:stop], 0, False, False, None, {})
+        return publish_qos0(topic, data[topic_end:stop])
 
     # -- Acknowledgements ---------------------------------------------------------------------
 
