@@ -399,8 +399,8 @@ class Broker(Database):
         security = self.security
         check_read = security is not None
         # No ACL file or plugin anywhere: acl_check(READ) allows every client with an ID,
-        # so the QoS 0 fast path (a connected client) skips the call; the slow path still
-        # asks, for a session without any client. Saves 4 % of QoS 0, 14 % of fan-out.
+        # so deliveries to a connected client skip the call; it is still asked for a
+        # session without any client. Saves 4 % of QoS 0, 14 % of fan-out.
         # (try, not getattr(..., False): 35 ns less per message; the stand-ins of the
         # tests have no such flag)
         read_open = False
@@ -470,7 +470,10 @@ class Broker(Database):
                 sent += 1
                 sent_bytes += len(data)
                 continue
-            if read_open and not security.acl_check(session.client or session.last_client, topic, READ):
+            if read_open and client is None and not security.acl_check(session.last_client, topic, READ):
+                # (an open ACL allows READ to every client with an ID, which a connected
+                # client always has: only an offline session's last client is asked;
+                # in-process QoS 1 6.8 -> 6.45 us/msg)
                 continue
             if cache is None:
                 cache = {}
