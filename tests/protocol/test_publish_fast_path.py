@@ -84,3 +84,17 @@ def test_publish_qos0_is_the_dataclass_with_defaults():
     built = publish_qos0("a/b", b"x")
     assert built == Publish("a/b", b"x") and type(built) is Publish
     assert built.properties == {} and built.properties is not publish_qos0("a/b", b"x").properties
+
+
+def test_wire_is_the_received_packet_only_for_a_minimal_header():
+    small = encode(Publish("wire/t", b"x"), 4)
+    big = encode(Publish("wire/t", b"x" * 200), 4)
+    padded = bytes((0x30, 0x80 | (len(small) - 2), 0)) + small[2:]   # a 2-byte remaining length
+    for _ in range(2):
+        packets, error = as_server(small + big + padded, 4)
+        assert error is None and packets == [Publish("wire/t", b"x"), Publish("wire/t", b"x" * 200),
+                                             Publish("wire/t", b"x")]
+        assert [p.wire for p in packets][1:] == [None, None]
+    assert packets[0].wire == small
+    assert as_server(small, 3)[0][0].wire == small
+    assert as_server(encode(Publish("wire/t", b"x", properties={}), 5), 5)[0][0].wire is None

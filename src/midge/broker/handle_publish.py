@@ -123,7 +123,9 @@ def handle_publish(client, packet, now) -> None:
         # No properties (every v3 message, most v5 ones): build it directly.
         message = plain_message(topic, payload, qos, retain, client.client_id, client)
     if qos == 0:
-        broker.publish(message, now)
+        # The received bytes (if the decoder kept them) are what a v3 subscriber gets,
+        # unless a mount point changed the topic.
+        broker.publish(message, now, None if client.mount_point else packet.wire)
     elif qos == 1:
         matched = broker.publish(message, now)
         reason = 0 if matched or client.version != 5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
