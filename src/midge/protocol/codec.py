@@ -19,6 +19,15 @@ Decoding speed (the broker's hot path):
   byte 0x30) to a handler of its own. The tables (plain functions, called with the
   decoder) are built once per role at import, not per connection (bench: building them
   was 16 % of the broker's CPU per connect).
+- That v3 QoS 0 handler does not decode and validate a topic name it has seen before:
+  valid names are kept by their wire bytes (`_TOPIC_NAMES`, shared by connections), and
+  the last one is compared in place first. It also keeps the packet's bytes
+  (`Publish.wire`), which are what the broker sends a v3 subscriber of the message.
+  (In-process, a 64 KiB chunk of 64-byte QoS 0 messages: 916 -> 630 ns per message
+  decoded, the broker's whole path 2.80 -> 1.75 us.)
+
+Encoding a QoS 0 PUBLISH for a v3 client (`encode_publish_qos0_v3`) takes the topic
+field from a per-topic cache and a short packet's header from a table.
 
 Fan-out (`prepare_publish`): the broker builds the bytes of one PUBLISH once and
 reuses them for every subscriber that gets identical bytes. For QoS 0 `.data` is the
