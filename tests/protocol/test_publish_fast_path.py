@@ -1,4 +1,4 @@
-"""The v3 QoS 0 PUBLISH fast path (`Decoder._publish_qos0_v3`) and the encoder caches:
+"""The v3 QoS 0 / QoS 1 PUBLISH fast path (`Decoder._publish_v3`) and the encoder caches:
 same packets and same errors as the general path, whether the topic was seen before."""
 
 import pytest
@@ -98,3 +98,19 @@ def test_wire_is_the_received_packet_only_for_a_minimal_header():
     assert packets[0].wire == small
     assert as_server(small, 3)[0][0].wire == small
     assert as_server(encode(Publish("wire/t", b"x", properties={}), 5), 5)[0][0].wire is None
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_qos1_takes_the_fast_path_alike(version):
+    data = b"".join(encode(Publish("q1/t", bytes([i]), 1, packet_id=i + 1), version) for i in range(3))
+    for _ in range(2):
+        packets, error = as_server(data, version)
+        assert error is None
+        assert packets == [Publish("q1/t", bytes([i]), 1, packet_id=i + 1) for i in range(3)]
+        assert all(p.wire is None for p in packets)
+    pid0 = encode(Publish("q1/t", b"x", 1, packet_id=1), 4).replace(b"q1/t\x00\x01", b"q1/t\x00\x00")
+    packets, error = as_server(pid0, 4)
+    assert packets == [] and type(error) is errors.ProtocolError and "identifier 0" in str(error)
+    short = b"\x32\x07\x00\x04q1/t\x00"   # the packet id cut after one byte
+    packets, error = as_server(short, 4)
+    assert packets == [] and type(error) is errors.MalformedPacket and "identifier" in str(error)
