@@ -392,8 +392,12 @@ class Broker(Database):
 
     # -- Routing -------------------------------------------------------------------------
 
-    def publish(self, message: Message, now: float) -> bool:
-        """Store if retained, deliver to every matching session; True if any matched."""
+    def publish(self, message: Message, now: float, wire: bytes | None = None) -> bool:
+        """Store if retained, deliver to every matching session; True if any matched.
+
+        `wire`, if given, is the message as a QoS 0 PUBLISH for a v3 client without
+        mount point (the bytes received from a v3 publisher): sent as they are.
+        """
         if message.retain:
             self.retained.store(message)
         limits = self.limits
@@ -410,14 +414,19 @@ class Broker(Database):
         security = self.security
         check_read = security is not None
         # No ACL file or plugin anywhere: acl_check(READ) allows every client with an ID,
-        # so the QoS 0 fast path (a connected client) skips the call; the slow path still
-        # asks, for a session without any client. Saves 4 % of QoS 0, 14 % of fan-out.
-        read_open = check_read and getattr(security, "acl_open", False)
+        # so deliveries to a connected client skip the call; it is still asked for a
+        # session without any client. Saves 4 % of QoS 0, 14 % of fan-out.
+        # (try, not getattr(..., False): 35 ns less per message; the stand-ins of the
+        # tests have no such flag)
+        read_open = False
+        if check_read:
+            try:
+                read_open = security.acl_open
+            except AttributeError:
+                pass
         debug = self.debug
-        cache: dict = {}   # encoded bytes shared by recipients with identical packets
-        deliver = self._deliver
-        max_queued = limits.max_queued_messages
-        single = len(entries) == 1 and not groups   # (QoS 0 1 -> 1: no encode cache needed)
+        cache = None      # encoded bytes shared by recipients with identical packets
+        plain = None      # the commonest packet (QoS 0, v3, no mount point, no retain flag)
         pending = self._pending
         sent = 0
         sent_bytes = 0
@@ -445,21 +454,31 @@ class Broker(Database):
                 if client.write_paused:
                     # As in Database._deliver: the paused transport is Mosquitto's full
                     # per-client queue; beyond max_queued_messages QoS 0 is dropped.
+                    max_queued = limits.max_queued_messages
                     if max_queued and client.paused_qos0 >= max_queued:
                         self.stats.publish_dropped += 1
                         continue
                     client.paused_qos0 += 1
-                if single:
-                    # One recipient: nothing to share, skip the cache key and lookups.
-                    data = self.encode_publish(client, message, 0, retain, False, None, None, now)
+                if not retain and client.version != 5 and not client.mount_point:
+                    # Encoded once per message, straight from the codec (no cache key, no
+                    # Database.encode_publish call; in-process: QoS 0 2.42 -> 2.31 us/msg,
+                    # fan-out 1 -> 10 5.2 -> 4.5 us/msg), or not at all: the received bytes.
+                    # (No size check: only a v5 client sets a Maximum Packet Size.)
+                    if plain is None:
+                        plain = wire or self.encode_qos0_v3(topic, message.payload, False)
+                    data = plain
                 else:
+                    # Encode once per (version, retain, mount point): every recipient of
+                    # this message with the same key gets the very same bytes object.
+                    if cache is None:
+                        cache = {}
                     key = (client.version, retain, client.mount_point)
                     data = cache.get(key)
                     if data is None:
                         data = cache[key] = self.encode_publish(client, message, 0, retain, False, None, None, now)
-                if client.max_packet_out and len(data) > client.max_packet_out:
-                    self.stats.publish_dropped += 1
-                    continue
+                    if client.max_packet_out and len(data) > client.max_packet_out:
+                        self.stats.publish_dropped += 1
+                        continue
                 client.output.append(data)
                 if not client.pending:
                     client.pending = True
@@ -467,25 +486,34 @@ class Broker(Database):
                 sent += 1
                 sent_bytes += len(data)
                 continue
-            if read_open and not security.acl_check(session.client or session.last_client, topic, READ):
+            if read_open and client is None and not security.acl_check(session.last_client, topic, READ):
+                # (an open ACL allows READ to every client with an ID, which a connected
+                # client always has: only an offline session's last client is asked;
+                # in-process QoS 1 6.8 -> 6.45 us/msg)
                 continue
-            deliver(session, message, qos, retain, ids, now, cache)
+            if cache is None:
+                cache = {}
+            self._deliver(session, message, qos, retain, ids, now, cache)
         if sent:
             stats = self.stats
             stats.messages_sent += sent
             stats.bytes_sent += sent_bytes
             stats.publish_sent += sent
             stats.publish_bytes_sent += sent * len(message.payload)
-        for group in groups:
-            sub = group.pick()
-            if sub is None:
-                continue
-            session = sub.session
-            if check_read and not self._may_read(session, topic):
-                continue
-            qos = sub.qos if upgrade else min(msg_qos, sub.qos)
-            ids = [sub.identifier] if sub.identifier is not None else None
-            deliver(session, message, qos, msg_retain and sub.retain_as_published, ids, now, cache)
+        if groups:
+            if cache is None:
+                cache = {}
+            for group in groups:
+                sub = group.pick()
+                if sub is None:
+                    continue
+                session = sub.session
+                if check_read and not self._may_read(session, topic):
+                    continue
+                qos = sub.qos if upgrade else min(msg_qos, sub.qos)
+                ids = [sub.identifier] if sub.identifier is not None else None
+                self._deliver(session, message, qos, msg_retain and sub.retain_as_published, ids, now,
+                              cache)
         return True
 
     def _publish_per_subscription(self, message: Message, now: float) -> bool:

@@ -17,6 +17,10 @@ from midge.protocol.constants import Property
 
 
 class Database:
+    # The codec's encoder of a QoS 0 PUBLISH for a v3 client without mount point, for
+    # Broker.publish's fast path.
+    encode_qos0_v3 = staticmethod(encode_publish_qos0_v3)
+
     def _topic_and_props(self, client, message, sub_ids, now):
         """The topic as this client sees it and the v5 properties of this hop."""
         topic = message.topic

@@ -13,10 +13,21 @@ Decoding speed (the broker's hot path):
   attempt needs (known from the fixed header), so a large packet arriving in many
   reads is joined once, not re-copied per read.
 - The packet size limit is checked from the fixed header, before buffering the body.
-- Dispatch is a 16-entry table indexed by packet type; the server role swaps tables
-  after CONNECT, so "first packet must be CONNECT" costs nothing afterwards. The tables
-  (plain functions, called with the decoder) are built once per role at import, not per
-  connection (bench: building them was 16 % of the broker's CPU per connect).
+- Dispatch is a 256-entry table indexed by the first byte (packet type and flags); the
+  server role swaps tables after CONNECT, so "first packet must be CONNECT" costs
+  nothing afterwards, and a v3 connection's table sends the plain QoS 0 and QoS 1
+  PUBLISH (first byte 0x30, 0x32) to a handler of its own. The tables (plain functions,
+  called with the decoder) are built once per role at import, not per connection
+  (bench: building them was 16 % of the broker's CPU per connect).
+- That v3 handler does not decode and validate a topic name it has seen before:
+  valid names are kept by their wire bytes (`_TOPIC_NAMES`, shared by connections), and
+  the last one is compared in place first. It also keeps a QoS 0 packet's bytes
+  (`Publish.wire`), which are what the broker sends a v3 subscriber of the message.
+  (In-process, a 64 KiB chunk of 64-byte QoS 0 messages: 916 -> 630 ns per message
+  decoded, the broker's whole path 2.80 -> 1.75 us.)
+
+Encoding a QoS 0 PUBLISH for a v3 client (`encode_publish_qos0_v3`) takes the topic
+field from a per-topic cache and a short packet's header from a table.
 
 Fan-out (`prepare_publish`): the broker builds the bytes of one PUBLISH once and
 reuses them for every subscriber that gets identical bytes. For QoS 0 `.data` is the
@@ -37,7 +48,7 @@ from midge.protocol.errors import (
 )
 from midge.protocol.packets import (
     Auth, Connack, Connect, Disconnect, Pingreq, Pingresp, Puback, Pubcomp, Publish, Pubrec,
-    Pubrel, Suback, Subscribe, Subscription, Unsuback, Unsubscribe, Will,
+    Pubrel, Suback, Subscribe, Subscription, Unsuback, Unsubscribe, Will, publish_qos0,
 )
 from midge.protocol.properties import (
     WILL, check_string, decode_properties, encode_binary,
@@ -138,7 +149,7 @@ class Decoder:
                 if stop > end:
                     need = stop - pos
                     break
-                append(self._handlers[first >> 4](self, first, data, body, stop))
+                append(self._handlers[first](self, first, data, body, stop))
                 pos = stop
         except MQTTError as exc:
             self._fail(exc)
@@ -243,7 +254,7 @@ class Decoder:
             password, pos = read_binary(data, pos, stop, "password")
         if pos != stop:
             raise MalformedPacket(f"CONNECT has {stop - pos} bytes after the payload")
-        self._handlers = _SERVER_CONNECTED
+        self._handlers = _SERVER_CONNECTED_V5 if version == 5 else _SERVER_CONNECTED_V3
         return Connect(version, client_id, bool(flags & 0x02), keepalive, username, password,
                        will, properties, name, bool(level_byte & 0x80))
 
@@ -314,6 +325,42 @@ class Decoder:
         # (x != 0) rather than bool(x): no call, ~2 % of a QoS 0 message's decode.
         return Publish(topic, data[pos:stop], qos, (first & 0x01) != 0, dup != 0, packet_id,
                        properties)
+
+    def _publish_v3(self, first, data, pos, stop):
+        """PUBLISH with first byte 0x30 or 0x32 (QoS 0 or 1, no DUP, no RETAIN) from an
+        MQTT 3.1 / 3.1.1 client: no properties, and a topic name already validated is not
+        decoded and checked again. The topic field (length + bytes) is compared in place
+        with the last one seen (a publisher repeats its topic), else looked up in
+        `_TOPIC_NAMES`; a topic not seen yet, or any error, takes `_publish`.
+        (decoding a 64 KiB chunk of QoS 0 ones: 916 -> 740 ns per message with the
+        lookup, -> 620 ns with the in-place comparison)"""
+        global _last_topic_name
+        field, topic = _last_topic_name
+        topic_end = pos + len(field)
+        if topic_end > stop or not data.startswith(field, pos):
+            if pos + 2 > stop:
+                return self._publish(first, data, pos, stop)  # raises
+            topic_end = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+            field = data[pos:topic_end]
+            topic = _TOPIC_NAMES.get(field)
+            if topic is None or topic_end > stop:
+                packet = self._publish(first, data, pos, stop)  # raises unless the topic is valid
+                if len(_TOPIC_NAMES) >= _TOPIC_NAMES_LIMIT:
+                    _TOPIC_NAMES.clear()
+                _TOPIC_NAMES[field] = packet.topic
+                return packet
+            _last_topic_name = (field, topic)
+        if first == 0x32:
+            packet_id = (data[topic_end] << 8) | data[topic_end + 1] if topic_end + 2 <= stop else 0
+            if not packet_id:
+                return self._publish(first, data, pos, stop)  # raises
+            return Publish(topic, data[topic_end + 2:stop], 1, False, False, packet_id, {})
+        # The received bytes, kept when the fixed header is the 2-byte minimal one (a
+        # longer remaining length, or a padded one, is re-encoded): a v3 subscriber gets
+        # exactly these bytes, so the broker need not encode them (-80 ns per message).
+        if stop - pos < 0x80 and data[pos - 2] == 0x30:
+            return publish_qos0(topic, data[topic_end:stop], data[pos - 2:stop])
+        return publish_qos0(topic, data[topic_end:stop])
 
     # -- Acknowledgements ---------------------------------------------------------------------
 
@@ -478,8 +525,19 @@ class Decoder:
         return code, properties
 
 
+# Valid PUBLISH topic names by their topic field on the wire (2-byte length + UTF-8; no
+# forbidden character, no wildcard, not empty), filled by `Decoder._publish_v3`:
+# the check of a name does not depend on the connection, so every connection shares
+# them. Dropped whole past _TOPIC_NAMES_LIMIT entries (a stream of unique topics).
+_TOPIC_NAMES: dict[bytes, str] = {}
+_TOPIC_NAMES_LIMIT = 4096
+# The (field, name) found last in _TOPIC_NAMES; always a valid pair ("/" to start with).
+_last_topic_name: tuple[bytes, str] = (b"\x00\x01/", "/")
+
+
 def _dispatch_tables():
-    """The Decoder's tables: (server before CONNECT, server after CONNECT, client)."""
+    """The Decoder's tables, indexed by the first byte of a packet (type and flags):
+    server before CONNECT, server after a v3 / v5 CONNECT, client."""
     reject = Decoder._rejecter
     server = [Decoder._reserved] + [None] * 15
     server[PacketType.PUBLISH] = Decoder._publish
@@ -514,10 +572,17 @@ def _dispatch_tables():
     for ptype in (PacketType.CONNECT, PacketType.SUBSCRIBE, PacketType.UNSUBSCRIBE,
                   PacketType.PINGREQ):
         client[ptype] = reject(f"{ptype.name}, which only a client sends,")
-    return tuple(before_connect), tuple(server), tuple(client)
+
+    def by_first_byte(by_type):
+        return tuple(by_type[first >> 4] for first in range(256))
+
+    server_v3 = list(by_first_byte(server))
+    server_v3[0x30] = server_v3[0x32] = Decoder._publish_v3
+    return (by_first_byte(before_connect), tuple(server_v3), by_first_byte(server),
+            by_first_byte(client))
 
 
-_SERVER_BEFORE_CONNECT, _SERVER_CONNECTED, _CLIENT_TABLE = _dispatch_tables()
+_SERVER_BEFORE_CONNECT, _SERVER_CONNECTED_V3, _SERVER_CONNECTED_V5, _CLIENT_TABLE = _dispatch_tables()
 
 
 def _remaining_length(data: bytes, pos: int, end: int) -> tuple[int, int]:
@@ -603,19 +668,34 @@ def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = Fals
                      properties_block, payload))
 
 
+# Topic -> its encoded field (2-byte length + UTF-8), for encode_publish_qos0_v3: a
+# publisher repeats a few topics, so the encode and the length bytes are done once per
+# topic. Dropped whole past _TOPIC_FIELDS_LIMIT entries (unique-topic streams).
+_TOPIC_FIELDS: dict[str, bytes] = {}
+_TOPIC_FIELDS_LIMIT = 4096
+# Fixed headers of QoS 0 PUBLISH packets whose body is under 128 bytes, by body size.
+_QOS0_HEADERS = tuple(bytes((0x30, size)) for size in range(0x80))
+_QOS0_RETAIN_HEADERS = tuple(bytes((0x31, size)) for size in range(0x80))
+
+
 def encode_publish_qos0_v3(topic: str, payload: bytes, retain: bool) -> bytes:
     """A QoS 0 PUBLISH for MQTT 3.1 / 3.1.1 (no packet id, no properties): the broker's
     most common packet, built with one join and no branches for what it cannot have
-    (bench: encode_publish was 11 % of QoS 0)."""
-    topic_bytes = topic.encode()
-    topic_size = len(topic_bytes)
-    size = 2 + topic_size + len(payload)
-    first = 0x31 if retain else 0x30
+    (bench: encode_publish was 11 % of QoS 0). The topic field comes from a cache and a
+    short packet's header from a table: 325 -> 150 ns for a 64-byte payload."""
+    field = _TOPIC_FIELDS.get(topic)
+    if field is None:
+        topic_bytes = topic.encode()
+        field = len(topic_bytes).to_bytes(2, "big") + topic_bytes
+        if len(_TOPIC_FIELDS) >= _TOPIC_FIELDS_LIMIT:
+            _TOPIC_FIELDS.clear()
+        _TOPIC_FIELDS[topic] = field
+    size = len(field) + len(payload)
     if size < 0x80:
-        header = bytes((first, size, topic_size >> 8, topic_size & 0xFF))
+        header = _QOS0_RETAIN_HEADERS[size] if retain else _QOS0_HEADERS[size]
     else:
-        header = bytes((first,)) + encode_varint(size) + topic_size.to_bytes(2, "big")
-    return b"".join((header, topic_bytes, payload))
+        header = bytes((0x31 if retain else 0x30,)) + encode_varint(size)
+    return b"".join((header, field, payload))
 
 
 def _encode_publish(packet: Publish, version: int) -> bytes:
