@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -628,8 +629,9 @@ class TlsStage:
         if peer_cert is not None and self._context.wants_chain:
             chain = tuple(ssl_object.get_verified_chain())
         return TlsInfo(
-            version=ssl_object.version() or "",
-            cipher=cipher[0] if cipher else "",
+            # Interned: a handful of distinct names, ~110 B less per connection.
+            version=sys.intern(ssl_object.version() or ""),
+            cipher=sys.intern(cipher[0]) if cipher else "",
             peer_cert=peer_cert,
             psk_identity=psk_identity,
             listener=self._context.name,
