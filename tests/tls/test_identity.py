@@ -63,6 +63,17 @@ def test_sans_and_fingerprint(pki):
     assert len(info.sha256) == 64
 
 
+def test_identity_kept_as_strings_not_as_a_parsed_certificate(pki):
+    """A live connection keeps the identity it used, not the parsed certificate (~650 B)."""
+    cert, _ = pki.client("device", key_type="ec", dns=["d1.example"])
+    info = info_for(cert)
+    assert info.common_name == "device" and info.san_dns == ["d1.example"]
+    assert info.subject_string == "CN=device" and info.serial == info.certificate.serial_number
+    kept = vars(info)
+    assert "certificate" not in kept
+    assert kept["common_name"] == "device" and kept["subject_string"] == "CN=device"
+
+
 def listener(**kw):
     base = dict(use_identity_as_username=False, use_subject_as_username=False,
                 cert_identity_as_username=None, cert_identity_as_clientid=None)

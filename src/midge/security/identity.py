@@ -154,7 +154,10 @@ class TlsInfo:
 
     peer_cert is the client's leaf certificate (DER) or None; psk_identity is set for
     PSK handshakes. verified_chain (leaf first, DER) is recorded only where revocation
-    checks need the issuer (require_ocsp). Derived values are parsed on first use and cached.
+    checks need the issuer (require_ocsp). Derived values (common name, subject, SHA-256)
+    are computed on first use and cached; the parsed certificate itself is not kept: it
+    would cost ~650 B for the life of each connection that used its identity, to save a
+    parse of a few microseconds on the rare second use.
     """
 
     version: str
@@ -165,8 +168,9 @@ class TlsInfo:
     verified_chain: tuple = ()
     peer: str = ""
 
-    @cached_property
+    @property
     def certificate(self) -> x509.Certificate | None:
+        """The peer certificate, parsed anew on each use (see the class docstring)."""
         if self.peer_cert is None:
             return None
         return x509.load_der_x509_certificate(self.peer_cert)
@@ -186,19 +190,13 @@ class TlsInfo:
         """SHA-256 of the DER certificate: 64 lowercase hex digits, no colons."""
         return None if self.peer_cert is None else hashlib.sha256(self.peer_cert).hexdigest()
 
-    @cached_property
-    def _sans(self) -> x509.SubjectAlternativeName | None:
+    def _san_values(self, kind) -> list[str]:
         cert = self.certificate
         if cert is None:
-            return None
+            return []
         try:
-            return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         except x509.ExtensionNotFound:
-            return None
-
-    def _san_values(self, kind) -> list[str]:
-        sans = self._sans
-        if sans is None:
             return []
         return [str(value) for value in sans.get_values_for_type(kind)]
 
