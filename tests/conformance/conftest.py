@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.brokerproc import BrokerProcess, free_port, start_midge, start_mosquitto
+from tests.brokerproc import BrokerProcess, free_port, start_midge, start_mosquitto, wait_for_port
 
 BROKERS = ("mosquitto", "midge")
 
@@ -50,12 +50,20 @@ def broker(request, tmp_path_factory):
     extra = getattr(request.module, "EXTRA_LISTENERS", {})
     ports = {key: free_port() for key in extra}
     text = f"listener {port} 127.0.0.1\nallow_anonymous true\n" + getattr(request.module, "CONFIG", "")
+    websockets = {}
     for key, lines in extra.items():
         bind, lines = lines if isinstance(lines, tuple) else ("127.0.0.1", lines)
+        if "protocol websockets" in lines:
+            websockets[ports[key]] = bind
         text += f"listener {ports[key]} {bind}\n{lines}"
     tmp = tmp_path_factory.mktemp(name)
     start = start_mosquitto if name == "mosquitto" else start_midge
     process = start(text, tmp, port)
+    for ws_port, bind in websockets.items():
+        # Mosquitto's WebSocket listener (libwebsockets) may still be starting when its
+        # first port answers. (Other extra listeners are not probed: a probe would count
+        # against max_connections.)
+        wait_for_port(ws_port, host=bind, proc=process.proc)
     yield Broker(name, port, process, ports)
     process.stop()
     (tmp / "broker.log").write_text(process.output)
