@@ -125,3 +125,18 @@ def test_hash_over_100k_retained_is_fast():
     assert len(found) == 100_000
     assert elapsed < 1.0, elapsed
     assert len(store.match("dev/7/+")) == 1000
+
+
+def test_store_keeps_leaves_without_a_children_dict_and_never_shares_one():
+    from midge.broker import retain
+
+    store = RetainStore()
+    for topic in ("a/b", "a/b/c", "a/x"):
+        store.store(Message(topic, b"v", 0, True, {}))
+    store.store(Message("a/b/c", b"", 0, True, {}))   # clear: a/b becomes a leaf again
+    store.store(Message("a/b/d", b"v", 0, True, {}))  # and gets its own children again
+    store.store(Message("q", b"v", 0, True, {}))
+    assert retain._NO_CHILDREN == {}                  # the shared empty mapping untouched
+    assert sorted(m.topic for m in store.match("#")) == ["a/b", "a/b/d", "a/x", "q"]
+    assert [m.topic for m in store.match("a/b/+")] == ["a/b/d"]
+    assert store.count == 4

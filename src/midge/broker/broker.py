@@ -565,8 +565,9 @@ class Broker(Database):
         session = client.session
         upgrade = self.limits.upgrade_outgoing_qos
         ids = [sub.identifier] if sub.identifier is not None else None
-        check_read = self.security is not None
-        check_source = check_read and self.limits.check_retain_source
+        # No ACL anywhere (`acl_open`): READ is allowed to this subscriber, which has an ID.
+        check_read = self.security is not None and not getattr(self.security, "acl_open", False)
+        check_source = self.security is not None and self.limits.check_retain_source
         for message in messages:
             if message.expired(now):
                 self.retained.store(Message(message.topic, b"", 0, True, {}))

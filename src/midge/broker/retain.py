@@ -7,11 +7,16 @@ subscribe visits each stored topic once (no string matching per topic).
 from __future__ import annotations
 
 
+# A leaf has no children dict until it gets a child: most nodes of a retained tree are
+# leaves, and an empty dict is 64 bytes per retained topic.
+_NO_CHILDREN: dict = {}
+
+
 class _Node:
     __slots__ = ("children", "message")
 
     def __init__(self):
-        self.children: dict[str, _Node] = {}
+        self.children: dict[str, _Node] = _NO_CHILDREN  # never written to: see store()
         self.message = None
 
 
@@ -38,9 +43,12 @@ class RetainStore:
             return
         node = self._root
         for level in levels:
-            child = node.children.get(level)
+            children = node.children
+            child = children.get(level)
             if child is None:
-                child = node.children[level] = _Node()
+                if children is _NO_CHILDREN:
+                    children = node.children = {}
+                child = children[level] = _Node()
             node = child
         if node.message is None:
             self.count += 1
@@ -68,7 +76,10 @@ class RetainStore:
             child = path[depth]
             if child.children or child.message is not None:
                 break
-            del path[depth - 1].children[levels[depth - 1]]
+            parent = path[depth - 1]
+            del parent.children[levels[depth - 1]]
+            if not parent.children and parent is not self._root:
+                parent.children = _NO_CHILDREN
 
     def get(self, topic: str):
         node = self._root
