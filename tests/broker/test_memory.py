@@ -27,3 +27,18 @@ def test_closed_clients_are_not_kept_alive(ending):
     gc.collect()
     alive = [r for r in refs if r() is not None]
     assert not alive, f"{len(alive)} of 50 closed clients still referenced"
+
+
+def test_idle_sessions_share_one_empty_mapping_until_they_write():
+    from midge.broker.session import NO_ENTRIES, Session
+
+    h = Harness()
+    conn = h.connect("idle")
+    session = h.broker.sessions["idle"]
+    assert session.subscriptions is NO_ENTRIES and session.inflight is NO_ENTRIES
+    assert session.incoming_qos2 is NO_ENTRIES
+    with pytest.raises(TypeError):
+        session.inflight[1] = None  # a writer that forgot Session.own() fails loudly
+    conn.subscribe("t/#", qos=1)
+    assert session.subscriptions is not NO_ENTRIES and len(session.subscriptions) == 1
+    assert len(NO_ENTRIES) == 0 and Session("other").subscriptions is NO_ENTRIES

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from midge.broker.client import CONNECTED
 from midge.broker.message import WAIT_ACK, Delivery
+from midge.broker.session import NO_ENTRIES
 from midge.protocol.codec import (
     encode_publish as codec_encode_publish, encode_publish_qos0_v3, prepare_publish,
 )
@@ -179,7 +180,10 @@ class Database:
             self._log_sending(client, delivery.message, delivery.qos, delivery.retain, False, packet_id)
         delivery.packet_id = packet_id
         delivery.state = WAIT_ACK
-        session.inflight[packet_id] = delivery
+        inflight = session.inflight
+        if inflight is NO_ENTRIES:
+            inflight = session.own("inflight")
+        inflight[packet_id] = delivery
         session.inflight_bytes += len(delivery.message.payload)
         persist = self.persist
         if persist is not None and session.expiry_interval:

@@ -131,7 +131,7 @@ def handle_publish(client, packet, now) -> None:
         reason = 0 if matched or client.version != 5 else ReasonCode.NO_MATCHING_SUBSCRIBERS
         _send_ack(client, _PUBACK, Puback, packet.packet_id, reason)
     else:
-        client.session.incoming_qos2[packet.packet_id] = message
+        client.session.own("incoming_qos2")[packet.packet_id] = message
         reason = 0
         if client.version == 5 and not broker.subs.has_subscribers(topic):
             reason = ReasonCode.NO_MATCHING_SUBSCRIBERS
@@ -159,7 +159,7 @@ def _refuse_publish(client, packet, topic, limit, now) -> None:
     elif qos == 2:
         if client.version != 5:
             # v3 has no failure acks: run the flow to its end, deliver nothing.
-            client.session.incoming_qos2[packet_id] = None
+            client.session.own("incoming_qos2")[packet_id] = None
         _send_ack(client, _PUBREC, Pubrec, packet_id, reason)
 
 

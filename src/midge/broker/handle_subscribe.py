@@ -61,7 +61,7 @@ def handle_subscribe(client, packet, now) -> None:
                            request.retain_handling, identifier, group)
         is_new = broker.subs.add(sub)
         key = request.topic_filter if not client.mount_point else client.mount_point + "\0" + request.topic_filter
-        session.subscriptions[key] = sub
+        session.own("subscriptions")[key] = sub
         codes.append(qos)
         if debug:
             log.debug(f"\t{request.topic_filter} (QoS {request.qos})")

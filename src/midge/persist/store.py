@@ -249,7 +249,7 @@ class Store:
             session.last_client = OfflineClient(client_id, username, by_port.get(port))
             for key, flt, qos, nl, rap, rh, ident, group in json.loads(subs_json):
                 sub = Subscription(session, flt, qos, nl, rap, rh, ident, group)
-                session.subscriptions[key] = sub
+                session.own("subscriptions")[key] = sub
                 broker.subs.add(sub)
             mirror = self._mirrors[client_id] = _Mirror()
             for seq, row_id, qos, retain, sub_ids, packet_id, state in rows_by_session.pop(client_id, ()):
@@ -259,7 +259,7 @@ class Store:
                 if packet_id is not None:
                     delivery.packet_id = packet_id
                     delivery.state = state
-                    session.inflight[packet_id] = delivery
+                    session.own("inflight")[packet_id] = delivery
                     session.inflight_bytes += size
                     mirror.inflight[packet_id] = (delivery, seq, row_id, state)
                 else:
@@ -269,9 +269,9 @@ class Store:
                 self._acquire(row_id, message)
             for packet_id, row_id in json.loads(incoming_json):
                 if row_id is None:
-                    session.incoming_qos2[packet_id] = None
+                    session.own("incoming_qos2")[packet_id] = None
                 else:
-                    session.incoming_qos2[packet_id] = messages[row_id]
+                    session.own("incoming_qos2")[packet_id] = messages[row_id]
                     mirror.incoming_rows.append(row_id)
                     self._acquire(row_id, messages[row_id])
             if interval is not None:
