@@ -158,7 +158,10 @@ class Log:
         if not pending:
             return
         self._pending = []
-        text = "\n".join(pending) + "\n"
+        self._write_streams("\n".join(pending) + "\n")
+
+    def _write_streams(self, text: str) -> None:
+        """`text` (whole lines) to stderr, stdout and the log file, as configured."""
         dests = self._dests
         if "stderr" in dests:
             self._write(self._stream or sys.stderr, text)
@@ -216,13 +219,7 @@ class Log:
                 self._schedule(self.flush)
             self._pending.append(line)
         else:
-            line += "\n"
-            if "stderr" in dests:
-                self._write(self._stream or sys.stderr, line)
-            if "stdout" in dests:
-                self._write(self._stream or sys.stdout, line)
-            if self._file is not None:
-                self._write(self._file, line)
+            self._write_streams(line + "\n")
         if self._syslog is not None:
             self._syslog.syslog(_syslog_priority(self._syslog, log_type), message)
         if "topic" in dests and self._publisher is not None and not self._publishing:
