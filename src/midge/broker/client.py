@@ -48,11 +48,6 @@ CLOSE_LINES = {
 }
 
 
-def broker_handlers_before_connect():
-    from midge.broker.broker import HANDLERS_BEFORE_CONNECT
-    return HANDLERS_BEFORE_CONNECT
-
-
 def _close_kind_for(error) -> str:
     if isinstance(error, errors.PacketTooLarge):
         return "oversize"
@@ -75,7 +70,7 @@ class Client:
         "bridge", "__weakref__",
     )
 
-    def __init__(self, broker, listener, peer, tls, io, now, handlers=None):
+    def __init__(self, broker, listener, peer, tls, io, now, handlers):
         self.broker = broker
         self.listener = listener
         self.peer = peer
@@ -113,7 +108,7 @@ class Client:
         self.pending = False
         self.acl_cache = None
         self.connected_at = None
-        self.handlers = handlers if handlers is not None else broker_handlers_before_connect()
+        self.handlers = handlers            # packet class -> handler (broker.py's tables)
         self.deferred = None            # packets held while CONNECT waits (login delay, async auth)
         self.deferred_error = None
         self.connect_delayed = False

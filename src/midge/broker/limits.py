@@ -8,6 +8,8 @@ config object (tests, early integration).
 
 from __future__ import annotations
 
+from midge.config.model import uses_tls_username
+
 UNLIMITED_INFLIGHT = 65535
 
 
@@ -75,9 +77,7 @@ class ListenerLimits:
                  "mount_point", "max_qos", "max_topic_alias")
 
     def __init__(self, listener):
-        self.tls_username = bool(listener_value(listener, "use_identity_as_username", False)
-                                 or listener_value(listener, "use_subject_as_username", False)
-                                 or listener_value(listener, "cert_identity_as_username", None))
+        self.tls_username = uses_tls_username(listener)
         self.cert_identity_as_clientid = bool(listener_value(listener, "cert_identity_as_clientid", None))
         self.use_username_as_clientid = bool(listener_value(listener, "use_username_as_clientid", False))
         self.mount_point = listener_value(listener, "mount_point", "")

@@ -67,6 +67,16 @@ class SecurityConfig(_Scoped):
         self._apply(values)
 
 
+def uses_tls_username(listener) -> bool:
+    """True when the listener takes usernames from TLS (the CONNECT username is ignored).
+
+    Here rather than in security/identity.py, which imports `cryptography`: a broker
+    without TLS asks this on every CONNECT and must not load it (~10 MiB)."""
+    return bool(getattr(listener, "use_identity_as_username", False)
+                or getattr(listener, "use_subject_as_username", False)
+                or getattr(listener, "cert_identity_as_username", None))
+
+
 class ListenerConfig(_Scoped):
     """One listener: its socket, TLS and limit options, and the security that applies."""
 
@@ -85,12 +95,6 @@ class ListenerConfig(_Scoped):
     def tls_enabled(self) -> bool:
         """TLS is on with certfile and keyfile, or with psk_hint (Mosquitto's rule)."""
         return bool((self.certfile and self.keyfile) or self.psk_hint)
-
-    @property
-    def tls_username(self) -> bool:
-        """The username comes from the TLS identity (the CONNECT username is ignored)."""
-        return bool(self.use_identity_as_username or self.use_subject_as_username
-                    or self.cert_identity_as_username)
 
     @property
     def name(self) -> str:

@@ -23,6 +23,7 @@ from cryptography import x509
 from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
+
 IDENTITY_KINDS = ("cn", "subject", "san_dns", "san_email", "san_uri", "san_ip", "sha256")
 
 # OpenSSL's short names (OBJ_nid2sn) for the attributes seen in subjects.
@@ -248,13 +249,6 @@ class TlsInfo:
         if self.peer_cert is None:
             return "no client certificate"
         return f"certificate {self.subject_string} (sha256 {self.sha256[:16]}...)"
-
-
-def uses_tls_username(listener) -> bool:
-    """True when the listener takes usernames from TLS (the CONNECT username is ignored)."""
-    return bool(getattr(listener, "use_identity_as_username", False)
-                or getattr(listener, "use_subject_as_username", False)
-                or getattr(listener, "cert_identity_as_username", None))
 
 
 def username_from_tls(listener, tls: TlsInfo | None) -> str | None:

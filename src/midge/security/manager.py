@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass, field
 
 from midge.config.errors import ConfigError
+from midge.config.model import uses_tls_username
 from midge.security.acl import (READ, SUBSCRIBE, UNSUBSCRIBE, WRITE, AclFile, AclFileError, CompiledAcl,
                                 compile_for, load_acl_file, topic_matches)
 from midge.security.passwords import PasswordFileError, PasswordHash, load_password_file
@@ -244,7 +245,7 @@ class Security:
             # `client.bridge`; no remote peer can). Mosquitto never authenticates it either.
             return SUCCESS
         listener = getattr(client, "listener", None)
-        if _uses_tls_username(listener):
+        if uses_tls_username(listener):
             # Mosquitto: the TLS identity replaces the password check entirely.
             return SUCCESS if _tls_username(client) is not None else BAD_USERNAME_OR_PASSWORD
         context = self.context_for_listener(listener)
@@ -350,7 +351,7 @@ class Security:
         """
         if getattr(client, "bridge", None):
             return True
-        if _uses_tls_username(getattr(client, "listener", None)):
+        if uses_tls_username(getattr(client, "listener", None)):
             return _tls_username(client) is not None  # authenticated by its TLS identity
         context = self.context_for_listener(getattr(client, "listener", None))
         username = getattr(client, "username", None) or None
@@ -516,17 +517,6 @@ def _throttle_settings(config) -> tuple[float, float]:
     delay = getattr(config, "auth_fail_delay", DEFAULT_DELAY)
     delay_max = getattr(config, "auth_fail_delay_max", DEFAULT_DELAY_MAX)
     return float(delay or 0.0), float(delay_max or 0.0)
-
-
-def _uses_tls_username(listener) -> bool:
-    if listener is None:
-        return False
-    known = getattr(listener, "tls_username", None)  # a ListenerConfig knows, without
-    if known is not None:                             # importing identity (and cryptography)
-        return known
-    from midge.security.identity import uses_tls_username  # lazy: pulls in cryptography
-
-    return uses_tls_username(listener)
 
 
 def _tls_username(client) -> str | None:
