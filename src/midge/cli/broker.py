@@ -53,7 +53,11 @@ def main(argv: list[str]) -> int:
     try:
         config = load_config(config_path, ports=args.port, verbose=args.verbose)
     except ConfigError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
+        # Every error of the file at once, as `midge check` prints them (not only the first).
+        for error in exc.errors or [exc]:
+            print(f"Error: {error}", file=sys.stderr)
+        if len(exc.errors) > 1:
+            print(f"{len(exc.errors)} errors in the configuration; midge did not start.", file=sys.stderr)
         return CONFIG_ERROR_EXIT
     except OSError as exc:
         print(f"Error: Unable to open config file {args.config}: {exc.strerror}", file=sys.stderr)
