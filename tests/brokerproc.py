@@ -110,6 +110,18 @@ class BrokerProcess:
         return self.proc.returncode
 
 
+def as_root_user(config_text: str) -> str:
+    """`user root` for a test run as root whose config names no user.
+
+    Started as root, midge (like mosquitto) switches to `user`, default mosquitto, who
+    cannot write the persistence or log files of a test in root's tmp_path. Appended,
+    not prepended, so the config's line numbers stay those the test wrote.
+    """
+    if os.geteuid() != 0 or any(line.split(" ", 1)[0] == "user" for line in config_text.splitlines()):
+        return ""
+    return ("" if config_text.endswith("\n") or not config_text else "\n") + "user root\n"
+
+
 def start_midge(config_text: str | None, tmp_path: Path, port: int | None = None,
                 extra_args: list[str] = (), wait: bool = True) -> BrokerProcess:
     """Start `python -m midge broker` with `config_text` written to tmp_path/midge.conf.
@@ -119,7 +131,7 @@ def start_midge(config_text: str | None, tmp_path: Path, port: int | None = None
     argv = [sys.executable, "-m", "midge", "broker"]
     if config_text is not None:
         conf = tmp_path / "midge.conf"
-        conf.write_text(config_text)
+        conf.write_text(config_text + as_root_user(config_text))
         argv += ["-c", str(conf)]
     argv += list(extra_args)
     env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -6,6 +6,10 @@
 - `-v`: every log type (overrides `log_type`).
 - `-d`: run in the background (writes `pid_file` if configured).
 
+Started as root, the broker switches to `user` (default mosquitto) once its listeners
+are bound (server/privileges.py). Under systemd (`$NOTIFY_SOCKET`) it reports READY,
+RELOADING and STOPPING (server/sdnotify.py; contrib/systemd/midge.service).
+
 Exit codes: 0 after SIGINT/SIGTERM, 3 for a configuration error (like mosquitto),
 1 when a listener or a TLS context cannot be set up.
 """
@@ -63,6 +67,14 @@ def main(argv: list[str]) -> int:
         print(f"Error: Unable to open config file {args.config}: {exc.strerror}", file=sys.stderr)
         return CONFIG_ERROR_EXIT
 
+    from midge.server.privileges import PrivilegeError, PrivilegeSwitch
+
+    try:
+        switch = PrivilegeSwitch.plan(config)  # `user`: who to become after binding
+    except PrivilegeError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+    switch.prepare_log_file(config)
     log = Log(config)
     if args.daemon:
         _daemonise()
@@ -75,10 +87,14 @@ def main(argv: list[str]) -> int:
             log.error(f"Error: Unable to write pid file {pid_file}: {exc.strerror}")
             return 1
 
+    from midge.server.sdnotify import SdNotify
     from midge.server.server import run
 
+    switch.start_keeper(config_path, ports=args.port, verbose=args.verbose)
+    notify = SdNotify.from_environment()
     try:
-        return run(config, log, config_path, ports=args.port, verbose=args.verbose)
+        return run(config, log, config_path, ports=args.port, verbose=args.verbose,
+                   notify=notify, after_bind=switch)
     except ConfigError as exc:  # e.g. a password file that cannot be read
         log.error(f"Error: {exc}")
         return CONFIG_ERROR_EXIT

@@ -8,9 +8,9 @@ says which check failed and on what: the host name the certificate did not match
 from __future__ import annotations
 
 import datetime
-import os
 import ssl
 
+from midge import files
 from midge.client.options import TlsOptions
 
 VERSIONS = {
@@ -58,11 +58,14 @@ def _certificate_context(context: ssl.SSLContext, tls: TlsOptions) -> None:
     context.verify_mode = ssl.CERT_REQUIRED  # Mosquitto always verifies the chain
     context.check_hostname = not tls.insecure
     for path, what in ((tls.cafile, "CA file"), (tls.capath, "CA path")):
-        if path is not None and not os.path.exists(path):
+        if path is not None and not files.exists(path):
             raise TlsSetupError(f"{what} {path!r} not found.")
     if tls.cafile or tls.capath:
         try:
-            context.load_verify_locations(cafile=tls.cafile, capath=tls.capath)
+            # files.openable: a bridge reconnecting after midge switched to `user` still
+            # reads root-only files, through the root keeper (server/keeper.py).
+            with files.openable(tls.cafile) as cafile:
+                context.load_verify_locations(cafile=cafile, capath=tls.capath)
         except ssl.SSLError as exc:
             raise TlsSetupError(f"Unable to load CA certificates from {tls.cafile or tls.capath}: "
                                 f"{exc.reason or exc}.") from None
@@ -70,10 +73,11 @@ def _certificate_context(context: ssl.SSLContext, tls: TlsOptions) -> None:
         context.load_default_certs()
     if tls.certfile or tls.keyfile:
         for path, what in ((tls.certfile, "certificate"), (tls.keyfile, "key")):
-            if path is None or not os.path.exists(path):
+            if path is None or not files.exists(path):
                 raise TlsSetupError(f"Client {what} file {path!r} not found.")
         try:
-            context.load_cert_chain(tls.certfile, tls.keyfile)
+            with files.openable(tls.certfile) as certfile, files.openable(tls.keyfile) as keyfile:
+                context.load_cert_chain(certfile, keyfile)
         except ssl.SSLError as exc:
             raise TlsSetupError(
                 f"Unable to load client certificate {tls.certfile} with key {tls.keyfile}: "

@@ -82,7 +82,9 @@ and says why:
 - **`max_keepalive 0`** means "no limit" (Mosquitto 2.0.16+); Mosquitto 2.0.11 refuses 0.
 - **Bridge options** are fully validated at load (addresses, topic lines, PSK/certificate
   pairs); Mosquitto defers some checks (for example `bridge_tls_version`) to connect time.
-- **`user`**: midge never switches user; run it as the user it should run as.
+- **`user`**: both switch to it when started as root, but Mosquitto 2.0 switches before
+  reading certificates and keys (they must be readable by `user`); midge reads them as
+  root, at start-up and on reload (through a root keeper process). See docs/operations.md.
 - **`websockets_log_level`** is accepted and has no effect (no libwebsockets); use
   `log_type websockets`.
 - **`psk_hint` and `certfile`** may come in either order on a listener (Mosquitto refuses

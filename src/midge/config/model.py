@@ -164,6 +164,7 @@ class Config(_Scoped):
         self.local_only = True
         self.security = SecurityConfig()
         self.files: list[str] = []
+        self.include_dirs: list[str] = []        # every include_dir, as written
         self.log_dest: set[str] = {"stderr"}
         self.log_type: set[str] = set(opts.DEFAULT_LOG_TYPES)
         self.log_file: str | None = None       # the path of `log_dest file PATH`

@@ -130,8 +130,11 @@ OPTIONS: list[Option] = [
     _o("upgrade_outgoing_qos", BOOL, GLOBAL, False, reload=RELOAD_YES,
        help="Non-standard: deliver at the subscription's QoS instead of the message's."),
     _o("user", STRING, GLOBAL, "mosquitto",
-       help="Mosquitto drops to this user when started as root. midge never changes user: "
-            "run it as the user it should be."),
+       help="Started as root, switch to this user (and its groups) once the listeners are "
+            "bound. When mosquitto does not exist: nobody, with a warning; another missing "
+            "user is an error; root keeps root, with a warning. Unlike Mosquitto, midge reads "
+            "keys and password files as root (a root keeper process re-reads them for SIGHUP "
+            "and the TLS file watcher). See docs/operations.md."),
     _o("set_tcp_nodelay", BOOL, GLOBAL, False, reload=RELOAD_YES, help="Set TCP_NODELAY on client sockets."),
     _o("retain_available", BOOL, GLOBAL, True,
        reload=RELOAD_YES, help="When false, retained PUBLISHes are refused and v5 clients are told so."),

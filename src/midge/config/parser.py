@@ -19,6 +19,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from midge import files
 from midge.config import options as opts
 from midge.config.errors import ConfigError
 from midge.config.model import (
@@ -95,8 +96,7 @@ class Reader:
 
     def read_path(self, path: str, main: bool = True) -> None:
         try:
-            with open(path, "rb") as f:
-                data = f.read()
+            data = files.read_bytes(path)  # after the switch to `user`: via the root keeper
         except OSError as exc:
             where = (self.file, self.line) if not main else (None, 0)
             if main:
@@ -351,14 +351,15 @@ class Reader:
         if not main:
             raise _LineError("only allowed in the main config file (Mosquitto silently ignores "
                              "it in included files); move it to the main file", written)
+        self.config.include_dirs.append(directory)
         try:
-            names = sorted(n for n in os.listdir(directory) if n.endswith(".conf"))
+            names = sorted(n for n in files.listdir(directory) if n.endswith(".conf"))
         except OSError as exc:
             raise _LineError(f"cannot read directory {directory}: {exc.strerror}", written) from None
         here = (self.file, self.line)
         for name in names:
             path = os.path.join(directory, name)
-            if os.path.isfile(path):
+            if files.is_file(path):
                 self.read_path(path, main=False)
         self.file, self.line = here
 
@@ -571,9 +572,6 @@ class Reader:
             config.log_type = set(ALL_LOG_TYPES)
         elif self.log_type is not None:
             config.log_type = self.log_type
-        if config.origins.get("user") and hasattr(os, "geteuid") and os.geteuid() == 0:
-            self._warn_at(config.origins["user"], "user", "midge does not drop privileges; "
-                          "start it as the user it should run as")
         config.warnings = self.warnings
         return config
 

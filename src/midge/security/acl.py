@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from midge import files
+
 READ = 1
 WRITE = 2
 SUBSCRIBE = 4
@@ -124,8 +126,7 @@ def parse_acl(text: str, source: str = "acl file", log=None) -> AclFile:
 
 def load_acl_file(path: str, log=None) -> AclFile:
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = files.read_bytes(path)  # after the switch to `user`: via the root keeper
     except OSError as exc:
         raise AclFileError(f"Unable to open acl_file \"{path}\": {exc.strerror}") from exc
     return parse_acl(data.decode("utf-8", errors="surrogateescape"), path, log)

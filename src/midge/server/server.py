@@ -21,6 +21,7 @@ from midge.protocol.constants import ReasonCode
 from midge.security import Security
 from midge.server.connection import Connection
 from midge.server.listeners import ListenerError, open_listener
+from midge.server.sdnotify import DISABLED as NOTIFY_DISABLED
 
 
 @dataclass(slots=True)
@@ -61,6 +62,11 @@ class Server:
         self.bridges: list = []  # midge.server.bridge.Bridge
         self.persistence = None   # midge.persist.service.Persistence with `persistence true`
         self.autosave_timer: asyncio.TimerHandle | None = None
+        # Process hooks the command line sets (run()); an embedded server has neither.
+        self.notify = NOTIFY_DISABLED  # midge.server.sdnotify.SdNotify: READY/RELOADING/STOPPING
+        self.after_bind = None  # called once with the server when every listener is bound
+        self.running = False  # start() finished
+        self.reload_pending = False  # a SIGHUP arrived during start()
 
     # -- Start and stop -----------------------------------------------------------
 
@@ -79,10 +85,13 @@ class Server:
             log.notice("Create a configuration file which defines a listener to allow remote access.")
         self.broker = Broker(self.config, log, security=self.security, now=self.loop.time())
         self.security.spawn = self._spawn
-        self._open_persistence()
+        # Before any socket listens: a SIGHUP or SIGTERM sent as soon as the port answers
+        # must not find the default action (death) in place. A reload waits for start().
+        self._install_signals()
         for listener in self.config.listeners:
             state = ListenerState(listener, tls=self._tls_context(listener))
             self.listeners.append(state)
+        bound_sockets = []
         for state in self.listeners:
             try:
                 bound = open_listener(state.listener, local_only=self.config.local_only)
@@ -90,6 +99,12 @@ class Server:
                 raise StartupError(str(exc)) from exc
             for b in bound:
                 log.notice(f"Opening {b.description}.")
+            bound_sockets.append((state, bound))
+        if self.after_bind is not None:
+            self.after_bind(self)  # e.g. switch to `user`; files written from here on are its
+        self._open_persistence()
+        for state, bound in bound_sockets:
+            for b in bound:
                 factory = lambda state=state: Connection(self, state)  # noqa: E731
                 if b.family == socket.AF_UNIX:
                     srv = await self.loop.create_unix_server(factory, sock=b.sock)
@@ -98,7 +113,6 @@ class Server:
                 state.servers.append(srv)
         if not any(s.servers for s in self.listeners):
             raise StartupError("Unable to start any listening sockets, exiting.")
-        self._install_signals()
         self._start_tls_watcher()
         if self.config.bridges:
             from midge.server.bridge import BridgeSetupError, start_bridges
@@ -109,6 +123,10 @@ class Server:
                 raise StartupError(str(exc)) from exc
         self.rearm_timer()
         log.notice(f"midge version {__version__} running")
+        self.notify.ready(self.status_line())
+        self.running = True
+        if self.reload_pending:
+            self.reload()
 
     async def run_until_stopped(self) -> None:
         await self.stopped.wait()
@@ -118,6 +136,7 @@ class Server:
             self.stopped.set()
 
     async def shutdown(self) -> None:
+        self.notify.stopping()
         self.log.notice(f"midge version {__version__} terminating")
         for state in self.listeners:
             for srv in state.servers:
@@ -210,6 +229,29 @@ class Server:
         loop.add_signal_handler(signal.SIGUSR1, self._save_persistence)
 
     def reload(self) -> None:
+        """SIGHUP: reload (see _reload), telling the service manager before and after."""
+        if not self.running:
+            self.reload_pending = True
+            return
+        self.reload_pending = False
+        self.notify.reloading()
+        try:
+            self._reload()
+        finally:
+            self.notify.ready(self.status_line())
+
+    def status_line(self) -> str:
+        """One line for `systemctl status`: listeners, clients, bridges."""
+        listeners = ", ".join(state.listener.name + (" (TLS)" if state.tls is not None else "")
+                              for state in self.listeners)
+        clients = len(self.broker.clients) if self.broker is not None else 0
+        line = f"Listening on {listeners or 'nothing'}; {clients} client{'s' if clients != 1 else ''} connected"
+        if self.bridges:
+            up = sum(1 for bridge in self.bridges if getattr(bridge, "connected", False))
+            line += f"; {up}/{len(self.bridges)} bridges connected"
+        return line
+
+    def _reload(self) -> None:
         """SIGHUP: re-read the config and apply what can change without a restart.
 
         Unlike Mosquitto, listener limits are kept (not reset to defaults) and the
@@ -366,9 +408,17 @@ def _listener_key(listener) -> tuple:
     return (listener.port, listener.bind_address, getattr(listener, "path", None))
 
 
-def run(config, log: Log, config_path: str | None, ports=(), verbose=False) -> int:
-    """Run the broker until SIGINT/SIGTERM; return the process exit code."""
+def run(config, log: Log, config_path: str | None, ports=(), verbose=False,
+        notify=None, after_bind=None) -> int:
+    """Run the broker until SIGINT/SIGTERM; return the process exit code.
+
+    notify: an SdNotify (the command line passes one read from $NOTIFY_SOCKET);
+    after_bind: called once with the server when its listeners are bound (the
+    command line's privilege switch)."""
     server = Server(config, log, config_path, ports, verbose)
+    if notify is not None:
+        server.notify = notify
+    server.after_bind = after_bind
 
     async def main() -> int:
         # Log lines go out once per loop turn (log.py `defer_writes`), and all of them

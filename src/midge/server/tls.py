@@ -27,6 +27,7 @@ from typing import Callable
 
 from cryptography import x509
 
+from midge import files as fileaccess
 from midge.security.identity import TlsInfo
 from midge.server.tls_diagnostics import (
     FailureKind,
@@ -93,12 +94,11 @@ def _listener_name(listener) -> str:
 def _readable(option: str, path: str, listener: str, directory: bool = False) -> Path:
     p = Path(path)
     if directory:
-        if not p.is_dir():
+        if not fileaccess.is_dir(p):
             raise TlsSetupError(option, f"'{path}' is not a directory", listener)
         return p
     try:
-        with open(p, "rb"):
-            pass
+        fileaccess.read_bytes(p)  # after the switch to `user`: via the root keeper
     except OSError as exc:
         raise TlsSetupError(option, f"cannot read '{path}': {exc.strerror or exc}", listener) from None
     return p
@@ -120,11 +120,13 @@ def load_crls(path: str, option: str = "crlfile", listener: str = "",
     """
     now = now or datetime.now(timezone.utc)
     p = Path(path)
-    files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+    is_dir = fileaccess.is_dir(p)
+    files = (sorted(p / name for name in fileaccess.listdir(p) if fileaccess.is_file(p / name))
+             if is_dir else [p])
     crls = []
     for file in files:
         try:
-            data = file.read_bytes()
+            data = fileaccess.read_bytes(file)
         except OSError as exc:
             raise TlsSetupError(option, f"cannot read '{file}': {exc.strerror or exc}", listener) from None
         try:
@@ -136,7 +138,7 @@ def load_crls(path: str, option: str = "crlfile", listener: str = "",
             else:
                 found = [x509.load_der_x509_crl(data)]
         except ValueError as exc:
-            if p.is_dir():
+            if is_dir:
                 continue  # a directory may hold other files (README, hashes); only CRLs count
             raise TlsSetupError(option, f"'{file}' is not a PEM or DER CRL ({exc})", listener) from None
         for crl in found:
@@ -301,7 +303,7 @@ def _check_crl_signatures(crls, cafile: str, name: str) -> None:
     say so at start (or keep the old context on reload).
     """
     try:
-        cas = x509.load_pem_x509_certificates(Path(cafile).read_bytes())
+        cas = x509.load_pem_x509_certificates(fileaccess.read_bytes(cafile))
     except (OSError, ValueError):
         return  # OpenSSL already loaded the file; leave odd formats to it
     for crl in crls:
@@ -408,12 +410,13 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
         files += [str(certfile), str(keyfile)]
         password = _key_password(listener, key_path, name, files)
         try:
-            ctx.load_cert_chain(certfile, keyfile, password=password)
+            with fileaccess.openable(certfile) as cert_path, fileaccess.openable(keyfile) as key_path_:
+                ctx.load_cert_chain(cert_path, key_path_, password=password)
         except ssl.SSLError as exc:
             reason = _ssl_reason(exc)
             if exc.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
                 fail("keyfile", f"'{keyfile}' is not the private key of the certificate in '{certfile}'")
-            if _get(listener, "keyfile_password_file") and b"ENCRYPTED" in key_path.read_bytes():
+            if _get(listener, "keyfile_password_file") and b"ENCRYPTED" in fileaccess.read_bytes(key_path):
                 fail("keyfile_password_file", f"cannot decrypt '{keyfile}' with the password in "
                      f"'{_get(listener, 'keyfile_password_file')}' ({reason})")
             fail("certfile", f"cannot load '{certfile}' / '{keyfile}': {reason}")
@@ -429,7 +432,8 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
         files.append(str(capath))
     if cafile or capath:
         try:
-            ctx.load_verify_locations(cafile=cafile, capath=capath)
+            with fileaccess.openable(cafile) as ca_path:
+                ctx.load_verify_locations(cafile=ca_path, capath=capath)
         except ssl.SSLError as exc:
             fail("cafile" if cafile else "capath", f"cannot load CA certificates from "
                  f"'{cafile or capath}': {_ssl_reason(exc)}")
@@ -449,7 +453,7 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
         crl_check = _get(listener, "crl_check", "leaf")
         if crl_check not in ("leaf", "chain"):
             fail("crl_check", f"'{crl_check}' is not leaf or chain")
-        if not Path(crlfile).exists():
+        if not fileaccess.exists(crlfile):
             fail("crlfile", f"cannot read '{crlfile}': No such file or directory")
         crls = load_crls(crlfile, listener=name)
         if cafile:
@@ -463,7 +467,8 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
     if dhparamfile:
         _readable("dhparamfile", dhparamfile, name)
         try:
-            ctx.load_dh_params(dhparamfile)
+            with fileaccess.openable(dhparamfile) as dh_path:
+                ctx.load_dh_params(dh_path)
         except (ssl.SSLError, OSError) as exc:
             fail("dhparamfile", f"cannot load DH parameters from '{dhparamfile}': {_ssl_reason(exc)}")
         files.append(str(dhparamfile))
@@ -488,12 +493,12 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
 
 def _key_password(listener, key_path: Path, name: str, files: list[str]):
     """The keyfile password callback: never let OpenSSL prompt on a terminal."""
-    encrypted = b"ENCRYPTED" in key_path.read_bytes()
+    encrypted = b"ENCRYPTED" in fileaccess.read_bytes(key_path)
     password_file = _get(listener, "keyfile_password_file")
     if password_file:
         _readable("keyfile_password_file", password_file, name)
         files.append(str(password_file))
-        lines = Path(password_file).read_bytes().splitlines()
+        lines = fileaccess.read_bytes(password_file).splitlines()
         secret = lines[0] if lines else b""
         return lambda: secret
     if encrypted:

@@ -14,19 +14,23 @@ import os
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from midge import files as fileaccess
+
 #: How long before a CRL's nextUpdate the watcher starts warning.
 CRL_WARNING = timedelta(days=1)
 
 
 def _stat(path: str) -> tuple:
+    # Through midge.files: after the switch to `user`, a root-only directory (certbot's
+    # /etc/letsencrypt/live) is looked at by the root keeper.
     try:
-        st = os.stat(path)
+        *signature, is_dir = fileaccess.signature(path)
     except OSError as exc:
         return ("missing", exc.errno)
-    signature = (st.st_mtime_ns, st.st_size, st.st_ino)
-    if os.path.isdir(path):  # capath / CRL directory: the entries count too
+    signature = tuple(signature)
+    if is_dir:  # capath / CRL directory: the entries count too
         try:
-            names = sorted(os.listdir(path))
+            names = sorted(fileaccess.listdir(path))
         except OSError:
             names = []
         signature += tuple((name,) + _stat(os.path.join(path, name)) for name in names)
