@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import pwd
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ import pytest
 
 from tests.brokerproc import BrokerProcess, free_port
 from tests.ops.notify import NotifySocket
+from tests.peers import require_peer
 
 UNIT = Path(__file__).resolve().parents[2] / "contrib" / "systemd" / "midge.service"
 
@@ -58,9 +58,7 @@ def test_the_unit_is_type_notify_with_reload_and_hardening():
 
 
 def test_systemd_analyze_accepts_the_unit(tmp_path):
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze not installed")
+    analyze = require_peer("systemd-analyze")
     # ExecStart must name an existing program for `verify`: point it at this midge.
     midge = Path(sys.executable).with_name("midge")
     if not midge.exists():
