@@ -117,7 +117,7 @@ def test_midge_speaks_the_notify_protocol_under_the_unit(tmp_path):
         if os.geteuid() == 0:
             user = expected_user()
             assert process_ids(pid) == {"Uid": [user.pw_uid] * 4, "Gid": [user.pw_gid] * 4}
-            assert f"Switched to user {user.pw_name}" in broker.output
+            broker.wait_for_log(f"Switched to user {user.pw_name}")
 
         before = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         exec_reload(pid)
