@@ -215,8 +215,10 @@ OPTIONS: list[Option] = [
        help="Deprecated. Bind address of the default listener; turns local-only mode off."),
     _o("bind_interface", STRING, LISTENER, None,
        help="Bind to this network interface (SO_BINDTODEVICE, Linux)."),
-    _o("protocol", CHOICE, LISTENER, "mqtt", choices=("mqtt", "websockets"),
-       help="mqtt or websockets (MQTT over WebSocket)."),
+    _o("protocol", CHOICE, LISTENER, "mqtt", choices=("mqtt", "websockets", "metrics"),
+       help="mqtt, websockets (MQTT over WebSocket), or metrics (midge only: Prometheus "
+            "`GET /metrics` over HTTP, or HTTPS with the listener's TLS options; see "
+            "docs/operations.md)."),
     _o("socket_domain", CHOICE, LISTENER, None, choices=("ipv4", "ipv6"),
        help="Listen on IPv4 only or IPv6 only (default both)."),
     _o("mount_point", STRING, LISTENER, None,

@@ -266,6 +266,13 @@ class Security:
         verdict = self._plugins_auth(context, client, username, password, anonymous=False)
         return NOT_AUTHORIZED if verdict is None else verdict
 
+    def verify_password(self, listener, username: str, password: bytes) -> bool:
+        """True when the password_file that applies to `listener` has this user and
+        password (the metrics listener's HTTP basic auth); False without a password_file."""
+        context = self.context_for_listener(listener)
+        entry = context.passwords.get(username) if context.passwords is not None else None
+        return entry is not None and bool(password) and self._verify(username, entry, password)
+
     def _password_check(self, context: SecurityContext, client, username: str, password: bytes | None) -> int:
         entry = context.passwords.get(username)
         if entry is None or password is None or not self._verify(username, entry, password):

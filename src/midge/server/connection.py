@@ -78,9 +78,9 @@ class Connection(asyncio.Protocol):
             sock = transport.get_extra_info("socket")
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if server.config.connection_messages and log.enabled(LogType.NOTICE):
+        if server.config.connection_messages and log.enabled(LogType.NOTICE) and not state.metrics:
             log.notice(f"New connection from {self.peer} on port {listener.port}.")
-        if state.tls is None and not state.websockets:
+        if state.tls is None and not state.websockets and not state.metrics:
             self._start_mqtt()  # plain MQTT over TCP: no stages, no handshake timer
             return
         self.stages = []
@@ -90,6 +90,10 @@ class Connection(asyncio.Protocol):
             from midge.server.websocket import WebSocketStage
 
             self.stages.append(WebSocketStage(self.peer, getattr(listener, "http_dir", None)))
+        elif state.metrics:
+            from midge.server.metrics import MetricsStage
+
+            self.stages.append(MetricsStage(server, state, self))
         timeout = getattr(listener, "tls_handshake_timeout", 10.0) or 0
         if timeout > 0:
             self.handshake_timer = server.loop.call_later(timeout, self._handshake_timed_out)
@@ -119,10 +123,14 @@ class Connection(asyncio.Protocol):
         if self.handshake_timer is not None:
             self.handshake_timer.cancel()
             self.handshake_timer = None
-        if not self.closed and self.client is None and self.stages:
+        if not self.closed and self.client is None and self.stages and not (
+                self.listener_state.metrics and self.listener_state.tls is None):
             # The client went away mid-handshake: say so, with what we learnt of it.
+            # (An HTTP probe of a plain metrics port that closes at once is no news.)
             abort_failure = getattr(self.stages[0], "abort_failure", None)
             reason = abort_failure() if abort_failure is not None else "closed before the handshake finished"
+            if abort_failure is not None and not self.stages[0].handshake_complete:
+                self._count_tls(reason.kind)
             log = self.server.log
             if log.enabled(LogType.NOTICE):
                 log.notice(f"Client connection from {self.peer} on port "
@@ -247,6 +255,7 @@ class Connection(asyncio.Protocol):
                 task = self.server.loop.create_task(self.listener_state.tls.check_revocation(info))
                 task.add_done_callback(self._revocation_checked)
                 return
+            self._count_tls("success")
         if self.ready == len(self.stages):
             self._start_mqtt()
 
@@ -258,13 +267,22 @@ class Connection(asyncio.Protocol):
         if failure is not None:
             self._failed(failure)
             return
+        self._count_tls("success")
         if self.ready == len(self.stages):
             self._start_mqtt()
         held, self.held = self.held, _NO_STAGES
         for data in held:  # plaintext the TLS stage (level 0) produced meanwhile
             self._stages_received(data, start=1)
 
+    def _count_tls(self, outcome: str) -> None:
+        """One TLS handshake's result for the listener's metrics ("success" or a kind)."""
+        results = self.listener_state.tls_results
+        results[outcome] = results.get(outcome, 0) + 1
+
     def _failed(self, reason) -> None:
+        kind = getattr(reason, "kind", None)  # a TlsFailure (handshake or OCSP refusal)
+        if kind is not None and self.listener_state.tls is not None:
+            self._count_tls(kind)
         log = self.server.log
         if log.enabled(LogType.NOTICE):
             log.notice(f"Client connection from {self.peer} on port "
@@ -274,6 +292,8 @@ class Connection(asyncio.Protocol):
     def _handshake_timed_out(self) -> None:
         self.handshake_timer = None
         if self.client is None and not self.closed:
+            if self.listener_state.tls is not None and not self.stages[0].handshake_complete:
+                self._count_tls("timeout")
             timeout = self.listener_state.listener.tls_handshake_timeout
             self._failed(f"handshake not finished after {timeout:g} s (tls_handshake_timeout)")
 

@@ -33,9 +33,13 @@ class ListenerState:
     servers: list = field(default_factory=list)
     connection_count: int = 0
     websockets: bool = False  # `protocol websockets`: a WebSocket stage on every connection
+    metrics: bool = False  # `protocol metrics`: an HTTP /metrics stage (server/metrics.py)
+    tls_results: dict = field(default_factory=dict)  # "success" or failure kind -> handshakes
 
     def __post_init__(self):
-        self.websockets = getattr(self.listener, "protocol", "mqtt") == "websockets"
+        protocol = getattr(self.listener, "protocol", "mqtt")
+        self.websockets = protocol == "websockets"
+        self.metrics = protocol == "metrics"
 
 
 class StartupError(Exception):

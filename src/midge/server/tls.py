@@ -176,6 +176,7 @@ class TlsListenerContext:
         self.psk = False  # psk_hint set: stages track PSK sessions
         self._ocsp = None
         self.quiet_context: ssl.SSLContext | None = None
+        self.certificate_not_after: datetime | None = None  # certfile's leaf, for metrics
         self._revoked_serials = {(crl.issuer.public_bytes(), entry.serial_number)
                                  for crl in self.crls for entry in crl}
 
@@ -186,6 +187,7 @@ class TlsListenerContext:
         """Build the context for `listener`; raise TlsSetupError on any unusable option."""
         ctx, files, crls = build_ssl_context(listener)
         context = cls(listener, ctx, files, psk_lookup, log, crls)
+        context.certificate_not_after = _not_after(_get(listener, "certfile"))
         psk_hint = _get(listener, "psk_hint")
         if psk_hint:
             context.psk = True
@@ -294,6 +296,16 @@ class TlsListenerContext:
                 doomed.append((connection, failure))
         return doomed
 
+
+
+def _not_after(certfile) -> datetime | None:
+    """When the first certificate of `certfile` expires (None without one)."""
+    if not certfile:
+        return None
+    try:
+        return x509.load_pem_x509_certificates(fileaccess.read_bytes(certfile))[0].not_valid_after_utc
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def _check_crl_signatures(crls, cafile: str, name: str) -> None:

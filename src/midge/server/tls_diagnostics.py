@@ -67,6 +67,7 @@ class FailureKind:
     CLIENT_REFUSED = "client_refused_server"
     CLIENT_ABORTED = "client_aborted"
     OCSP = "ocsp"
+    TIMEOUT = "timeout"  # not finished within tls_handshake_timeout (counted, never diagnosed)
     OTHER = "other"
 
 
