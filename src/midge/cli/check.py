@@ -5,6 +5,11 @@ config names (certificates, keys, CA, CRL, password/ACL/PSK files, plugins) exis
 are readable, then summarises each listener: port, bind address, TLS or not, which
 security applies and whether anonymous clients are allowed.
 
+Portability: every line Mosquitto 2.0 would refuse (a midge option or value) is marked
+`Midge-only:`, every Mosquitto option midge reads differently `Differs:` (the notes come
+from the option table, `midge.config.options`). With `--mosquitto`, midge-only lines
+are errors: a config that must also run under Mosquitto can be checked in CI.
+
 Exit status: 0 when the config is valid, 3 when it is not (like `mosquitto -c`).
 """
 
@@ -13,6 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+
+from midge.config.options import DIFFERS, MIDGE_ONLY
 
 CONFIG_ERROR_EXIT = 3
 
@@ -32,6 +39,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--port", action="append", type=int, default=[], metavar="PORT",
                    help="as for `midge broker`: ports for local-only mode")
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and warnings")
+    p.add_argument("--mosquitto", action="store_true",
+                   help="treat lines Mosquitto 2.0 would refuse (midge-only options and values) as errors")
     return p
 
 
@@ -46,21 +55,60 @@ def main(argv: list[str]) -> int:
 
     result = read_config(path, ports=args.port)
     errors = [str(e) for e in result.errors]
+    warnings = list(result.warnings)
+    portability = list(result.portability)
     if not any(e.option == "" and e.line == 0 and e.file == path for e in result.errors):
         errors += file_problems(result.config)
+        warnings += tls_warnings(result.config)
+        portability += crl_directories(result.config)
+    midge_only = [text for kind, text in portability if kind == MIDGE_ONLY]
+    if args.mosquitto:
+        errors += midge_only
     for error in errors:
         print(f"Error: {error}")
-    for warning in result.warnings:
+    for warning in warnings:
         print(f"Warning: {warning}")
+    if not args.mosquitto:
+        for text in midge_only:
+            print(f"Midge-only: {text}")
+    for kind, text in portability:
+        if kind == DIFFERS:
+            print(f"Differs: {text}")
     if errors:
         count = len(errors)
-        print(f"{path}: {count} error{'s' if count > 1 else ''}; midge would refuse to start.")
+        who = "Mosquitto 2.0" if len(errors) == len(midge_only) and args.mosquitto else "midge"
+        print(f"{path}: {count} error{'s' if count > 1 else ''}; {who} would refuse to start.")
         return CONFIG_ERROR_EXIT
     if not args.quiet:
         for line in summary(result.config):
             print(line)
     print(f"{path}: OK")
     return 0
+
+
+def tls_warnings(config) -> list[str]:
+    """`require_ocsp true` with no OCSP responder known (also logged at start-up)."""
+    warnings = []
+    for listener in config.listeners:
+        if getattr(listener, "require_ocsp", False):
+            from midge.server.ocsp import unreachable_responder
+
+            warning = unreachable_responder(listener)
+            if warning:
+                where = listener.origins.get("require_ocsp")
+                warnings.append(f"{_where(where)}require_ocsp: listener {listener.name}: {warning}")
+    return warnings
+
+
+def crl_directories(config) -> list[tuple[str, str]]:
+    """A crlfile that is a directory: midge reads every CRL in it, Mosquitto refuses it."""
+    notes = []
+    for listener in config.listeners:
+        if listener.crlfile and os.path.isdir(listener.crlfile):
+            notes.append((MIDGE_ONLY, f"{_where(listener.origins.get('crlfile'))}crlfile: Mosquitto 2.0 "
+                          "would refuse this line: crlfile is a directory (midge reads every CRL in "
+                          "it; Mosquitto needs one file)"))
+    return notes
 
 
 def file_problems(config) -> list[str]:

@@ -27,7 +27,10 @@ INTRO = """\
 midge reads Mosquitto 2.0's `mosquitto.conf` unchanged: `midge broker -c mosquitto.conf`.
 Run `midge check FILE` to validate a config without starting the broker: it prints every
 error as `FILE:LINE: OPTION: what is wrong`, checks that the files the config names exist
-and are readable, and summarises the listeners. An invalid config makes `midge broker`
+and are readable, and summarises the listeners. It also marks each line Mosquitto 2.0
+would refuse (`Midge-only:`, a midge option or value) and each Mosquitto option midge
+reads differently (`Differs:`, the notes *Unlike Mosquitto 2.0* below); `midge check
+--mosquitto FILE` makes midge-only lines errors, for a config that must run on both. An invalid config makes `midge broker`
 exit with status 3, like Mosquitto.
 
 ## Syntax
@@ -153,6 +156,8 @@ def _row(opt: opts.Option) -> str:
     if opt.aliases:
         name += " (alias " + ", ".join(f"`{a}`" for a in opt.aliases) + ")"
     notes = opt.help
+    if opt.differs:
+        notes += f" **Unlike Mosquitto 2.0:** {opt.differs}."
     if not opt.implemented:
         notes = f"**Not supported:** {opts.NOT_IMPLEMENTED[opt.name]}. " + notes
     value = _value(opt)

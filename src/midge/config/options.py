@@ -43,6 +43,7 @@ class Option:
     maximum: float | None = None
     reload: str = RELOAD_NO
     midge: bool = False          # a midge extension, not a Mosquitto option
+    differs: str = ""            # a Mosquitto option midge reads differently: how (midge check)
     repeatable: bool = False     # may appear several times in one scope
     value_hint: str = ""         # for the docs: what the value looks like
 
@@ -67,6 +68,14 @@ NOT_IMPLEMENTED: dict[str, str] = {
     "memory_limit": "not supported yet by midge (Python has no per-allocation memory accounting)",
     "tls_engine": "not supported by midge: Python's ssl module cannot use OpenSSL ENGINEs",
     "tls_engine_kpass_sha1": "not supported by midge: Python's ssl module cannot use OpenSSL ENGINEs",
+}
+
+# Values of Mosquitto options that only midge accepts (Mosquitto 2.0 refuses the line):
+# (option, value) -> why. `midge check` marks such lines; `plugin` is handled in
+# `portability()` (every Python plugin is midge-only).
+MIDGE_ONLY_VALUES: dict[tuple[str, str], str] = {
+    ("protocol", "metrics"): "protocol metrics is midge's Prometheus listener; Mosquitto knows "
+                             "only mqtt and websockets",
 }
 
 # Values that select a feature midge has not built: (option, value) -> message.
@@ -103,7 +112,8 @@ OPTIONS: list[Option] = [
        help="Seconds between persistence checkpoints (a change count with autosave_on_changes); "
             "0 = only at shutdown and SIGUSR1. midge writes every change as it happens (SQLite "
             "WAL), so unlike Mosquitto this does not bound what a crash loses; it only sets how "
-            "often the WAL is folded into the main file. See docs/persistence.md."),
+            "often the WAL is folded into the main file. See docs/persistence.md.",
+       differs='midge writes every change as it happens (SQLite WAL); this only sets when the WAL is folded into the file, it does not bound what a crash loses'),
     _o("autosave_on_changes", BOOL, GLOBAL, False, reload=RELOAD_YES,
        help="Treat autosave_interval as a number of changes."),
     _o("check_retain_source", BOOL, GLOBAL, False, reload=RELOAD_NO,
@@ -134,20 +144,25 @@ OPTIONS: list[Option] = [
             "bound. When mosquitto does not exist: nobody, with a warning; another missing "
             "user is an error; root keeps root, with a warning. Unlike Mosquitto, midge reads "
             "keys and password files as root (a root keeper process re-reads them for SIGHUP "
-            "and the TLS file watcher). See docs/operations.md."),
-    _o("set_tcp_nodelay", BOOL, GLOBAL, False, reload=RELOAD_YES, help="Set TCP_NODELAY on client sockets."),
+            "and the TLS file watcher). See docs/operations.md.",
+       differs='midge reads keys, certificates and password/ACL/PSK files as root before switching (Mosquitto 2.0 reads them as `user`, so they must be readable by it)'),
+    _o("set_tcp_nodelay", BOOL, GLOBAL, False, reload=RELOAD_YES, help="Set TCP_NODELAY on client sockets.",
+       differs='SIGHUP applies the new value (Mosquitto 2.0 parses it on reload but keeps the old one)'),
     _o("retain_available", BOOL, GLOBAL, True,
-       reload=RELOAD_YES, help="When false, retained PUBLISHes are refused and v5 clients are told so."),
+       reload=RELOAD_YES, help="When false, retained PUBLISHes are refused and v5 clients are told so.",
+       differs='SIGHUP applies the new value (Mosquitto 2.0 parses it on reload but keeps the old one)'),
     _o("queue_qos0_messages", BOOL, GLOBAL, False, reload=RELOAD_YES,
        help="Queue QoS 0 messages for disconnected persistent sessions."),
     # ---- persistence (1.5.6) ----
     _o("persistence", BOOL, GLOBAL, False, reload=RELOAD_YES, aliases=("retained_persistence",),
        help="Save persistent sessions (subscriptions, queued and in-flight QoS 1/2 messages) and "
             "retained messages to an SQLite file, written as they change. Switching it on or off "
-            "needs a restart."),
+            "needs a restart.",
+       differs="midge's persistence file is SQLite: it cannot read a Mosquitto database nor write one Mosquitto can read"),
     _o("persistence_file", PATH, GLOBAL, "mosquitto.db", reload=RELOAD_YES,
        help="Persistence file name. midge's file is SQLite; an existing Mosquitto database "
-            "there is refused, never overwritten. Changes need a restart."),
+            "there is refused, never overwritten. Changes need a restart.",
+       differs="midge's file is SQLite, not Mosquitto's format; an existing Mosquitto database is refused, never overwritten"),
     _o("persistence_location", PATH, GLOBAL, None, reload=RELOAD_YES,
        help="Directory of the persistence file."),
     _o("persistent_client_expiration", SPECIAL, GLOBAL, None, reload=RELOAD_YES,
@@ -171,28 +186,35 @@ OPTIONS: list[Option] = [
        help="strftime format of the timestamp (default: Unix seconds)."),
     _o("websockets_log_level", INT, GLOBAL, 0, reload=RELOAD_YES,
        help="libwebsockets' log level. midge has no libwebsockets; accepted and ignored "
-            "(use log_type websockets)."),
+            "(use log_type websockets).",
+       differs='accepted and ignored: midge has no libwebsockets'),
     _o("websockets_headers_size", INT, GLOBAL, 0, minimum=0, maximum=65535,
        help="Largest WebSocket handshake header block; 0 means the default."),
     # ---- limits (1.5.9) ----
     _o("max_inflight_messages", INT, GLOBAL, 20, minimum=0, maximum=65535,
-       reload=RELOAD_YES, help="Outgoing QoS 1/2 messages in flight per client; 0 or 65535 means no limit."),
+       reload=RELOAD_YES, help="Outgoing QoS 1/2 messages in flight per client; 0 or 65535 means no limit.",
+       differs='SIGHUP applies the new value (Mosquitto 2.0 parses it on reload but keeps the old one)'),
     _o("max_inflight_bytes", INT, GLOBAL, 0, minimum=0,
-       reload=RELOAD_YES, help="Byte limit on outgoing in-flight messages per client; 0 means no limit."),
+       reload=RELOAD_YES, help="Byte limit on outgoing in-flight messages per client; 0 means no limit.",
+       differs='SIGHUP applies the new value (Mosquitto 2.0 parses it on reload but keeps the old one)'),
     _o("max_queued_messages", INT, GLOBAL, 1000, minimum=0,
-       reload=RELOAD_YES, help="Messages queued per client beyond those in flight; 0 means no limit."),
+       reload=RELOAD_YES, help="Messages queued per client beyond those in flight; 0 means no limit.",
+       differs='SIGHUP applies the new value (Mosquitto 2.0 parses it on reload but keeps the old one)'),
     _o("max_queued_bytes", INT, GLOBAL, 0, minimum=0,
-       reload=RELOAD_YES, help="Byte limit on each client's queue; 0 means no limit."),
+       reload=RELOAD_YES, help="Byte limit on each client's queue; 0 means no limit.",
+       differs='SIGHUP applies the new value (Mosquitto 2.0 parses it on reload but keeps the old one)'),
     _o("message_size_limit", INT, GLOBAL, 0, reload=RELOAD_YES, minimum=0,
        maximum=MQTT_MAX_PAYLOAD,
        help="Largest payload accepted; larger messages are dropped. 0 means no limit."),
     _o("max_packet_size", INT, GLOBAL, 0, minimum=20,
        reload=RELOAD_YES, help="Largest MQTT packet accepted (at least 20); advertised to v5 clients. "
-            "Unset means no limit."),
+            "Unset means no limit.",
+       differs='SIGHUP applies the new value (Mosquitto 2.0 parses it on reload but keeps the old one)'),
     _o("max_keepalive", INT, GLOBAL, 0, minimum=10, maximum=65535,
        reload=RELOAD_YES, help="Largest keepalive a client may ask for, 10 to 65535, or 0 for no limit. "
             "DOC≠CODE: the man page says the default is 65535; Mosquitto 2.0.16+ code (and "
-            "midge) use 0. Mosquitto 2.0.11 refuses 0."),
+            "midge) use 0. Mosquitto 2.0.11 refuses 0.",
+       differs='0 means no limit (as Mosquitto 2.0.16+; 2.0.11 refuses 0); SIGHUP applies a new value'),
     _o("memory_limit", INT, GLOBAL, 0, minimum=0, help="Byte limit on the broker's memory."),
     # ---- midge's own globals ----
     _o("tls_watch_interval", FLOAT, GLOBAL, 5.0, midge=True, reload=RELOAD_YES, minimum=0,
@@ -225,27 +247,34 @@ OPTIONS: list[Option] = [
        help="Topic prefix added to every topic of this listener's clients. No wildcards. "
             "Needs a listener line before it."),
     _o("max_connections", INT, LISTENER, -1,
-       reload=RELOAD_YES, help="Most clients connected to this listener at once; -1 (any negative) means no limit."),
+       reload=RELOAD_YES, help="Most clients connected to this listener at once; -1 (any negative) means no limit.",
+       differs='kept on SIGHUP (Mosquitto 2.0 resets it to -1)'),
     _o("max_qos", INT, LISTENER, 2, aliases=("maximum_qos",), minimum=0, maximum=2,
-       reload=RELOAD_YES, help="Highest QoS clients of this listener may use."),
+       reload=RELOAD_YES, help="Highest QoS clients of this listener may use.",
+       differs='kept on SIGHUP (Mosquitto 2.0 resets it to 2)'),
     _o("max_topic_alias", INT, LISTENER, 10, minimum=0, maximum=65535,
-       reload=RELOAD_YES, help="Largest v5 topic alias a client may use; 0 disables aliases."),
+       reload=RELOAD_YES, help="Largest v5 topic alias a client may use; 0 disables aliases.",
+       differs='kept on SIGHUP (Mosquitto 2.0 resets it to 10)'),
     _o("use_username_as_clientid", BOOL, LISTENER, False,
        help="Replace each client's ID with its username."),
     _o("http_dir", PATH, LISTENER, None,
        help="Serve static files from this directory on a websockets listener."),
     # ---- TLS (1.5.3) ----
     _o("certfile", PATH, LISTENER, None, reload=RELOAD_FILES,
-       help="Server certificate chain (PEM). TLS is on when certfile and keyfile are both set."),
-    _o("keyfile", PATH, LISTENER, None, reload=RELOAD_FILES, help="Server private key (PEM)."),
+       help="Server certificate chain (PEM). TLS is on when certfile and keyfile are both set.",
+       differs='also reloaded when the file changes (tls_watch_interval), not only on SIGHUP'),
+    _o("keyfile", PATH, LISTENER, None, reload=RELOAD_FILES, help="Server private key (PEM).",
+       differs='also reloaded when the file changes (tls_watch_interval), not only on SIGHUP'),
     _o("cafile", PATH, LISTENER, None, reload=RELOAD_FILES,
-       help="CA certificates trusted for client certificates."),
+       help="CA certificates trusted for client certificates.",
+       differs='also reloaded when the file changes (tls_watch_interval), not only on SIGHUP'),
     _o("capath", PATH, LISTENER, None, reload=RELOAD_FILES,
        help="Directory of hashed CA certificates (openssl rehash)."),
     _o("require_certificate", BOOL, LISTENER, False,
        help="Require a valid client certificate. When false the server does not ask for one."),
     _o("crlfile", PATH, LISTENER, None, reload=RELOAD_FILES,
-       help="Certificate revocation list(s) (PEM) checked for client certificates."),
+       help="Certificate revocation list(s) (PEM) checked for client certificates.",
+       differs='also reloaded when the file changes (tls_watch_interval); may be a directory of CRLs (midge only); an expired CRL is refused at load'),
     _o("dhparamfile", PATH, LISTENER, None, help="DH parameters (PEM)."),
     _o("ciphers", STRING, LISTENER, None,
        help="OpenSSL cipher list for TLS 1.2 and below (and PSK suites)."),
@@ -263,7 +292,8 @@ OPTIONS: list[Option] = [
        help="Username = the client certificate's full subject (RFC 2253)."),
     # ---- TLS-PSK (1.5.4) ----
     _o("psk_hint", STRING, LISTENER, None,
-       help="Turn TLS-PSK on for this listener and send this identity hint."),
+       help="Turn TLS-PSK on for this listener and send this identity hint.",
+       differs='midge allows TLS-PSK over TLS 1.3 unless psk_tls13 false (Mosquitto 2.0.12+ turns TLS 1.3 off on PSK listeners)'),
     # ---- midge's own, listener-scoped ----
     _o("cert_identity_as_username", CHOICE, LISTENER, None, choices=CERT_IDENTITIES, midge=True,
        help="Username = this part of the client certificate (cn, subject, san_dns, "
@@ -391,6 +421,30 @@ SECURITY_ORDERED = frozenset(
 DEFAULT_LISTENER_TRIGGERS = frozenset(
     opt.name for opt in OPTIONS if opt.scope == LISTENER and opt.name != "listener"
 )
+
+
+C_PLUGIN_SUFFIXES = (".so", ".dll", ".dylib")
+MIDGE_ONLY = "midge-only"
+DIFFERS = "differs"
+
+
+def portability(opt: Option, written: str, value: str) -> tuple[str, str] | None:
+    """How a config line fares in Mosquitto 2.0: (MIDGE_ONLY, why Mosquitto would refuse
+    it), (DIFFERS, how midge reads it differently), or None when both read it alike."""
+    refuse = "Mosquitto 2.0 would refuse this line: "
+    if written == "keyform":
+        return MIDGE_ONLY, refuse + "keyform is a client flag (the broker option is tls_keyform)"
+    if opt.midge:
+        return MIDGE_ONLY, refuse + "a midge option (Mosquitto: unknown configuration variable)"
+    tokens = value.split()
+    reason = MIDGE_ONLY_VALUES.get((opt.name, tokens[0] if tokens else ""))
+    if reason:
+        return MIDGE_ONLY, refuse + reason
+    if opt.name == "plugin" and not value.strip().endswith(C_PLUGIN_SUFFIXES):
+        return MIDGE_ONLY, refuse + "a Python plugin; Mosquitto loads only C plugins (.so)"
+    if opt.differs:
+        return DIFFERS, "Mosquitto 2.0 reads this differently: " + opt.differs
+    return None
 
 
 def lookup(name: str) -> Option | None:

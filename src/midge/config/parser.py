@@ -33,7 +33,7 @@ from midge.config.model import (
 
 INT_RE = re.compile(r"[+-]?\d+\Z")
 EXPIRATION_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400, "y": 365 * 86400}
-C_PLUGIN_SUFFIXES = (".so", ".dll", ".dylib")
+C_PLUGIN_SUFFIXES = opts.C_PLUGIN_SUFFIXES
 ALL_LOG_TYPES = frozenset(t for t in opts.LOG_TYPES if t not in ("none", "all"))
 PATH_COMMENT_RE = re.compile(r"\s#")
 
@@ -46,6 +46,9 @@ class ReadResult:
     config: Config
     errors: list[ConfigError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    # (options.MIDGE_ONLY | options.DIFFERS, `file:line: option: ...`) per line, for
+    # `midge check`: what a move back to Mosquitto 2.0 would meet.
+    portability: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -78,6 +81,7 @@ class Reader:
         self.verbose = verbose
         self.errors: list[ConfigError] = []
         self.warnings: list[str] = []
+        self.portability: list[tuple[str, str]] = []
         self.default_listener = ListenerConfig()
         self.default_listener.origin = ("", 0)
         self.default_listener_used = False
@@ -143,6 +147,7 @@ class Reader:
                 raise _LineError("a tab separates the option name from its value; Mosquitto "
                                  "only accepts spaces there (it reports 'Unknown configuration "
                                  "variable'); use a space", option=first)
+        written = name
         if name == "keyform":
             self._warn("keyform is not a Mosquitto option (it is a client flag); "
                        "read as tls_keyform", option="keyform")
@@ -152,6 +157,9 @@ class Reader:
             close = difflib.get_close_matches(name, opts.known_names(), n=1, cutoff=0.75)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise _LineError(f"unknown option{hint}", option=name)
+        note = opts.portability(opt, written, rest.strip())
+        if note is not None:
+            self.portability.append((note[0], str(ConfigError(note[1], self.file, self.line, written))))
         self._handle(opt, name, rest.strip(), scope, main)
 
     # ---- one option ----
@@ -735,7 +743,7 @@ class Reader:
 
     def result(self) -> ReadResult:
         config = self.finish()
-        return ReadResult(config, self.errors, self.warnings)
+        return ReadResult(config, self.errors, self.warnings, self.portability)
 
 
 def _copy_listener(source: ListenerConfig) -> ListenerConfig:

@@ -50,6 +50,35 @@ def responder_url(cert: x509.Certificate, configured: str | None = None) -> str 
     return None
 
 
+def unreachable_responder(listener) -> str | None:
+    """A warning when `require_ocsp true` has no responder to ask, else None.
+
+    Without `ocsp_responder`, each client certificate must name a responder in its AIA
+    extension. Client certificates are unknown until clients connect; what a CA puts in
+    the certificates it issues shows in the ones at hand (certfile's chain, cafile): when
+    none of them names an OCSP responder, clients' certificates most likely do not either.
+    """
+    if not getattr(listener, "require_ocsp", False) or getattr(listener, "ocsp_responder", None):
+        return None
+    from midge import files
+
+    certificates = []
+    for option in ("certfile", "cafile"):
+        path = getattr(listener, option, None)
+        if path:
+            try:
+                certificates += x509.load_pem_x509_certificates(files.read_bytes(path))
+            except (OSError, ValueError):
+                pass
+    if any(responder_url(cert) for cert in certificates):
+        return None
+    outcome = ("accepted without a check (ocsp_soft_fail true)" if getattr(listener, "ocsp_soft_fail", False)
+               else "refused")
+    return (f"require_ocsp true but no OCSP responder is known: ocsp_responder is unset and no "
+            f"certificate in certfile or cafile names one (AIA extension). A client certificate "
+            f"without an OCSP URL will be {outcome}; set ocsp_responder to your CA's responder")
+
+
 def build_request(cert: x509.Certificate, issuer: x509.Certificate) -> bytes:
     builder = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
     return builder.build().public_bytes(Encoding.DER)

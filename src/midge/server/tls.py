@@ -188,6 +188,14 @@ class TlsListenerContext:
         ctx, files, crls = build_ssl_context(listener)
         context = cls(listener, ctx, files, psk_lookup, log, crls)
         context.certificate_not_after = _not_after(_get(listener, "certfile"))
+        if log is not None and _get(listener, "require_ocsp", False):
+            from midge.server.ocsp import unreachable_responder
+
+            warning = unreachable_responder(listener)
+            if warning:
+                where = getattr(listener, "origins", {}).get("require_ocsp")
+                prefix = f"{where[0]}:{where[1]}: " if where else ""
+                log.warning(f"Warning: {prefix}listener {context.name}: {warning}")
         psk_hint = _get(listener, "psk_hint")
         if psk_hint:
             context.psk = True
