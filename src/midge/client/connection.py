@@ -20,7 +20,7 @@ from typing import Callable
 from midge.client.options import ClientOptions
 from midge.client.session import ClientSession, ProtocolViolation
 from midge.client.socks import ProxyError, open_through_proxy, parse_proxy_url
-from midge.client.tls import explain, make_context
+from midge.client.tls import OPTION_NAMES, explain, make_context
 from midge.protocol.constants import PacketType
 
 
@@ -105,13 +105,14 @@ class ClientConnection(asyncio.Protocol):
         """Why the server hung up before CONNACK, as precisely as we can tell."""
         tls = self.options.tls
         if isinstance(exc, ssl.SSLError):
-            return explain(exc, self.options.host)
+            return explain(exc, self.options.host, names=tls.names if tls is not None else "client")
         text = "Error: the server closed the connection before CONNACK"
         if exc is not None:
             text = f"Error: {getattr(exc, 'strerror', None) or exc} before CONNACK"
         if tls is not None and tls.psk is None and tls.certfile is None:
             # TLS 1.3 lets the handshake finish before the server checks our certificate.
-            text += " (TLS: the server may require a client certificate, see --cert/--key)"
+            text += (" (TLS: the server may require a client certificate, see "
+                     f"{OPTION_NAMES[tls.names]['cert']})")
         return text
 
     def pause_writing(self) -> None:
@@ -221,8 +222,9 @@ async def open_connection(options: ClientOptions, session: ClientSession,
     except ProxyError as exc:
         raise ConnectError(f"Error: {exc}") from None
     except ssl.SSLError as exc:
-        peer = await _fetch_certificate(options) if isinstance(exc, ssl.SSLCertVerificationError) else None
-        raise ConnectError(explain(exc, host, peer)) from None
+        # The certificate the server sent in this handshake (client/tls.py keeps it).
+        peer = getattr(context, "server_certificate", None)
+        raise ConnectError(explain(exc, host, peer, names=options.tls.names)) from None
     except TimeoutError:
         raise ConnectError("Error: Connection timed out") from None
     except ConnectionRefusedError:
@@ -253,24 +255,6 @@ async def _open_websocket(options: ClientOptions, protocol: ClientConnection, co
     else:
         websocket = await connect(uri, **settings)
     protocol.connection_made(WebSocketTransport(websocket, protocol))
-
-
-async def _fetch_certificate(options: ClientOptions) -> bytes | None:
-    """The server's certificate, fetched without verification, to explain a failure."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    try:
-        async with asyncio.timeout(5):
-            if options.unix_path:
-                reader, writer = await asyncio.open_unix_connection(options.unix_path, ssl=context)
-            else:
-                reader, writer = await asyncio.open_connection(options.host, options.port, ssl=context)
-        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-        writer.close()
-        return der
-    except (OSError, TimeoutError, ssl.SSLError):
-        return None
 
 
 def _host_for_uri(host: str) -> str:

@@ -28,6 +28,7 @@ class TlsOptions:
     psk_identity: str | None = None
     engine: str | None = None
     server_hostname: str | None = None  # defaults to the host connected to
+    names: str = "client"  # whose options failures name: "client" (--cafile) or "bridge" (bridge_cafile)
 
 
 @dataclass(slots=True)

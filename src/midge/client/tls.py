@@ -24,6 +24,19 @@ class TlsSetupError(Exception):
     """The TLS options cannot produce a context (missing file, bad key, ...)."""
 
 
+# How a failure names the option to fix: the command line's flags, or a bridge's options.
+OPTION_NAMES = {
+    "client": {"ca": "--cafile/--capath", "cert": "--cert/--key", "insecure": "--insecure",
+               "version": "--tls-version", "psk": "--psk", "identity": "--psk-identity",
+               "alpn": "--tls-alpn"},
+    "bridge": {"ca": "bridge_cafile/bridge_capath", "cert": "bridge_certfile/bridge_keyfile",
+               "insecure": "bridge_insecure", "version": "bridge_tls_version", "psk": "bridge_psk",
+               "identity": "bridge_identity", "alpn": "bridge_alpn"},
+}
+_HANDSHAKE = 22
+_CERTIFICATE = 11
+
+
 def make_context(tls: TlsOptions) -> ssl.SSLContext:
     """An SSLContext for `tls`; raises TlsSetupError with a readable message."""
     if tls.engine:
@@ -51,7 +64,42 @@ def make_context(tls: TlsOptions) -> ssl.SSLContext:
             raise TlsSetupError(f"No usable cipher in cipher list {tls.ciphers!r}.") from None
     if tls.alpn:
         context.set_alpn_protocols(tls.alpn)
+    if tls.psk is None:
+        _keep_server_certificate(context)
     return context
+
+
+def _keep_server_certificate(context: ssl.SSLContext) -> None:
+    """Keep the certificate the server sends, to explain a failed verification with it.
+
+    OpenSSL's message callback sees the server's Certificate message during the one,
+    verified, handshake; no second unverified connection is needed to fetch it.
+    """
+    context.server_certificate = None
+
+    def seen(conn, direction, version, content_type, msg_type, data):
+        if direction == "read" and content_type == _HANDSHAKE and msg_type == _CERTIFICATE:
+            context.server_certificate = leaf_certificate(data, version)
+
+    try:
+        context._msg_callback = seen
+    except (AttributeError, TypeError):  # an ssl module without it: explain without details
+        pass
+
+
+def leaf_certificate(message: bytes, version) -> bytes | None:
+    """The first (leaf) DER certificate of a TLS Certificate handshake message."""
+    try:
+        body = message[4:]
+        offset = 1 + body[0] if version == ssl.TLSVersion.TLSv1_3 else 0  # 1.3: request context
+        if int.from_bytes(body[offset:offset + 3], "big") == 0:
+            return None
+        offset += 3
+        length = int.from_bytes(body[offset:offset + 3], "big")
+        der = bytes(body[offset + 3:offset + 3 + length])
+        return der if len(der) == length else None
+    except (IndexError, ValueError):
+        return None
 
 
 def _certificate_context(context: ssl.SSLContext, tls: TlsOptions) -> None:
@@ -97,45 +145,56 @@ def _psk_context(context: ssl.SSLContext, tls: TlsOptions) -> None:
     context.set_psk_client_callback(lambda hint: (identity, key))
 
 
-def explain(exc: BaseException, host: str, peer_cert: bytes | None = None) -> str:
-    """One line telling the user which TLS check failed and on what."""
+def explain(exc: BaseException, host: str, peer_cert: bytes | None = None, names: str = "client") -> str:
+    """One line telling the user which TLS check failed and on what.
+
+    names: "client" names the command line's flags (--cafile), "bridge" a bridge's
+    options (bridge_cafile), so the message points at what to change.
+    """
+    n = OPTION_NAMES.get(names, OPTION_NAMES["client"])
     if isinstance(exc, ssl.SSLCertVerificationError):
-        message = _verify_message(exc, host)
+        message = _verify_message(exc, host, n)
         details = _describe_certificate(peer_cert) if peer_cert else ""
         return f"TLS error: {message}{details}"
     if isinstance(exc, ssl.SSLError):
         reason = exc.reason or str(exc)
+        psk_differs = (f"the PSK key ({n['psk']}) differs from the server's key for this identity "
+                       f"({n['identity']})")
         hints = {
             "TLSV1_ALERT_UNKNOWN_CA": "the server does not trust the client certificate's issuer",
             "SSLV3_ALERT_BAD_CERTIFICATE": "the server rejected the client certificate",
-            "TLSV13_ALERT_CERTIFICATE_REQUIRED": "the server requires a client certificate (--cert/--key)",
+            "TLSV13_ALERT_CERTIFICATE_REQUIRED": f"the server requires a client certificate ({n['cert']})",
             "SSLV3_ALERT_HANDSHAKE_FAILURE": "no TLS version/cipher in common, or the server wanted a certificate",
             "WRONG_VERSION_NUMBER": "the server does not speak TLS on this port",
-            "TLSV1_ALERT_PROTOCOL_VERSION": "no TLS version in common (see --tls-version)",
-            "NO_PROTOCOLS_AVAILABLE": "no TLS version allowed (see --tls-version)",
-            "TLSV1_ALERT_UNKNOWN_PSK_IDENTITY": "the server does not know this PSK identity",
-            "DECRYPTION_FAILED_OR_BAD_RECORD_MAC": "the PSK key does not match the server's",
-            "NO_APPLICATION_PROTOCOL": "the server accepted none of the --tls-alpn protocols",
+            "TLSV1_ALERT_PROTOCOL_VERSION": f"no TLS version in common (see {n['version']})",
+            "NO_PROTOCOLS_AVAILABLE": f"no TLS version allowed (see {n['version']})",
+            "TLSV1_ALERT_UNKNOWN_PSK_IDENTITY": f"the server does not know this PSK identity ({n['identity']})",
+            "DECRYPTION_FAILED_OR_BAD_RECORD_MAC": psk_differs,
+            "SSLV3_ALERT_BAD_RECORD_MAC": psk_differs,
+            "TLSV1_ALERT_DECRYPT_ERROR": psk_differs,
+            "NO_APPLICATION_PROTOCOL": f"the server accepted none of the {n['alpn']} protocols",
         }
         hint = hints.get(reason)
+        if hint is None and "unknown psk identity" in reason.lower():
+            hint, reason = hints["TLSV1_ALERT_UNKNOWN_PSK_IDENTITY"], "TLSV1_ALERT_UNKNOWN_PSK_IDENTITY"
         return f"TLS error: {hint} ({reason})" if hint else f"TLS error: {reason}"
     return f"TLS error: {exc}"
 
 
-def _verify_message(exc: ssl.SSLCertVerificationError, host: str) -> str:
+def _verify_message(exc: ssl.SSLCertVerificationError, host: str, n: dict) -> str:
     code = getattr(exc, "verify_code", None)
     text = getattr(exc, "verify_message", "") or str(exc)
     if code == 62 or "Hostname mismatch" in text or "IP address mismatch" in text:
         return (f"the server certificate is not valid for the host name {host!r} "
-                "(use --insecure to skip this check)")
+                f"({n['insecure']} skips this check)")
     if code == 10:
         return "the server certificate has expired"
     if code == 9:
         return "the server certificate is not yet valid"
     if code == 18:
-        return "the server certificate is self-signed and not in --cafile/--capath"
+        return f"the server certificate is self-signed and not in {n['ca']}"
     if code in (2, 19, 20):
-        return "the server certificate's issuer is not trusted (check --cafile/--capath)"
+        return f"the server certificate's issuer is not trusted (check {n['ca']})"
     return f"the server certificate failed verification: {text}"
 
 

@@ -98,11 +98,11 @@ def tls_options(config) -> TlsOptions | None:
         return None
     if config.bridge_psk:
         return TlsOptions(psk=bytes.fromhex(config.bridge_psk), psk_identity=config.bridge_identity,
-                          min_version=config.bridge_tls_version)
+                          min_version=config.bridge_tls_version, names="bridge")
     return TlsOptions(cafile=config.bridge_cafile, capath=config.bridge_capath,
                       certfile=config.bridge_certfile, keyfile=config.bridge_keyfile,
                       min_version=config.bridge_tls_version, insecure=bool(config.bridge_insecure),
-                      alpn=[config.bridge_alpn] if config.bridge_alpn else [])
+                      alpn=[config.bridge_alpn] if config.bridge_alpn else [], names="bridge")
 
 
 class Backoff:
