@@ -98,19 +98,9 @@ def handle_publish(client, packet, now) -> None:
                          f"r{int(retain)}, m{packet.packet_id or 0}, '{topic}', ... ({len(payload)} bytes))")
 
     limit = broker.limits.message_size_limit
-    security = broker.security
-    if security is None:
-        ask_acl = False
-    else:
-        # No ACL file or plugin anywhere (`acl_open`): acl_check(WRITE) allows every
-        # client with an ID to write a topic not starting with "$", so skip the call.
-        # (try, not getattr(..., False): 35 ns less per message; the stand-ins of the
-        # tests have no such flag)
-        try:
-            ask_acl = not security.acl_open
-        except AttributeError:
-            ask_acl = True
-    if (limit and len(payload) > limit) or ((ask_acl or topic[0] == "$")
+    # No ACL file or plugin anywhere (`acl_open`): acl_check(WRITE) allows every
+    # client with an ID to write a topic not starting with "$", so skip the call.
+    if (limit and len(payload) > limit) or ((not broker.security.acl_open or topic[0] == "$")
                                             and not broker.may_publish(client, topic)):
         _refuse_publish(client, packet, topic, limit, now)
         return

@@ -403,11 +403,11 @@ class Security:
             return False
         context = self.context_for_listener(getattr(client, "listener", None))
         if context.acl is None and context.acl_plugins:
-            if topic.startswith("$") and not _dollar_allowed(topic, access):
+            if topic.startswith("$") and not dollar_topic_allowed(topic, access):
                 return False
             return self._plugins_acl(context, client, topic, access)  # not cached
         state = self._client_state(client, context)
-        if topic.startswith("$") and not _dollar_allowed(topic, access):
+        if topic.startswith("$") and not dollar_topic_allowed(topic, access):
             result = False
         elif context.acl is None or access & (SUBSCRIBE | UNSUBSCRIBE):
             result = True  # the file ACL grants subscriptions; READ is checked per message
@@ -538,8 +538,10 @@ def _auth_code(outcome) -> int | None:
     return NOT_AUTHORIZED
 
 
-def _dollar_allowed(topic: str, access: int) -> bool:
-    """Mosquitto's built-in rules for `$` topics (`acl__check_dollar`)."""
+def dollar_topic_allowed(topic: str, access: int) -> bool:
+    """Mosquitto's built-in rules for `$` topics (`acl__check_dollar`), their one home:
+    nothing in `$SYS` is writable but a bridge's `$SYS/broker/connection/NAME/state`,
+    and `$share/...` is never a topic to publish to."""
     if topic.startswith("$SYS"):
         if access == WRITE:
             return topic_matches(_SYS_STATE_FILTER, topic.split("/"))
@@ -555,5 +557,5 @@ def _discard(awaitable) -> None:
         close()
 
 
-__all__ = ["Security", "SecurityError", "PendingAuth", "READ", "WRITE", "SUBSCRIBE", "UNSUBSCRIBE",
+__all__ = ["Security", "SecurityError", "PendingAuth", "dollar_topic_allowed", "READ", "WRITE", "SUBSCRIBE", "UNSUBSCRIBE",
            "SUCCESS", "NOT_AUTHORIZED", "BAD_USERNAME_OR_PASSWORD"]
