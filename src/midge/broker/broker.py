@@ -41,6 +41,7 @@ from midge.broker.subs import SubscriptionTree
 from midge.broker.timers import TimerHeap
 from midge.log import LogType
 from midge.protocol import packets as p
+from midge.protocol.codec import PUBREL_BYTE, encode_success_ack
 from midge.protocol.constants import Property, ReasonCode
 
 from midge.security import SUBSCRIBE, UNSUBSCRIBE, WRITE, Security, dollar_topic_allowed
@@ -339,7 +340,7 @@ class Broker(Database):
         """Retransmit unacknowledged PUBLISH (DUP) and PUBREL in order, then the queue."""
         for delivery in session.inflight.values():
             if delivery.state == WAIT_COMP:
-                client.send_bytes(bytes((0x62, 2, delivery.packet_id >> 8, delivery.packet_id & 0xFF)))
+                client.send_bytes(encode_success_ack(PUBREL_BYTE, delivery.packet_id))
             else:
                 data = self.encode_publish(client, delivery.message, delivery.qos, delivery.retain,
                                            True, delivery.packet_id, delivery.sub_ids, now)

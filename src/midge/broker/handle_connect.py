@@ -8,6 +8,7 @@ import os
 from midge.broker.client import CLOSED, CONNECTED
 from midge.broker.session import NEVER
 from midge.log import LogType
+from midge.protocol.codec import CONNACK_V3_ACCEPTED
 from midge.protocol.constants import ConnackCode, Property, ReasonCode
 from midge.protocol.packets import Connack
 from midge.security.throttle import peer_host
@@ -27,10 +28,6 @@ _V3_CODES = {
 
 # Mosquitto logs its protocol enum, not the protocol level: 3.1 -> p1, 3.1.1 -> p2, 5 -> p5.
 _LOG_PROTOCOL = {3: 1, 4: 2, 5: 5}
-
-# The CONNACK a 3.1 / 3.1.1 client gets on success, by session present: the same bytes
-# for every such client, so they are not encoded per connect.
-_V3_CONNACK_ACCEPTED = {False: b"\x20\x02\x00\x00", True: b"\x20\x02\x01\x00"}
 
 
 def _refuse(client, now, v5_code, v3_code, kind="refused") -> None:
@@ -279,7 +276,7 @@ def _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
         client.send_packet(Connack(session_present, 0, connack_props))
     else:
         # MQTT 3.1 has no session present flag: that CONNACK byte is reserved (0).
-        broker.write(client, _V3_CONNACK_ACCEPTED[session_present and client.version == 4])
+        broker.write(client, CONNACK_V3_ACCEPTED[session_present and client.version == 4])
     broker.client_connected(client, now)
 
     if limits.connection_messages and log.enabled(LogType.NOTICE):
