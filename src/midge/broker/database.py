@@ -140,9 +140,10 @@ class Database:
                 rap = any(sub.retain_as_published for sub in subs)
                 ids = [sub.identifier for sub in subs if sub.identifier is not None] or None
             client = session.client
-            if (not read_open or client is None) and not security.acl_check(
-                    client or session.last_client, topic, READ):
-                continue
+            if not read_open or client is None:
+                reader = client or session.last_client   # an offline session's last client
+                if reader is None or not security.acl_check(reader, topic, READ):
+                    continue
             qos = sub_qos if upgrade else (msg_qos if msg_qos < sub_qos else sub_qos)
             retain = msg_retain and rap
             if qos or client is None or client.state != CONNECTED:
