@@ -14,7 +14,7 @@ import pytest
 
 from midge.config import ConfigError, load_config
 from midge.config.model import BridgeTopic
-from midge.server.bridge import Backoff, remap_incoming, remap_outgoing
+from midge.bridge.rules import Backoff, remap_incoming, remap_outgoing
 from tests.brokerproc import free_port, start_midge, start_mosquitto
 from tests.clients import PahoClient
 
