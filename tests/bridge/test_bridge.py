@@ -13,8 +13,6 @@ import os
 import pytest
 
 from midge.config import ConfigError, load_config
-from midge.config.model import BridgeTopic
-from midge.bridge.rules import Backoff, remap_incoming, remap_outgoing
 from tests.brokerproc import free_port, start_midge, start_mosquitto
 from tests.clients import PahoClient
 
@@ -45,38 +43,7 @@ def bridge_conf(local_port: int, name: str, remote_port: int, topics: list[str],
     return "\n".join(lines) + "\n" + extra
 
 
-# -- Unit: remapping and backoff -----------------------------------------------------------
-
-TOPICS = [BridgeTopic("sensors/#", "both", 1, "local/", "remote/"),
-          BridgeTopic("", "out", 0, "a/b", "x/y"),
-          BridgeTopic("plain/#", "in", 0)]
-
-
-def test_remap_outgoing_strips_local_prefix_and_adds_remote_prefix():
-    assert remap_outgoing(TOPICS, "local/sensors/t1") == "remote/sensors/t1"
-    assert remap_outgoing(TOPICS, "a/b") == "x/y"           # pattern "" maps one topic
-    assert remap_outgoing(TOPICS, "other/t") == "other/t"   # no matching line: unchanged
-
-
-def test_remap_incoming_strips_remote_prefix_and_adds_local_prefix():
-    assert remap_incoming(TOPICS, "remote/sensors/t1") == "local/sensors/t1"
-    assert remap_incoming(TOPICS, "x/y") == "x/y"           # an `out` line never maps inwards
-    assert remap_incoming(TOPICS, "plain/z") == "plain/z"
-
-
-class _Rng:
-    def randint(self, low, high):
-        return high
-
-
-def test_backoff_fixed_and_jitter_capped():
-    fixed = Backoff((3, None))
-    assert [fixed.next() for _ in range(3)] == [3, 3, 3]
-    jitter = Backoff((2, 30), rng=_Rng())
-    assert [jitter.next() for _ in range(4)] == [6, 18, 30, 30]
-    jitter.reset()
-    assert jitter.delay == 2
-
+# -- Configuration ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("line, needle", [("bridge_require_ocsp true", "bridge_require_ocsp")])
 def test_unsupported_bridge_options_are_refused_clearly(tmp_path, line, needle):
