@@ -1,7 +1,8 @@
 """How a refused or failed MQTT exchange is worded, Mosquitto's way.
 
 Shared by the command-line tools (`client/tool.py`, `cli/pub.py`) and bridges
-(`server/bridge.py`), so a refusal reads the same wherever midge is the client.
+(`bridge/rules.py`, `bridge/link.py`), so a refusal reads the same wherever midge is the
+client.
 """
 
 from __future__ import annotations
