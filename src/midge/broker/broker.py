@@ -137,6 +137,12 @@ class Broker(Database):
         keepalive.add(self, client, now)
         return client
 
+    def queued_messages(self, client_id: str) -> int:
+        """How many messages wait in the session `client_id` (0 without one): what a
+        lazy bridge compares with its `threshold`."""
+        session = self.sessions.get(client_id)
+        return session.queued if session is not None else 0
+
     def take_pending(self) -> list[Client]:
         pending = self._pending
         if not pending:

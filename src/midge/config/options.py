@@ -354,8 +354,10 @@ OPTIONS: list[Option] = [
        help="Username on the remote broker."),
     _o("remote_password", STRING, BRIDGE, None, aliases=("password",),
        help="Password on the remote broker."),
-    _o("local_username", STRING, BRIDGE, None, help="Username on the local broker."),
-    _o("local_password", STRING, BRIDGE, None, help="Password on the local broker."),
+    _o("local_username", STRING, BRIDGE, None,
+       help="Name of the bridge's local end (log lines, plugins); never checked, as in Mosquitto."),
+    _o("local_password", STRING, BRIDGE, None,
+       help="Accepted, never checked (as in Mosquitto): the local end is midge's own."),
     # ---- bridge TLS (1.5.11) ----
     _o("bridge_cafile", PATH, BRIDGE, None, help="CA certificates for the remote; turns TLS on."),
     _o("bridge_capath", PATH, BRIDGE, None, help="Directory of CA certificates; turns TLS on."),

@@ -227,7 +227,7 @@ class Security:
     def authenticate(self, client, username: str | None, password: bytes | None):
         """0 when the client may connect, else a v5 reason code (or a PendingAuth)."""
         if client.bridge:
-            # The local side of a bridge midge itself runs (server/bridge.py sets
+            # The local side of a bridge midge itself runs (bridge/link.py sets
             # `client.bridge`; no remote peer can). Mosquitto never authenticates it either.
             return SUCCESS
         listener = client.listener
