@@ -3,7 +3,7 @@ no loop; time is the harness's number)."""
 
 from __future__ import annotations
 
-from midge.bridge.link import LocalLink, bridge_listener, publish_state
+from midge.bridge.link import LocalLink, publish_state
 from midge.config import load_config_string
 from midge.protocol.packets import Publish, Pubrel
 from tests.broker.harness import Harness
@@ -52,7 +52,7 @@ def settle(harness: Harness, owner: Owner) -> None:
 
 def open_link(harness: Harness, config, owner: Owner | None = None) -> tuple[LocalLink, Owner]:
     owner = owner or Owner()
-    link = LocalLink(harness.broker, config, bridge_listener(harness.config), owner, lambda: harness.now)
+    link = LocalLink(harness.broker, config, owner, lambda: harness.now)
     link.open()
     settle(harness, owner)
     return link, owner

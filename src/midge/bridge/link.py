@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from midge.bridge.rules import local_connect, local_subscriptions, notification_topic
 from midge.broker.message import Message
-from midge.config.model import ListenerConfig
 from midge.client.reasons import reason_string
 from midge.protocol.codec import Decoder, encode
 from midge.protocol.constants import PacketType, Property
@@ -32,10 +31,9 @@ from midge.protocol.packets import Pingreq, Puback, Pubcomp, Publish, Pubrec, Pu
 class LocalLink:
     """The bridge's connection to midge's own broker: the `io` of a broker Client."""
 
-    def __init__(self, broker, config, listener, owner, clock):
+    def __init__(self, broker, config, owner, clock):
         self.broker = broker
         self.config = config
-        self.listener = listener  # bridge_listener(): one per bridge, reused by each link
         self.owner = owner
         self.clock = clock
         self.decoder = Decoder(version=5, role="client")
@@ -45,7 +43,8 @@ class LocalLink:
 
     def open(self) -> None:
         config = self.config
-        self.client = self.broker.new_client(self.listener, f"bridge:{config.name}", None, self, self.clock())
+        # No listener: the broker's internal one (Mosquitto's bridge context has none).
+        self.client = self.broker.new_client(None, f"bridge:{config.name}", None, self, self.clock())
         # Security and the broker treat a client with `bridge` set as midge's own
         # (no authentication or ACL checks, kept across reloads), as Mosquitto does
         # its bridge context.
@@ -136,14 +135,6 @@ class LocalLink:
         keepalive = packet.properties.get(Property.SERVER_KEEP_ALIVE)
         if keepalive:  # max_keepalive forced one on us: keep the local session alive
             self.owner.keep_alive(keepalive / 2)
-
-
-def bridge_listener(broker_config) -> ListenerConfig:
-    """What the local end "arrives on". Mosquitto's bridge context has no listener, so
-    every listener option keeps its default (no mount point, max_qos 2, no TLS
-    username) and the security options are the global ones. Make one per bridge: the
-    broker caches what it reads from each listener object."""
-    return ListenerConfig(port=0, security=broker_config.security)
 
 
 def publish_state(broker, config, payload: bytes, now: float) -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import asyncio
 
-from midge.bridge.link import LocalLink, bridge_listener, publish_state
+from midge.bridge.link import LocalLink, publish_state
 from midge.bridge.rules import (
     Backoff, notification_topic, notifies_remote, packet_limit, probes_primary, protocol_version,
     refusal_text, refuses_try_private, relayed_properties, remap_incoming, remap_outgoing, remote_connect,
@@ -77,7 +77,6 @@ class Bridge:
         self.server = server
         self.broker = server.broker
         self.config = config
-        self.listener = bridge_listener(server.broker.config)
         self.log = server.log
         self.loop: asyncio.AbstractEventLoop = server.loop
         self.version = protocol_version(config)
@@ -373,7 +372,7 @@ class Bridge:
     # -- Local side: the LocalLink's owner ---------------------------------------------------
 
     def _new_link(self) -> LocalLink:
-        return LocalLink(self.broker, self.config, self.listener, self, self.loop.time)
+        return LocalLink(self.broker, self.config, self, self.loop.time)
 
     def forward(self, packet) -> None:
         """A local message matched an `out` topic: send it to the remote (remapped)."""
