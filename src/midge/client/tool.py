@@ -117,7 +117,7 @@ class Tool:
         # Ctrl-C / kill: disconnect cleanly (no will), as mosquitto's clients do.
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.finish, 0)
-        timer = loop.call_later(cfg.timeout, self._timed_out) if getattr(cfg, "timeout", 0) else None
+        timer = loop.call_later(cfg.timeout, self._timed_out) if cfg.timeout else None
         try:
             while True:
                 await self.connected()
@@ -151,7 +151,7 @@ class Tool:
         if previous is not None:  # libmosquitto keeps numbering messages across reconnects
             self.session.next_id = previous.next_id
         try:
-            self.connection = await open_connection(cfg.client_options(), self.session, self._on_event)
+            self.connection = await open_connection(cfg.options, self.session, self._on_event)
             connack = await self.connection.connack
         except (ConnectError, TlsSetupError) as exc:
             if quiet:
