@@ -188,8 +188,9 @@ class Tool:
         if self.finished.done():
             return
         self.exit_code = code
-        if self.session.connected:
-            self.session.disconnect()
+        if self.session.connected:  # with the -D disconnect properties, as mosquitto's tools
+            v5 = self.cfg.protocol_version == 5
+            self.session.disconnect(0, dict(self.cfg.properties["disconnect"]) if v5 else None)
         self.connection.flush()
         self.connection.close()
         self.finished.set_result(code)
