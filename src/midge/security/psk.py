@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import string
 
-from midge import files
 from midge.security.passwords import split_line
+from midge.security.readfile import read_security_file
 
 HEX_DIGITS = frozenset(string.hexdigits)
 
@@ -46,8 +46,4 @@ def parse_psk(text: str, source: str = "psk file") -> dict[str, bytes]:
 
 
 def load_psk_file(path: str) -> dict[str, bytes]:
-    try:
-        data = files.read_bytes(path)  # after the switch to `user`: via the root keeper
-    except OSError as exc:
-        raise PskFileError(f"Unable to open psk_file \"{path}\": {exc.strerror}") from exc
-    return parse_psk(data.decode("utf-8", errors="surrogateescape"), path)
+    return parse_psk(read_security_file(path, "psk_file", PskFileError), path)
