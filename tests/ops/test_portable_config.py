@@ -74,3 +74,14 @@ def test_require_ocsp_without_any_responder_warns_in_check_and_at_start(tmp_path
     ca_with_aia, _ = pki.client("aia", ocsp_url="http://127.0.0.1:1/")
     conf.write_text(conf_text.replace(f"cafile {pki.ca_cert}", f"cafile {ca_with_aia}"))
     assert "no OCSP responder" not in check(conf).stdout
+
+
+def test_portability_notes_come_from_the_option_table():
+    from midge.config import read_config_string
+    from midge.config.options import DIFFERS, MIDGE_ONLY
+
+    result = read_config_string("listener 1883\nprotocol metrics\nkeyform pem\nplugin mypkg.auth\n"
+                                "plugin /usr/lib/auth.so\nmax_qos 1\nsys_interval 5\n", "m.conf")
+    marks = {text.split(": ")[0] + ": " + text.split(": ")[1]: kind for kind, text in result.portability}
+    assert marks == {"m.conf:2: protocol": MIDGE_ONLY, "m.conf:3: keyform": MIDGE_ONLY,
+                     "m.conf:4: plugin": MIDGE_ONLY, "m.conf:6: max_qos": DIFFERS}
