@@ -4,7 +4,7 @@ import ssl
 
 import pytest
 
-from midge.server.tls import TlsListenerContext
+from midge.server.tls_context import TlsListenerContext
 from tests.tls.memory import Pair, client_context, listener
 
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3

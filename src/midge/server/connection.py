@@ -244,7 +244,7 @@ class Connection(asyncio.Protocol):
                 log.debug(success_line(info, self.peer, self.listener_state.listener.name))
             if self.listener_state.listener.require_ocsp:
                 self.waiting = True
-                task = self.server.loop.create_task(self.listener_state.tls.check_revocation(info))
+                task = self.server.loop.create_task(self.listener_state.tls.revocation.check(info))
                 task.add_done_callback(self._revocation_checked)
                 return
         if self.ready == len(self.stages):

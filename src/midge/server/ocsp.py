@@ -198,7 +198,7 @@ class OcspChecker:
         self.requests = 0  # responder round trips made (for tests and $SYS)
 
     @classmethod
-    def from_listener(cls, listener, ssl_context=None, log=None) -> "OcspChecker":
+    def from_listener(cls, listener, log=None) -> "OcspChecker":
         def get(name, default):
             value = getattr(listener, name, None)
             return default if value is None else value
