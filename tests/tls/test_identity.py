@@ -4,7 +4,7 @@ import subprocess
 from types import SimpleNamespace
 
 import pytest
-from cryptography.x509.oid import NameOID
+from cryptography.x509.oid import NameOID, ObjectIdentifier
 
 from midge.config.options import CERT_IDENTITIES
 from midge.security import identity
@@ -22,6 +22,9 @@ SUBJECTS = {
     "non-ascii": ((NameOID.ORGANIZATION_NAME, "Jörg Ü"), (NameOID.LOCALITY_NAME, "東京")),
     "control": ((NameOID.ORGANIZATION_NAME, "tab\there"),),
     "unknown-oid": ((NameOID.USER_ID, "u1"), (NameOID.PSEUDONYM, "p"),),
+    # OIDs OpenSSL has no short name for: printed as # and the hex of the value's DER
+    "private-oid": ((ObjectIdentifier("1.3.6.1.4.1.55555.1"), "tag-x"),
+                    (ObjectIdentifier("1.3.6.1.4.1.55555.2"), "long " * 40)),  # > 127 bytes
 }
 
 
