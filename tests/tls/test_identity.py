@@ -1,11 +1,11 @@
 """Certificate identities: CN, Mosquitto's RFC 2253 subject string, SANs, fingerprint."""
 
 import subprocess
-from types import SimpleNamespace
 
 import pytest
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
+from midge.config.model import ListenerConfig
 from midge.config.options import CERT_IDENTITIES
 from midge.security import identity
 from midge.security.identity import TlsInfo, clientid_from_tls, username_from_tls
@@ -109,11 +109,8 @@ def test_identity_kept_as_strings_not_as_a_parsed_certificate(pki):
     assert kept["common_name"] == "device" and kept["subject_string"] == "CN=device"
 
 
-def listener(**kw):
-    base = dict(use_identity_as_username=False, use_subject_as_username=False,
-                cert_identity_as_username=None, cert_identity_as_clientid=None)
-    base.update(kw)
-    return SimpleNamespace(**base)
+def listener(**options) -> ListenerConfig:
+    return ListenerConfig(**options)
 
 
 def test_username_rules(pki):

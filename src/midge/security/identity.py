@@ -319,15 +319,15 @@ def username_from_tls(listener, tls: TlsInfo | None) -> str | None:
     """
     if tls is None:
         return None
-    if getattr(listener, "use_identity_as_username", False):
+    if listener.use_identity_as_username:
         if tls.psk_identity is not None:
             return tls.psk_identity
         return tls.common_name
-    if getattr(listener, "use_subject_as_username", False):
+    if listener.use_subject_as_username:
         if tls.psk_identity is not None:
             return None  # Mosquitto: a PSK connection has no subject
         return tls.subject_string
-    kind = getattr(listener, "cert_identity_as_username", None)
+    kind = listener.cert_identity_as_username
     if kind:
         return tls.identity(kind)
     return None
@@ -335,7 +335,7 @@ def username_from_tls(listener, tls: TlsInfo | None) -> str | None:
 
 def clientid_from_tls(listener, tls: TlsInfo | None) -> str | None:
     """The client id from `cert_identity_as_clientid`; None when unset or unavailable."""
-    kind = getattr(listener, "cert_identity_as_clientid", None)
+    kind = listener.cert_identity_as_clientid
     if not kind or tls is None:
         return None
     return tls.identity(kind)

@@ -121,6 +121,7 @@ class Connection(asyncio.Protocol):
             self.handshake_timer = None
         if not self.closed and self.client is None and self.stages:
             # The client went away mid-handshake: say so, with what we learnt of it.
+            # (only a TLS stage can say what it learnt of a client that left mid-handshake)
             abort_failure = getattr(self.stages[0], "abort_failure", None)
             reason = abort_failure() if abort_failure is not None else "closed before the handshake finished"
             log = self.server.log

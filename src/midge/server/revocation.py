@@ -30,7 +30,7 @@ class Revocation:
 
     async def check(self, info: TlsInfo) -> TlsFailure | None:
         """OCSP check of the client certificate when `require_ocsp`; None = allowed."""
-        if not getattr(self.listener, "require_ocsp", False) or info.peer_cert is None:
+        if not self.listener.require_ocsp or info.peer_cert is None:
             return None
         if self._ocsp is None:
             from midge.server.ocsp import OcspChecker  # asyncio and HTTP: only when used
@@ -65,7 +65,7 @@ class Revocation:
         server calls this periodically (e.g. every tls_watch_interval) and closes those
         returned. Returns [] when the listener does not ask for it.
         """
-        if not getattr(self.listener, "disconnect_on_revocation", False):
+        if not self.listener.disconnect_on_revocation:
             return []
         doomed = []
         now = datetime.now(timezone.utc)

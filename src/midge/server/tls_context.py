@@ -45,19 +45,6 @@ class TlsSetupError(Exception):
         super().__init__(f"{where}{option}: {message}")
 
 
-def _get(listener, name: str, default=None):
-    value = getattr(listener, name, default)
-    return default if value is None else value
-
-
-def _listener_name(listener) -> str:
-    name = getattr(listener, "name", None)
-    if name:
-        return str(name)
-    port = getattr(listener, "port", None)
-    return str(port) if port is not None else "?"
-
-
 def _readable(option: str, path: str, listener: str, directory: bool = False) -> Path:
     p = Path(path)
     if directory:
@@ -128,14 +115,14 @@ class TlsListenerContext:
                  psk_lookup: Callable[[str], bytes | None] | None, log=None,
                  crls: list | None = None):
         self.listener = listener
-        self.name = _listener_name(listener)
+        self.name = listener.name
         self.ssl_context = ssl_context
         self.files = files
         self.log = log
         self.crls = crls or []
-        self.require_certificate = bool(_get(listener, "require_certificate", False))
-        self.crl_check = _get(listener, "crl_check", "leaf") if _get(listener, "crlfile") else None
-        self.wants_chain = bool(_get(listener, "require_ocsp", False))
+        self.require_certificate = bool(listener.require_certificate)
+        self.crl_check = listener.crl_check if listener.crlfile else None
+        self.wants_chain = bool(listener.require_ocsp)
         self.callbacks = HandshakeCallbacks(psk_lookup)
         self.psk = False  # psk_hint set: stages track PSK sessions
         self.quiet_context: ssl.SSLContext | None = None
@@ -148,7 +135,7 @@ class TlsListenerContext:
         ctx, files, crls = build_ssl_context(listener)
         context = cls(listener, ctx, files, psk_lookup, log, crls)
         callbacks = context.callbacks
-        psk_hint = _get(listener, "psk_hint")
+        psk_hint = listener.psk_hint
         if psk_hint:
             context.psk = True
             ctx.set_psk_server_callback(callbacks.psk, psk_hint)
@@ -209,15 +196,15 @@ def _no_psk_tickets(ctx: ssl.SSLContext) -> None:
 
 def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
     """The listener's SSLContext like Mosquitto's, its files, and its CRLs (parsed)."""
-    name = _listener_name(listener)
+    name = listener.name
     files: list[str] = []
 
     def fail(option, message):
         raise TlsSetupError(option, message, name)
 
-    keyform = str(_get(listener, "tls_keyform", "pem")).lower()
-    if keyform == "engine" or _get(listener, "tls_engine") or _get(listener, "tls_engine_kpass_sha1"):
-        option = ("tls_engine" if _get(listener, "tls_engine") else
+    keyform = str(listener.tls_keyform).lower()
+    if keyform == "engine" or listener.tls_engine or listener.tls_engine_kpass_sha1:
+        option = ("tls_engine" if listener.tls_engine else
                   "tls_keyform" if keyform == "engine" else "tls_engine_kpass_sha1")
         fail(option, "OpenSSL engine keys cannot be loaded by midge (Python's ssl module has no "
              "ENGINE or provider API); export the key to a PEM keyfile (encrypted keys are "
@@ -230,7 +217,7 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
     # Mosquitto sets neither VERIFY_X509_STRICT nor VERIFY_X509_PARTIAL_CHAIN; nor do we.
     ctx.verify_flags &= ~(ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN)
 
-    version = _get(listener, "tls_version")
+    version = listener.tls_version
     if version is None:
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     elif version in _VERSIONS:
@@ -239,13 +226,13 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
         fail("tls_version", f"Unsupported tls_version '{version}'; use tlsv1.3, tlsv1.2 or tlsv1.1 "
              "(a minimum version)")
 
-    ciphers = _get(listener, "ciphers", MOSQUITTO_CIPHERS)
+    ciphers = listener.ciphers or MOSQUITTO_CIPHERS
     try:
         ctx.set_ciphers(ciphers)
     except ssl.SSLError:
         fail("ciphers", f"no usable cipher in '{ciphers}' (see `openssl ciphers -v '{ciphers}'`)")
 
-    suites = _get(listener, "ciphers_tls1_3")
+    suites = listener.ciphers_tls1_3
     if suites is not None:
         names = [s for s in suites.split(":") if s]
         unknown = [s for s in names if s not in _KNOWN_TLS13_SUITES]
@@ -259,7 +246,7 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
                  "`Ciphersuites` in the system OpenSSL configuration (OPENSSL_CONF) for the "
                  "whole process")
 
-    certfile, keyfile = _get(listener, "certfile"), _get(listener, "keyfile")
+    certfile, keyfile = listener.certfile, listener.keyfile
     if bool(certfile) != bool(keyfile):
         fail("keyfile" if certfile else "certfile",
              "certfile and keyfile must be given together (Mosquitto would silently serve "
@@ -275,14 +262,14 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
             reason = _ssl_reason(exc)
             if exc.reason in ("KEY_VALUES_MISMATCH", "NO_CERTIFICATE_ASSIGNED"):
                 fail("keyfile", f"'{keyfile}' is not the private key of the certificate in '{certfile}'")
-            if _get(listener, "keyfile_password_file") and b"ENCRYPTED" in key_path.read_bytes():
+            if listener.keyfile_password_file and b"ENCRYPTED" in key_path.read_bytes():
                 fail("keyfile_password_file", f"cannot decrypt '{keyfile}' with the password in "
-                     f"'{_get(listener, 'keyfile_password_file')}' ({reason})")
+                     f"'{listener.keyfile_password_file}' ({reason})")
             fail("certfile", f"cannot load '{certfile}' / '{keyfile}': {reason}")
         except (ValueError, TypeError) as exc:
             fail("keyfile", f"cannot load '{keyfile}': {exc}")
 
-    cafile, capath = _get(listener, "cafile"), _get(listener, "capath")
+    cafile, capath = listener.cafile, listener.capath
     if cafile:
         _readable("cafile", cafile, name)
         files.append(str(cafile))
@@ -296,7 +283,7 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
             fail("cafile" if cafile else "capath", f"cannot load CA certificates from "
                  f"'{cafile or capath}': {_ssl_reason(exc)}")
 
-    require = bool(_get(listener, "require_certificate", False))
+    require = bool(listener.require_certificate)
     if require:
         if not (cafile or capath):
             fail("require_certificate", "true needs cafile or capath: without a CA no client "
@@ -306,9 +293,9 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
         ctx.verify_mode = ssl.CERT_NONE  # as Mosquitto: never ask for a client certificate
 
     crls = []
-    crlfile = _get(listener, "crlfile")
+    crlfile = listener.crlfile
     if crlfile:
-        crl_check = _get(listener, "crl_check", "leaf")
+        crl_check = listener.crl_check
         if crl_check not in ("leaf", "chain"):
             fail("crl_check", f"'{crl_check}' is not leaf or chain")
         if not Path(crlfile).exists():
@@ -321,7 +308,7 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
         ctx.verify_flags |= (ssl.VERIFY_CRL_CHECK_CHAIN if crl_check == "chain"
                              else ssl.VERIFY_CRL_CHECK_LEAF)
 
-    dhparamfile = _get(listener, "dhparamfile")
+    dhparamfile = listener.dhparamfile
     if dhparamfile:
         _readable("dhparamfile", dhparamfile, name)
         try:
@@ -330,12 +317,11 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
             fail("dhparamfile", f"cannot load DH parameters from '{dhparamfile}': {_ssl_reason(exc)}")
         files.append(str(dhparamfile))
 
-    psk_hint = _get(listener, "psk_hint")
-    security = getattr(listener, "security", None)
-    psk_file = getattr(security, "psk_file", None) if security is not None else None
+    psk_hint = listener.psk_hint
+    psk_file = listener.security.psk_file
     if not certfile and not psk_hint:
         fail("certfile", "TLS needs certfile and keyfile, or psk_hint")
-    if psk_file and not _get(listener, "psk_tls13", True):
+    if psk_file and not listener.psk_tls13:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # Mosquitto 2.0.12+: no PSK over TLS 1.3
         if version == "tlsv1.3":
             fail("psk_tls13", "false turns TLS 1.3 off, but tls_version tlsv1.3 allows nothing else")
@@ -352,7 +338,7 @@ def build_ssl_context(listener) -> tuple[ssl.SSLContext, list[str], list]:
 def _key_password(listener, key_path: Path, name: str, files: list[str]):
     """The keyfile password callback: never let OpenSSL prompt on a terminal."""
     encrypted = b"ENCRYPTED" in key_path.read_bytes()
-    password_file = _get(listener, "keyfile_password_file")
+    password_file = listener.keyfile_password_file
     if password_file:
         _readable("keyfile_password_file", password_file, name)
         files.append(str(password_file))
