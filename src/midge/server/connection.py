@@ -126,7 +126,8 @@ class Connection(asyncio.Protocol):
         if not self.closed and self.client is None and self.stages and not (
                 self.listener_state.metrics and self.listener_state.tls is None):
             # The client went away mid-handshake: say so, with what we learnt of it.
-            # (An HTTP probe of a plain metrics port that closes at once is no news.)
+            # (only a TLS stage can say what it learnt of a client that left mid-handshake;
+            # an HTTP probe of a plain metrics port that closes at once is no news)
             abort_failure = getattr(self.stages[0], "abort_failure", None)
             reason = abort_failure() if abort_failure is not None else "closed before the handshake finished"
             if abort_failure is not None and not self.stages[0].handshake_complete:
@@ -252,7 +253,7 @@ class Connection(asyncio.Protocol):
                 log.debug(success_line(info, self.peer, self.listener_state.listener.name))
             if self.listener_state.listener.require_ocsp:
                 self.waiting = True
-                task = self.server.loop.create_task(self.listener_state.tls.check_revocation(info))
+                task = self.server.loop.create_task(self.listener_state.tls.revocation.check(info))
                 task.add_done_callback(self._revocation_checked)
                 return
             self._count_tls("success")
