@@ -37,11 +37,19 @@ class ListenerState:
         self.websockets = getattr(self.listener, "protocol", "mqtt") == "websockets"
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2, signal.SIGUSR1)
+
+
 class StartupError(Exception):
     """The broker cannot start; the message says which option or listener and why."""
 
 
 class Server:
+    # SIGINT/SIGTERM stop, SIGHUP reloads, SIGUSR1 saves, SIGUSR2 dumps subscriptions: the
+    # broker process's signals. A broker embedded in another program (midge.Broker) leaves
+    # the host's signals alone unless asked.
+    install_signal_handlers = True
+
     def __init__(self, config, log: Log, config_path: str | None = None, ports=(), verbose=False):
         self.config = config
         self.log = log
@@ -84,11 +92,7 @@ class Server:
             state = ListenerState(listener, tls=self._tls_context(listener))
             self.listeners.append(state)
         for state in self.listeners:
-            try:
-                bound = open_listener(state.listener, local_only=self.config.local_only)
-            except ListenerError as exc:
-                raise StartupError(str(exc)) from exc
-            for b in bound:
+            for b in self.open_sockets(state):
                 log.notice(f"Opening {b.description}.")
                 factory = lambda state=state: Connection(self, state)  # noqa: E731
                 if b.family == socket.AF_UNIX:
@@ -98,7 +102,8 @@ class Server:
                 state.servers.append(srv)
         if not any(s.servers for s in self.listeners):
             raise StartupError("Unable to start any listening sockets, exiting.")
-        self._install_signals()
+        if self.install_signal_handlers:
+            self._install_signals()
         self._start_tls_watcher()
         if self.config.bridges:
             from midge.server.bridge import BridgeSetupError, start_bridges
@@ -109,6 +114,13 @@ class Server:
                 raise StartupError(str(exc)) from exc
         self.rearm_timer()
         log.notice(f"midge version {__version__} running")
+
+    def open_sockets(self, state: ListenerState) -> list:
+        """Bind one listener's sockets (listeners.BoundSocket); StartupError names it on failure."""
+        try:
+            return open_listener(state.listener, local_only=self.config.local_only)
+        except ListenerError as exc:
+            raise StartupError(str(exc)) from exc
 
     async def run_until_stopped(self) -> None:
         await self.stopped.wait()
@@ -149,6 +161,9 @@ class Server:
                     os.unlink(state.listener.path)
                 except OSError:
                     pass
+        if self.install_signal_handlers:
+            for signum in SIGNALS:  # a second Ctrl-C during shutdown was still ours
+                self.loop.remove_signal_handler(signum)
         self.log.close()
 
     # -- The broker's output and clock ---------------------------------------------
@@ -209,8 +224,9 @@ class Server:
         loop.add_signal_handler(signal.SIGUSR2, self._dump_subscriptions)
         loop.add_signal_handler(signal.SIGUSR1, self._save_persistence)
 
-    def reload(self) -> None:
+    def reload(self, config=None) -> None:
         """SIGHUP: re-read the config and apply what can change without a restart.
+        (The embedding API passes the new `config` itself.)
 
         Unlike Mosquitto, listener limits are kept (not reset to defaults) and the
         global limits Mosquitto parses but forgets (max_inflight_*, max_queued_*,
@@ -218,11 +234,12 @@ class Server:
         """
         log = self.log
         log.notice("Reloading config.")
-        try:
-            config = load_config(self.config_path, ports=self.ports, verbose=self.verbose)
-        except ConfigError as exc:
-            log.error(f"Reload failed, keeping the running configuration: {exc}")
-            return
+        if config is None:
+            try:
+                config = load_config(self.config_path, ports=self.ports, verbose=self.verbose)
+            except ConfigError as exc:
+                log.error(f"Reload failed, keeping the running configuration: {exc}")
+                return
         old_keys = [_listener_key(s.listener) for s in self.listeners]
         new_keys = [_listener_key(listener) for listener in config.listeners]
         if old_keys != new_keys:
