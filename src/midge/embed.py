@@ -112,6 +112,13 @@ class Subscription:
         self.active = False
 
     def _deliver(self, message: Message) -> None:
+        # Called while the broker writes its output: the callback runs right after, on
+        # the same loop, so it may publish into the broker itself.
+        self._broker._loop.call_soon(self._run, message)
+
+    def _run(self, message: Message) -> None:
+        if not self.active:
+            return
         try:
             self._callback(message)
         except Exception:  # a failing callback must not stop the broker or the others
@@ -599,8 +606,9 @@ class Broker:
 
     def subscribe(self, topic_filter: str, callback: Callable[[Message], object]) -> Subscription:
         """Call `callback(message)` for every message matching `topic_filter`, on the
-        broker's event loop (its thread in the sync form): keep it short. Retained
-        messages come first, as for any new subscription."""
+        broker's event loop (its thread in the sync form) right after the broker routed
+        it: keep it short; it may publish. Retained messages come first, as for any new
+        subscription."""
         _check_filter(topic_filter)
         subscription = Subscription(self, topic_filter, callback)
         self._call(self._observe_now, subscription)

@@ -405,3 +405,11 @@ def test_a_refused_publish_raises_and_observers_keep_working():
                 broker.publish("t", b"x" * 200)
             broker.publish("t", "small")
             assert messages.get(timeout=5).payload == b"small"
+
+
+def test_a_callback_may_publish_into_the_broker():
+    with midge.Broker() as broker:
+        broker.subscribe("ping", lambda message: broker.publish("pong", message.payload, qos=1))
+        with broker.messages("pong") as pongs:
+            broker.publish("ping", "1", qos=1)
+            assert pongs.get(timeout=5).payload == b"1"
