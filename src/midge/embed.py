@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-from midge.config import Config, ConfigError, load_config, load_config_string
+from midge.config import Config, ConfigError, ListenerConfig, load_config, load_config_string
 from midge.log import Log, LoggingLog
 from midge.protocol.codec import Decoder, encode
 from midge.protocol.constants import PacketType, Property
@@ -114,7 +114,9 @@ class Subscription:
     def _deliver(self, message: Message) -> None:
         # Called while the broker writes its output: the callback runs right after, on
         # the same loop, so it may publish into the broker itself.
-        self._broker._loop.call_soon(self._run, message)
+        loop = self._broker._loop
+        assert loop is not None  # delivered by a running broker
+        loop.call_soon(self._run, message)
 
     def _run(self, message: Message) -> None:
         if not self.active:
@@ -407,6 +409,7 @@ class Broker:
             return
         self._state = "stopping"
         server = self._server
+        assert server is not None and self._closed_async is not None
         if self._signal_watch is not None and self._signal_watch is not asyncio.current_task():
             self._signal_watch.cancel()
         if self._client is not None:
@@ -431,6 +434,7 @@ class Broker:
             await asyncio.get_running_loop().run_in_executor(None, self.closed.wait)
 
     async def _stop_on_signal(self) -> None:
+        assert self._server is not None
         await self._server.run_until_stopped()
         await self.astop()
 
@@ -567,6 +571,7 @@ class Broker:
         return self._read_config(self._source)
 
     def _reload_now(self, config: Config) -> None:
+        assert self._server is not None
         self._server.reload(config)
 
     def _source_label(self) -> str:
@@ -639,6 +644,7 @@ class Broker:
 
     def _in_process(self) -> "_InProcessClient":
         client = self._client
+        assert self._server is not None
         if client is None or client.closed:
             # First use, or the broker closed the session (a packet over a limit, ...):
             # a new session takes over the observers of the old one.
@@ -647,7 +653,7 @@ class Broker:
                 for _identifier, observers in list(client.filters.values()):
                     for observer in observers:
                         self._client.observe(observer)
-        return self._client
+        return self._client  # type: ignore[return-value]  # set just above
 
     def _call(self, function, *args):
         """Run `function(*args)` on the broker's loop and return its result; at once when
@@ -692,7 +698,8 @@ class _EmbeddedServer(Server):
                 self.log.error(f"Reload failed, keeping the running configuration: {exc}")
                 return
         # `listener auto` keeps the port it got: the nth auto listener takes the nth port.
-        ports = iter([s.listener.port for s in self.listeners if s.listener.auto_port])
+        running: list[ListenerConfig] = [s.listener for s in self.listeners]  # type: ignore[misc]
+        ports = iter([listener.port for listener in running if listener.auto_port])
         for listener in config.listeners:
             if listener.auto_port:
                 listener.port = next(ports, 0)
@@ -701,7 +708,7 @@ class _EmbeddedServer(Server):
 
 def _bound_listeners(server: Server) -> Iterator[Listener]:
     for state in server.listeners:
-        listener = state.listener
+        listener: ListenerConfig = state.listener  # type: ignore[assignment]
         tls = state.tls is not None
         kind = ("wss" if tls else "ws") if state.websockets else ("mqtts" if tls else "mqtt")
         for srv in state.servers:
@@ -771,8 +778,9 @@ class _InProcessClient:
     broker sent it and hands PUBLISHes to observers by subscription identifier."""
 
     def __init__(self, server: Server):
+        assert server.loop is not None and server.broker is not None  # a started server
         self.server = server
-        self.loop = server.loop
+        self.loop: asyncio.AbstractEventLoop = server.loop
         self.decoder = Decoder(version=5, role="client")
         self.packet_ids = itertools.cycle(range(1, 65536))
         self.subscription_ids = itertools.count(_FIRST_SUBSCRIPTION_ID)
@@ -851,7 +859,7 @@ class _InProcessClient:
         output = client.output
         data = b"".join(output) if output else b""
         output.clear()
-        replies = []
+        replies: list = []
         for packet in self.decoder.feed(data) if data else ():
             kind = packet.type
             if kind == PacketType.PUBLISH:
