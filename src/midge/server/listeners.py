@@ -72,7 +72,7 @@ def open_listener(listener, local_only: bool = False) -> list[BoundSocket]:
         if host:
             families = [f for f in families if _resolves(host, listener.port, f)] or families[:1]
         hosts = [(host, f) for f in families]
-    if getattr(listener, "auto_port", False) and listener.port == 0:
+    if listener.auto_port and listener.port == 0:
         return _open_auto(listener, hosts)
     bound, errors = _bind_all(listener, hosts, listener.port)
     if not bound:
@@ -113,7 +113,7 @@ def _open_auto(listener, hosts) -> list[BoundSocket]:
 
 
 def _no_socket(listener, errors) -> ListenerError:
-    port = "auto" if getattr(listener, "auto_port", False) and listener.port == 0 else listener.port
+    port = "auto" if listener.auto_port and listener.port == 0 else listener.port
     where = f" {listener.bind_address}" if listener.bind_address else ""
     causes = "; ".join(f"{name}: {exc.strerror or exc}" for name, exc in errors)
     return ListenerError(f"listener {port}{where}: could not open any socket ({causes})")
