@@ -790,10 +790,8 @@ class _InProcessClient:
         self.ping_timer: asyncio.TimerHandle | None = None
         self.closed = False
         now = self.loop.time()
-        # A listener of its own with every default: no mount point, no listener limits.
-        listener = ListenerConfig(port=0)
-        listener.security = server.config.security
-        self.client = server.broker.new_client(listener, "python", None, self, now)
+        # No listener: the broker's internal one, as for a bridge's local end.
+        self.client = server.broker.new_client(None, "python", None, self, now)
         self.client.bridge = _TRUSTED
         client_id = f"midge-python-{secrets.token_hex(4)}"
         self._send(Connect(5, client_id, True, 0, None, None, None, {}))

@@ -8,6 +8,8 @@ A mixin of `Broker`: it uses the broker's `limits`, `stats`, `debug`, `log` and
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from midge.broker.client import CONNECTED
 from midge.broker.message import WAIT_ACK, Delivery
 from midge.broker.session import NO_ENTRIES
@@ -17,8 +19,27 @@ from midge.protocol.codec import (
 from midge.protocol.constants import Property
 from midge.security import READ
 
+if TYPE_CHECKING:   # for the annotations of what the mixin uses of Broker
+    from midge.broker.limits import Limits
+    from midge.broker.stats import Stats
+    from midge.log import Log
+    from midge.persist.changes import Changes
+    from midge.security import Security
+
 
 class Database:
+    # What the mixin uses of `Broker` (set by Broker.__init__).
+    limits: Limits
+    stats: Stats
+    security: Security
+    log: Log
+    debug: bool
+    persist: Changes | None
+    _pending: list
+
+    def write(self, client, data: bytes) -> None:
+        raise NotImplementedError   # Broker.write
+
     def _topic_and_props(self, client, message, sub_ids, now):
         """The topic as this client sees it and the v5 properties of this hop."""
         topic = message.topic

@@ -60,7 +60,7 @@ class SecurityError(ConfigError):
 class SecurityContext:
     """Everything loaded for one SecurityConfig (global, or one listener's)."""
 
-    settings: object
+    settings: SecurityConfig
     passwords: dict[str, PasswordHash] | None = None
     acl: AclFile | None = None
     psk: dict[str, bytes] | None = None
@@ -70,7 +70,7 @@ class SecurityContext:
 
     @property
     def allow_anonymous(self) -> bool:
-        return self.settings.allow_anonymous
+        return bool(self.settings.allow_anonymous)   # (None until the parser resolves it)
 
 
 
@@ -227,7 +227,7 @@ class Security:
     def authenticate(self, client, username: str | None, password: bytes | None):
         """0 when the client may connect, else a v5 reason code (or a PendingAuth)."""
         if client.bridge:
-            # The local side of a bridge midge itself runs (server/bridge.py sets
+            # The local side of a bridge midge itself runs (bridge/link.py sets
             # `client.bridge`; no remote peer can). Mosquitto never authenticates it either.
             return SUCCESS
         listener = client.listener
@@ -253,7 +253,7 @@ class Security:
         return NOT_AUTHORIZED if verdict is None else verdict
 
     def _password_check(self, context: SecurityContext, client, username: str, password: bytes | None) -> int:
-        entry = context.passwords.get(username)
+        entry = context.passwords.get(username) if context.passwords is not None else None
         if entry is None or password is None or not self._verify(username, entry, password):
             return NOT_AUTHORIZED
         state = self._client_state(client, context)
@@ -395,7 +395,8 @@ class Security:
         elif context.acl is None or access & (SUBSCRIBE | UNSUBSCRIBE):
             result = True  # the file ACL grants subscriptions; READ is checked per message
         else:
-            result = state.compiled.check(topic, access)
+            compiled = state.compiled
+            result = compiled.check(topic, access) if compiled is not None else False
         if len(state.results) >= ACL_RESULT_CACHE_SIZE:
             state.results.clear()
         state.results[(topic, access)] = result
