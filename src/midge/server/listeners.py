@@ -59,12 +59,12 @@ def _bind_tcp(host: str | None, port: int, family: int, interface: str | None) -
 
 def open_listener(listener, local_only: bool = False) -> list[BoundSocket]:
     """Open every socket of one listener; raise ListenerError naming it on failure."""
-    if getattr(listener, "path", None):
+    if listener.path:  # `listener 0 PATH` (port 0 without a path is `listener auto`)
         return [_open_unix(listener)]
     if local_only:
         hosts = [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)]
     else:
-        domain = getattr(listener, "socket_domain", None)
+        domain = listener.socket_domain
         families = {"ipv4": [socket.AF_INET], "ipv6": [socket.AF_INET6]}.get(
             domain, [socket.AF_INET, socket.AF_INET6]
         )
@@ -87,7 +87,7 @@ def _bind_all(listener, hosts, port: int) -> tuple[list[BoundSocket], list[tuple
     for host, family in hosts:
         name = "ipv4" if family == socket.AF_INET else "ipv6"
         try:
-            sock = _bind_tcp(host, port, family, getattr(listener, "bind_interface", None))
+            sock = _bind_tcp(host, port, family, listener.bind_interface)
         except OSError as exc:
             errors.append((f"{name} {host or '*'}", exc))
             continue
