@@ -92,6 +92,10 @@ class Server:
         for listener in self.config.listeners:
             state = ListenerState(listener, tls=self._tls_context(listener))
             self.listeners.append(state)
+        if self.install_signal_handlers:
+            # Before the first socket listens: a client (or a test) that saw the port open
+            # may send SIGHUP at once, whose default action would kill the process.
+            self._install_signals()
         for state in self.listeners:
             for b in self.open_sockets(state):
                 log.notice(f"Opening {b.description}.")
@@ -103,8 +107,6 @@ class Server:
                 state.servers.append(srv)
         if not any(s.servers for s in self.listeners):
             raise StartupError("Unable to start any listening sockets, exiting.")
-        if self.install_signal_handlers:
-            self._install_signals()
         self._start_tls_watcher()
         if self.config.bridges:
             from midge.server.bridge import BridgeSetupError, start_bridges
