@@ -17,6 +17,7 @@ or internal lines), as Mosquitto's src/logging.c does.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from enum import IntFlag
@@ -223,13 +224,17 @@ class Log:
         if self._syslog is not None:
             self._syslog.syslog(_syslog_priority(self._syslog, log_type), message)
         if "topic" in dests and self._publisher is not None and not self._publishing:
-            topic = TOPICS.get(log_type)
-            if topic is not None:
-                self._publishing = True  # a log line logged while publishing is not re-published
-                try:
-                    self._publisher(topic, f"{int(now)}: {message}".encode())
-                finally:
-                    self._publishing = False
+            self._publish(log_type, message, now)
+
+    def _publish(self, log_type: LogType, message: str, now: float) -> None:
+        """`log_dest topic`: the line to its $SYS/broker/log/... topic."""
+        topic = TOPICS.get(log_type)
+        if topic is not None:
+            self._publishing = True  # a log line logged while publishing is not re-published
+            try:
+                self._publisher(topic, f"{int(now)}: {message}".encode())
+            finally:
+                self._publishing = False
 
     @staticmethod
     def _write(stream, text: str) -> None:
@@ -277,6 +282,55 @@ def _syslog_priority(syslog, log_type: LogType) -> int:
     if log_type == LogType.DEBUG:
         return syslog.LOG_DEBUG
     return syslog.LOG_INFO
+
+
+# Python logging levels of Mosquitto's log types (LoggingLog).
+LEVELS: dict[LogType, int] = {
+    LogType.ERROR: logging.ERROR,
+    LogType.WARNING: logging.WARNING,
+    LogType.NOTICE: logging.INFO,
+    LogType.INFORMATION: logging.INFO,
+    LogType.SUBSCRIBE: logging.INFO,
+    LogType.UNSUBSCRIBE: logging.INFO,
+    LogType.WEBSOCKETS: logging.DEBUG,
+    LogType.DEBUG: logging.DEBUG,
+    LogType.INTERNAL: logging.DEBUG,
+}
+
+
+class LoggingLog(Log):
+    """A Log that hands each line to Python's `logging` (logger `midge`): what a broker
+    embedded in a Python program does (midge.Broker) unless told otherwise.
+
+    `log_type` still decides which lines are made (default: error, warning, notice,
+    information; add `log_type debug` for more), then the logger's level and handlers
+    decide what is kept. `log_dest topic` still publishes to $SYS; the other
+    destinations (stderr, stdout, file, syslog) are logging's handlers' business.
+    Each record carries `midge_log_type`, the Mosquitto type name.
+    """
+
+    def __init__(self, config=None, logger: logging.Logger | None = None):
+        self._logger = logger or logging.getLogger("midge")
+        super().__init__(config)
+
+    def reconfigure(self, config) -> None:
+        self._mask = types_mask(getattr(config, "log_type", ()) or ()) if config is not None else int(DEFAULT_TYPES)
+        self._dests = frozenset(getattr(config, "log_dest", ()) or ()) & {"topic"}
+        for warning in getattr(config, "warnings", ()) or ():
+            self.warning(f"Warning: {warning}")
+
+    def log(self, log_type: LogType, message: str) -> None:
+        if log_type not in self._enabled:
+            return
+        level = LEVELS.get(log_type, logging.INFO)
+        logger = self._logger
+        if logger.isEnabledFor(level):
+            logger.log(level, "%s", message, extra={"midge_log_type": _TYPE_NAME.get(log_type, "")})
+        if self._dests and self._publisher is not None and not self._publishing:
+            self._publish(log_type, message, time.time())
+
+
+_TYPE_NAME = {bit: name for name, bit in TYPE_NAMES.items()}
 
 
 class MemoryLog(Log):

@@ -7,7 +7,7 @@ given names), <client>.crt/<client>.key, and crl.pem (empty, or listing the clie
 given with --revoke); keys are 0600. An existing
 ca.crt/ca.key in the directory is reused, so clients can be added later. Prints a
 mosquitto.conf snippet and client commands that work with the files. For development
-and tests, not production PKI.
+and tests, not production PKI. `make_dev_pki()` does the same for Python callers.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import datetime as _dt
 import ipaddress
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -146,44 +147,87 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
+@dataclass(frozen=True, slots=True)
+class DevPki:
+    """What `make_dev_pki` wrote: paths of the CA, the server pair and each client pair."""
+
+    directory: Path
+    created: bool                    # a new CA (False: ca.crt/ca.key were reused)
+    server_names: tuple[str, ...]    # the server certificate's SANs
+    clients: tuple[str, ...]         # file stems of the client pairs made this time
+
+    @property
+    def cafile(self) -> Path:
+        return self.directory / "ca.crt"
+
+    @property
+    def server_certfile(self) -> Path:
+        return self.directory / "server.crt"
+
+    @property
+    def server_keyfile(self) -> Path:
+        return self.directory / "server.key"
+
+    @property
+    def crlfile(self) -> Path:
+        return self.directory / "crl.pem"
+
+    def client_files(self, name: str) -> tuple[Path, Path]:
+        """(certfile, keyfile) of client `name`."""
+        stem = _safe_filename(name)
+        return self.directory / f"{stem}.crt", self.directory / f"{stem}.key"
+
+
+def make_dev_pki(directory, *, server_names=(), clients=(), revoke=(), days: int = 365,
+                 key_type: str = "rsa") -> DevPki:
+    """Write (or extend) a development PKI in `directory`: what `midge certs` does, for
+    Python callers too (the pytest plugin's TLS broker). Raises OSError / ValueError."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert, ca_key, created = _load_or_make_ca(directory, key_type, days)
+    server_names = list(server_names)
+    first = server_names[0] if server_names else "localhost"
+    sans = list(dict.fromkeys(_DEFAULT_SANS + server_names))
+    server_files = (directory / "server.crt", directory / "server.key")
+    # Keep a working server certificate when only clients are added or revoked.
+    if created or server_names or not all(f.exists() for f in server_files):
+        server_key = _new_key(key_type)
+        _write_key(server_files[1], server_key)
+        _write_cert(server_files[0], _leaf(first, server_key, ca_cert, ca_key, days,
+                                           server=True, sans=sans))
+    else:
+        existing = x509.load_pem_x509_certificate(server_files[0].read_bytes())
+        try:
+            sans = [str(v.value) for v in existing.extensions.get_extension_for_class(
+                x509.SubjectAlternativeName).value]
+        except x509.ExtensionNotFound:
+            sans = []
+    stems = []
+    for name in clients:
+        key = _new_key(key_type)
+        stem = _safe_filename(name)
+        _write_key(directory / f"{stem}.key", key)
+        _write_cert(directory / f"{stem}.crt", _leaf(name, key, ca_cert, ca_key, days, server=False))
+        stems.append(stem)
+    crl_path = directory / "crl.pem"
+    serials = [] if created else _revoked_serials(crl_path)
+    for name in revoke:
+        path = directory / f"{_safe_filename(name)}.crt"
+        serials.append(x509.load_pem_x509_certificate(path.read_bytes()).serial_number)
+    crl_path.write_bytes(_crl(ca_cert, ca_key, days, serials).public_bytes(serialization.Encoding.PEM))
+    return DevPki(directory, created, tuple(sans), tuple(stems))
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     directory = Path(args.dir)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        ca_cert, ca_key, created = _load_or_make_ca(directory, args.key_type, args.days)
-        first = args.server_name[0] if args.server_name else "localhost"
-        sans = list(dict.fromkeys(_DEFAULT_SANS + args.server_name))
-        server_files = (directory / "server.crt", directory / "server.key")
-        # Keep a working server certificate when only clients are added or revoked.
-        if created or args.server_name or not all(f.exists() for f in server_files):
-            server_key = _new_key(args.key_type)
-            _write_key(server_files[1], server_key)
-            _write_cert(server_files[0], _leaf(first, server_key, ca_cert, ca_key, args.days,
-                                               server=True, sans=sans))
-        else:
-            existing = x509.load_pem_x509_certificate(server_files[0].read_bytes())
-            try:
-                sans = [str(v.value) for v in existing.extensions.get_extension_for_class(
-                    x509.SubjectAlternativeName).value]
-            except x509.ExtensionNotFound:
-                sans = []
-        clients = []
-        for name in args.client:
-            key = _new_key(args.key_type)
-            stem = _safe_filename(name)
-            _write_key(directory / f"{stem}.key", key)
-            _write_cert(directory / f"{stem}.crt", _leaf(name, key, ca_cert, ca_key, args.days, server=False))
-            clients.append(stem)
-        crl_path = directory / "crl.pem"
-        serials = [] if created else _revoked_serials(crl_path)
-        for name in args.revoke:
-            path = directory / f"{_safe_filename(name)}.crt"
-            serials.append(x509.load_pem_x509_certificate(path.read_bytes()).serial_number)
-        crl_path.write_bytes(_crl(ca_cert, ca_key, args.days, serials).public_bytes(serialization.Encoding.PEM))
+        pki = make_dev_pki(directory, server_names=args.server_name, clients=args.client,
+                           revoke=args.revoke, days=args.days, key_type=args.key_type)
     except (OSError, ValueError) as exc:
         print(f"midge certs: {exc}", file=sys.stderr)
         return 1
+    created, sans, clients = pki.created, pki.server_names, list(pki.clients)
 
     d = directory.resolve()
     print(f"{'Created' if created else 'Reused'} CA {d}/ca.crt; server certificate {d}/server.crt "

@@ -1,7 +1,7 @@
 """mosquitto.conf -> typed, validated Config (data only; no I/O beyond reading the files).
 
     load_config(path | None, ports=(), verbose=False) -> Config
-    load_config_string(text, name="<string>", ports=(), verbose=False) -> Config
+    load_config_string(text, name="<string>", ports=(), verbose=False, auto_ports=False) -> Config
     default_config() -> Config          # like `mosquitto` with no -c: local-only mode
     read_config(path, ports, verbose) -> ReadResult(config | None, errors, warnings)
 
@@ -30,16 +30,20 @@ __all__ = [
 ]
 
 
-def read_config(path: str | None, ports=(), verbose: bool = False) -> ReadResult:
-    """Read a config file (None: no file, local-only mode) and collect every problem."""
-    reader = Reader(ports, verbose)
+def read_config(path: str | None, ports=(), verbose: bool = False, auto_ports: bool = False) -> ReadResult:
+    """Read a config file (None: no file, local-only mode) and collect every problem.
+
+    `auto_ports` accepts `listener auto [ADDRESS]` (a free TCP port chosen at bind time);
+    only the embedding API sets it."""
+    reader = Reader(ports, verbose, auto_ports)
     if path is not None:
         reader.read_path(path)
     return reader.result()
 
 
-def read_config_string(text: str, name: str = "<string>", ports=(), verbose: bool = False) -> ReadResult:
-    reader = Reader(ports, verbose)
+def read_config_string(text: str, name: str = "<string>", ports=(), verbose: bool = False,
+                       auto_ports: bool = False) -> ReadResult:
+    reader = Reader(ports, verbose, auto_ports)
     reader.read_bytes(text.encode("utf-8", "surrogateescape"), name)
     return reader.result()
 
@@ -53,14 +57,15 @@ def _raise_or_return(result: ReadResult) -> Config:
     return result.config
 
 
-def load_config(path: str | None, ports=(), verbose: bool = False) -> Config:
+def load_config(path: str | None, ports=(), verbose: bool = False, auto_ports: bool = False) -> Config:
     """Read `path` like `mosquitto -c path [-p PORT]... [-v]`; ConfigError on any error."""
-    return _raise_or_return(read_config(path, ports, verbose))
+    return _raise_or_return(read_config(path, ports, verbose, auto_ports))
 
 
-def load_config_string(text: str, name: str = "<string>", ports=(), verbose: bool = False) -> Config:
-    """Read config text (for tests); `name` stands in for the file name in messages."""
-    return _raise_or_return(read_config_string(text, name, ports, verbose))
+def load_config_string(text: str, name: str = "<string>", ports=(), verbose: bool = False,
+                       auto_ports: bool = False) -> Config:
+    """Read config text (tests, midge.Broker); `name` stands in for the file name in messages."""
+    return _raise_or_return(read_config_string(text, name, ports, verbose, auto_ports))
 
 
 def default_config() -> Config:

@@ -131,6 +131,7 @@ class ListenerConfig(_Scoped):
         self.port = 1883
         self.bind_address: str | None = None
         self.path: str | None = None          # Unix socket path (port 0)
+        self.auto_port = False                # `listener auto` (midge.Broker only): port 0 until bound
         self.origin: tuple[str, int] = ("", 0)  # the `listener` line
         self.security: SecurityConfig = SecurityConfig()  # the parser shares the global one
         self._apply(values)

@@ -232,7 +232,9 @@ OPTIONS: list[Option] = [
     _o("listener", SPECIAL, LISTENER, None, value_hint="PORT [BIND_ADDRESS|UNIX_PATH]",
        repeatable=True,
        help="Start a listener. Port 1-65535, or 0 with a Unix socket path. The options "
-            "after it apply to it. Defining one turns local-only mode off."),
+            "after it apply to it. Defining one turns local-only mode off. In config given to "
+            "the Python API (midge.Broker), `listener auto [BIND_ADDRESS]` binds a free port "
+            "(docs/embedding.md); config files refuse it, as Mosquitto does."),
     _o("port", SPECIAL, LISTENER, 1883,
        help="Deprecated. Port of the default listener; turns local-only mode off."),
     _o("bind_address", STRING, LISTENER, None,

@@ -75,10 +75,14 @@ class _LineError(Exception):
 
 
 class Reader:
-    def __init__(self, ports=(), verbose: bool = False):
+    def __init__(self, ports=(), verbose: bool = False, auto_ports: bool = False):
         self.config = Config()
         self.ports = list(ports or ())
         self.verbose = verbose
+        # `listener auto [ADDRESS]`: a free TCP port picked when the socket is bound. Only
+        # the embedding API (midge.Broker) turns it on; mosquitto.conf files keep
+        # Mosquitto's syntax, where `listener 0 PATH` is a Unix socket.
+        self.auto_ports = auto_ports
         self.errors: list[ConfigError] = []
         self.warnings: list[str] = []
         self.portability: list[tuple[str, str]] = []
@@ -316,8 +320,15 @@ class Reader:
         if len(tokens) > 2:
             raise _LineError(f"unexpected text {' '.join(tokens[2:])!r}: expected "
                              "`listener PORT [BIND_ADDRESS|UNIX_PATH]`", written)
-        port = self._port(written, tokens[0], allow_zero=True)
         host = tokens[1] if len(tokens) > 1 else None
+        if tokens[0] == "auto" and self.auto_ports:
+            listener = ListenerConfig(port=0, bind_address=host, auto_port=True)
+            listener.origin = (self.file, self.line)
+            self.config.listeners.append(listener)
+            self.config.local_only = False
+            scope.listener = listener
+            return
+        port = self._port(written, tokens[0], allow_zero=True)
         listener = ListenerConfig(port=port)
         listener.origin = (self.file, self.line)
         if port == 0:
@@ -650,7 +661,7 @@ class Reader:
             self._warn_at(listener.origins.get("http_dir"), "http_dir",
                           f"listener {listener.name} is not a websockets listener, so http_dir "
                           "has no effect")
-        if listener.port == 0 and listener.protocol == "websockets":
+        if listener.path and listener.protocol == "websockets":
             self._error_at(listener.origin, "listener", "websockets needs a TCP port, not a Unix socket")
 
     def _finish_security(self) -> None:

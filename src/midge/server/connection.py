@@ -218,8 +218,9 @@ class Connection(asyncio.Protocol):
             if failure is not None:
                 self._failed(failure)
                 return
-            if getattr(stage, "closed_by_peer", False):
+            if getattr(stage, "closed_by_peer", False) or getattr(stage, "served", False):
                 # Deliver what arrived with the close first (e.g. a DISCONNECT), then close.
+                # (`served`: the WebSocket stage answered a plain HTTP request for a file.)
                 if data:
                     self._stages_received(data, level + 1)
                 self.close()

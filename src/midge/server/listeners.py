@@ -3,12 +3,15 @@
 A listener without a bind address opens one socket per address family (IPv4 and IPv6,
 each IPv6 socket v6-only), restricted by `socket_domain`; `listener 0 PATH` is a Unix
 socket; local-only mode (no listener in the config) binds 127.0.0.1 and ::1 only.
+`listener auto` (the embedding API's port 0) binds a free TCP port, the same one on
+every address family, and writes it into the listener's `port`.
 Sockets are created here, synchronously, so an error names the listener before the
 event loop starts.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -17,6 +20,9 @@ from dataclasses import dataclass
 # Mosquitto listens with a backlog of 100; a connection storm on a Python broker needs
 # more room in the accept queue while the loop is busy, and the kernel caps it anyway.
 BACKLOG = 1024
+# `listener auto` on several address families: the port the first family got may be taken
+# on the next one; try again with a new port this many times.
+AUTO_PORT_ATTEMPTS = 20
 
 
 class ListenerError(Exception):
@@ -53,7 +59,7 @@ def _bind_tcp(host: str | None, port: int, family: int, interface: str | None) -
 
 def open_listener(listener, local_only: bool = False) -> list[BoundSocket]:
     """Open every socket of one listener; raise ListenerError naming it on failure."""
-    if listener.port == 0 or listener.path:
+    if listener.path:  # `listener 0 PATH` (port 0 without a path is `listener auto`)
         return [_open_unix(listener)]
     if local_only:
         hosts = [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)]
@@ -66,22 +72,51 @@ def open_listener(listener, local_only: bool = False) -> list[BoundSocket]:
         if host:
             families = [f for f in families if _resolves(host, listener.port, f)] or families[:1]
         hosts = [(host, f) for f in families]
+    if listener.auto_port and listener.port == 0:
+        return _open_auto(listener, hosts)
+    bound, errors = _bind_all(listener, hosts, listener.port)
+    if not bound:
+        raise _no_socket(listener, errors)
+    return bound
+
+
+def _bind_all(listener, hosts, port: int) -> tuple[list[BoundSocket], list[tuple[str, OSError]]]:
+    """Bind `port` on each (host, family); a family that fails is left out (Mosquitto's rule)."""
     bound: list[BoundSocket] = []
-    errors: list[str] = []
+    errors: list[tuple[str, OSError]] = []
     for host, family in hosts:
         name = "ipv4" if family == socket.AF_INET else "ipv6"
         try:
-            sock = _bind_tcp(host, listener.port, family, listener.bind_interface)
+            sock = _bind_tcp(host, port, family, listener.bind_interface)
         except OSError as exc:
-            errors.append(f"{name} {host or '*'}: {exc.strerror or exc}")
+            errors.append((f"{name} {host or '*'}", exc))
             continue
-        bound.append(BoundSocket(sock, f"{name} listen socket on port {listener.port}", family))
-    if not bound:
-        raise ListenerError(
-            f"listener {listener.port}{' ' + listener.bind_address if listener.bind_address else ''}: "
-            f"could not open any socket ({'; '.join(errors)})"
-        )
-    return bound
+        if port == 0:
+            port = sock.getsockname()[1]  # `listener auto`: the next families take the same port
+        bound.append(BoundSocket(sock, f"{name} listen socket on port {port}", family))
+    return bound, errors
+
+
+def _open_auto(listener, hosts) -> list[BoundSocket]:
+    """`listener auto`: one free port for every family; the listener takes that port."""
+    for _attempt in range(AUTO_PORT_ATTEMPTS):
+        bound, errors = _bind_all(listener, hosts, 0)
+        if bound and any(exc.errno == errno.EADDRINUSE for _, exc in errors):
+            for b in bound:  # the port was free on one family only: pick another one
+                b.sock.close()
+            continue
+        if not bound:
+            raise _no_socket(listener, errors)
+        listener.port = bound[0].sock.getsockname()[1]
+        return bound
+    raise _no_socket(listener, errors)
+
+
+def _no_socket(listener, errors) -> ListenerError:
+    port = "auto" if listener.auto_port and listener.port == 0 else listener.port
+    where = f" {listener.bind_address}" if listener.bind_address else ""
+    causes = "; ".join(f"{name}: {exc.strerror or exc}" for name, exc in errors)
+    return ListenerError(f"listener {port}{where}: could not open any socket ({causes})")
 
 
 def _resolves(host: str, port: int, family: int) -> bool:

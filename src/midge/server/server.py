@@ -43,11 +43,19 @@ class ListenerState:
         self.metrics = protocol == "metrics"
 
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR2, signal.SIGUSR1)
+
+
 class StartupError(Exception):
     """The broker cannot start; the message says which option or listener and why."""
 
 
 class Server:
+    # SIGINT/SIGTERM stop, SIGHUP reloads, SIGUSR1 saves, SIGUSR2 dumps subscriptions: the
+    # broker process's signals. A broker embedded in another program (midge.Broker) leaves
+    # the host's signals alone unless asked.
+    install_signal_handlers = True
+
     def __init__(self, config, log: Log, config_path: str | None = None, ports=(), verbose=False):
         self.config = config
         self.log = log
@@ -92,16 +100,15 @@ class Server:
         self.security.spawn = self._spawn
         # Before any socket listens: a SIGHUP or SIGTERM sent as soon as the port answers
         # must not find the default action (death) in place. A reload waits for start().
-        self._install_signals()
+        # (An embedded broker leaves the host's signals alone unless asked.)
+        if self.install_signal_handlers:
+            self._install_signals()
         for listener in self.config.listeners:
             state = ListenerState(listener, tls=self._tls_context(listener))
             self.listeners.append(state)
         bound_sockets = []
         for state in self.listeners:
-            try:
-                bound = open_listener(state.listener, local_only=self.config.local_only)
-            except ListenerError as exc:
-                raise StartupError(str(exc)) from exc
+            bound = self.open_sockets(state)
             for b in bound:
                 log.notice(f"Opening {b.description}.")
             bound_sockets.append((state, bound))
@@ -132,6 +139,13 @@ class Server:
         self.running = True
         if self.reload_pending:
             self.reload()
+
+    def open_sockets(self, state: ListenerState) -> list:
+        """Bind one listener's sockets (listeners.BoundSocket); StartupError names it on failure."""
+        try:
+            return open_listener(state.listener, local_only=self.config.local_only)
+        except ListenerError as exc:
+            raise StartupError(str(exc)) from exc
 
     async def run_until_stopped(self) -> None:
         await self.stopped.wait()
@@ -173,6 +187,9 @@ class Server:
                     os.unlink(state.listener.path)
                 except OSError:
                     pass
+        if self.install_signal_handlers:
+            for signum in SIGNALS:  # a second Ctrl-C during shutdown was still ours
+                self.loop.remove_signal_handler(signum)
         self.log.close()
 
     # -- The broker's output and clock ---------------------------------------------
@@ -233,15 +250,16 @@ class Server:
         loop.add_signal_handler(signal.SIGUSR2, self._dump_subscriptions)
         loop.add_signal_handler(signal.SIGUSR1, self._save_persistence)
 
-    def reload(self) -> None:
-        """SIGHUP: reload (see _reload), telling the service manager before and after."""
+    def reload(self, config=None) -> None:
+        """SIGHUP: reload (see _reload), telling the service manager before and after.
+        (The embedding API passes the new `config` itself.)"""
         if not self.running:
             self.reload_pending = True
             return
         self.reload_pending = False
         self.notify.reloading()
         try:
-            self._reload()
+            self._reload(config)
         finally:
             self.notify.ready(self.status_line())
 
@@ -256,8 +274,9 @@ class Server:
             line += f"; {up}/{len(self.bridges)} bridges connected"
         return line
 
-    def _reload(self) -> None:
+    def _reload(self, config=None) -> None:
         """SIGHUP: re-read the config and apply what can change without a restart.
+        (The embedding API passes the new `config` itself.)
 
         Unlike Mosquitto, listener limits are kept (not reset to defaults) and the
         global limits Mosquitto parses but forgets (max_inflight_*, max_queued_*,
@@ -265,11 +284,12 @@ class Server:
         """
         log = self.log
         log.notice("Reloading config.")
-        try:
-            config = load_config(self.config_path, ports=self.ports, verbose=self.verbose)
-        except ConfigError as exc:
-            log.error(f"Reload failed, keeping the running configuration: {exc}")
-            return
+        if config is None:
+            try:
+                config = load_config(self.config_path, ports=self.ports, verbose=self.verbose)
+            except ConfigError as exc:
+                log.error(f"Reload failed, keeping the running configuration: {exc}")
+                return
         # What SIGHUP cannot change keeps its running value (the option table's reload
         # column, config/reload.py); say which lines wait for a restart.
         for message in carry_over(self.config, config):

@@ -7,22 +7,52 @@ The stage has the same shape as the TLS stage (`feed`, `data_to_send`, `send`,
 MQTT packets travel in binary frames and may span frames (MQTT 5.0 section 6), so the
 stage simply concatenates binary payloads; the MQTT decoder reassembles packets.
 Subprotocols `mqtt` and `mqttv3.1` are accepted, as Mosquitto does. A plain HTTP GET
-(no Upgrade) is served from `http_dir` when that is set, else refused with 404 / 426.
+or HEAD (no Upgrade) is served from `http_dir` when that is set (one response, then the
+connection closes), else refused with 426. Responses carry one Content-Length and one
+Content-Type each (browsers refuse duplicates), and error bodies never name a file.
 """
 
 from __future__ import annotations
 
+import email.utils
+import http
 import logging
 import mimetypes
 import os
+from urllib.parse import unquote
 
+from websockets.datastructures import Headers
 from websockets.frames import Opcode
-from websockets.http11 import Request
+from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 SUBPROTOCOLS = [Subprotocol("mqtt"), Subprotocol("mqttv3.1")]
+
+# Content types of the files a web page is made of, fixed here rather than read from the
+# system's mime.types (which varies between machines, e.g. for .js and .mjs).
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".htm": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".txt": "text/plain; charset=utf-8",
+    ".xml": "application/xml",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".ico": "image/x-icon",
+    ".wasm": "application/wasm",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+}
 
 # websockets logs protocol events through the stdlib `logging` module; midge has its own
 # log, so keep this one quiet unless a developer turns it on.
@@ -66,6 +96,7 @@ class WebSocketStage:
         self.failure: str | None = None
         self.request_path: str | None = None
         self.closed_by_peer = False
+        self.served = False  # an HTTP file response was sent in full
         self.first_read = True
 
     def feed(self, data: bytes) -> bytes:
@@ -100,8 +131,14 @@ class WebSocketStage:
         upgrade = request.headers.get("Upgrade", "")
         if upgrade.lower() != "websocket":
             response = self._http_response(request)
+            if request.method == "HEAD":
+                response.body = b""  # same headers (Content-Length included), no body
             self.protocol.send_response(response)
-            self.failure = f"plain HTTP request for {request.path} (not a WebSocket upgrade)"
+            if response.status_code < 400:
+                self.served = True  # a file went out: the connection closes without a failure line
+            else:
+                self.failure = (f"plain HTTP {request.method} request for {request.path} "
+                                f"answered {response.status_code} {response.reason_phrase}")
             return
         response = self.protocol.accept(request)
         self.protocol.send_response(response)
@@ -110,24 +147,37 @@ class WebSocketStage:
         else:
             self.failure = f"WebSocket handshake refused ({response.status_code}): {self.protocol.handshake_exc}"
 
-    def _http_response(self, request: Request):
-        """Serve a static file from http_dir (GET only), never outside it."""
+    def _http_response(self, request: Request) -> Response:
+        """Serve a static file from http_dir (GET and HEAD), never from outside it."""
         if not self.http_dir:
-            return self.protocol.reject(426, "This is an MQTT over WebSocket endpoint.\n")
-        path = request.path.split("?", 1)[0]
+            return _plain(426, "This is an MQTT over WebSocket endpoint.\n", {"Upgrade": "websocket"})
+        if request.method not in ("GET", "HEAD"):
+            return _plain(405, "Only GET and HEAD are served here.\n", {"Allow": "GET, HEAD"})
+        path = unquote(request.path.split("?", 1)[0].split("#", 1)[0])
         if path.endswith("/"):
             path += "index.html"
         root = os.path.realpath(self.http_dir)
-        full = os.path.realpath(os.path.join(root, path.lstrip("/")))
-        if not full.startswith(root + os.sep) or not os.path.isfile(full):
-            return self.protocol.reject(404, "Not found\n")
-        with open(full, "rb") as f:
-            body = f.read()
-        response = self.protocol.reject(200, "")
-        response.body = body
-        response.headers["Content-Type"] = mimetypes.guess_type(full)[0] or "application/octet-stream"
-        response.headers["Content-Length"] = str(len(body))
-        return response
+        try:
+            full = os.path.realpath(os.path.join(root, path.lstrip("/")))
+            if not full.startswith(root + os.sep):
+                return _plain(404, "Not found\n")  # outside http_dir: as if it did not exist
+            if os.path.isdir(full):
+                return _plain(403, "Forbidden\n")  # no directory listings
+            with open(full, "rb") as f:
+                body = f.read()
+        except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the path
+            return _plain(404, "Not found\n")
+        except OSError:  # unreadable (permissions, ...): say no without saying why
+            return _plain(403, "Forbidden\n")
+        headers = Headers([
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Type", content_type(full)),
+            ("Content-Length", str(len(body))),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Cache-Control", "no-cache"),
+        ])
+        return Response(200, "OK", headers, b"" if request.method == "HEAD" else body)
 
     def data_to_send(self) -> bytes:
         return b"".join(self.protocol.data_to_send())
@@ -145,3 +195,30 @@ class WebSocketStage:
     @property
     def info(self):
         return None
+
+
+def content_type(path: str) -> str:
+    """The Content-Type of a file served from http_dir."""
+    extension = os.path.splitext(path)[1].lower()
+    known = CONTENT_TYPES.get(extension)
+    if known is not None:
+        return known
+    guessed = mimetypes.guess_type(path)[0]
+    if guessed is None:
+        return "application/octet-stream"
+    return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
+
+
+def _plain(status: int, text: str, extra: dict[str, str] | None = None) -> Response:
+    """A short text/plain response that says what went wrong without naming any file."""
+    status = http.HTTPStatus(status)
+    body = text.encode()
+    headers = Headers([
+        ("Date", email.utils.formatdate(usegmt=True)),
+        ("Connection", "close"),
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+    ])
+    for name, value in (extra or {}).items():
+        headers[name] = value
+    return Response(status.value, status.phrase, headers, body)
