@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 
 from midge.broker import keepalive, session_expiry, sys_tree, will_delay
+from midge.broker.cleanup import attempt
 from midge.broker.client import CLOSED, CONNECTED, Client
 from midge.broker.database import Database
 from midge.broker.handle_connect import handle_connect
@@ -210,7 +211,8 @@ class Broker(Database):
         self.shutting_down = True
         for client in list(self.clients):
             client.will = None
-            client.close(now, "shutdown", reason_code=ReasonCode.SERVER_SHUTTING_DOWN)
+            attempt(self.log, f"closing client {client.id_for_log} at shutdown", client.close, now,
+                    "shutdown", ReasonCode.SERVER_SHUTTING_DOWN)
 
     def dump_subscriptions(self) -> list[str]:
         """SIGUSR2 (Mosquitto prints the tree): one line per subscription."""
@@ -267,44 +269,63 @@ class Broker(Database):
         will_delay.remove(session)
 
     def client_gone(self, client: Client, now: float, send_will: bool) -> None:
-        """A connected client's network connection ended (any reason)."""
+        """A connected client's network connection ended (any reason).
+
+        Each step that can fail runs through `attempt` (cleanup.py): a will or a plugin
+        that raises is logged and the session is still ended or parked (issue 14).
+        """
+        log = self.log
         self.clients.discard(client)
-        if self.notify_plugins:
-            self.security.notify("on_disconnect", client)
         keepalive.remove(client)
+        who = f"closing client {client.id_for_log}"
+        if self.notify_plugins:
+            attempt(log, f"{who} (plugin on_disconnect)", self.security.notify, "on_disconnect", client)
         session = client.session
         will = client.will
         client.will = None
         if session is None or session.client is not client:
             if will is not None and send_will:
-                self.publish_will(client, will, now)
+                attempt(log, f"{who} (publishing its will)", self.publish_will, client, will, now)
             return
         session.client = None
         session.disconnected_at = now
         if self.persist is not None:
             self.persist.sessions.add(session)
         if will is not None and send_will:
-            delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0) if client.version == 5 else 0
-            if delay and session.expiry_interval:
-                will_delay.add(self, session, will, client, delay, now)
-            else:
-                self.publish_will(client, will, now)
+            attempt(log, f"{who} (publishing its will)", self._will_on_close, session, client, will, now)
         if session.expiry_interval == 0:
-            self.end_session(session, now)
+            attempt(log, f"{who} (ending its session)", self.end_session, session, now)
         else:
-            # Offline: QoS 0 messages are kept only with queue_qos0_messages.
-            if not self.limits.queue_qos0_messages and session.queue:
-                kept = [d for d in session.queue if d.qos]
-                if len(kept) != len(session.queue):
-                    session.queue.clear()
-                    session.queue.extend(kept)
-                    session.queue_bytes = sum(len(d.message.payload) for d in kept)
-            session_expiry.add(self, session, now)
+            attempt(log, f"{who} (keeping its session)", self._park_session, session, now)
+
+    def _will_on_close(self, session: Session, client: Client, will, now: float) -> None:
+        delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0) if client.version == 5 else 0
+        if delay and session.expiry_interval:
+            will_delay.add(self, session, will, client, delay, now)
+        else:
+            self.publish_will(client, will, now)
+
+    def _park_session(self, session: Session, now: float) -> None:
+        """Offline: QoS 0 messages are kept only with queue_qos0_messages."""
+        if not self.limits.queue_qos0_messages and session.queue:
+            kept = [d for d in session.queue if d.qos]
+            if len(kept) != len(session.queue):
+                session.queue.clear()
+                session.queue.extend(kept)
+                session.queue_bytes = sum(len(d.message.payload) for d in kept)
+        session_expiry.add(self, session, now)
 
     def end_session(self, session: Session, now: float, expired: bool = False) -> None:
-        """Forget a session: subscriptions, messages; send a will still waiting on its delay."""
-        if expired and self.limits.connection_messages and self.log.enabled(LogType.NOTICE):
-            self.log.notice(f"Expiring client {session.client_id} due to timeout.")
+        """Forget a session: subscriptions, messages; send a will still waiting on its delay.
+
+        The session leaves the broker's tables first; a will that raises is logged and
+        the rest still happens. The session lets go of its clients at the end, so no
+        Client <-> Session cycle outlives it (issue 14: such cycles kept a closed
+        connection's buffers until the cycle collector ran).
+        """
+        log = self.log
+        if expired and self.limits.connection_messages and log.enabled(LogType.NOTICE):
+            log.notice(f"Expiring client {session.client_id} due to timeout.")
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
         if self.persist is not None:
@@ -313,11 +334,15 @@ class Broker(Database):
         if session.will is not None:
             will, client = session.will, session.will_client
             will_delay.remove(session)
-            self.publish_will(client, will, now)
+            attempt(log, f"ending session {session.client_id} (publishing its will)",
+                    self.publish_will, client, will, now)
         for key, sub in list(session.subscriptions.items()):
-            self.subs.remove(session, sub.filter, sub.group)
+            attempt(log, f"ending session {session.client_id} (unsubscribing {key!r})",
+                    self.subs.remove, session, sub.filter, sub.group)
         session.subscriptions.clear()
         session.clear_messages()
+        session.last_client = None
+        session.will_client = None
 
     def send_delayed_will(self, session: Session, now: float) -> None:
         will, client = session.will, session.will_client

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from midge import __version__
 from midge.broker import Broker
+from midge.broker.cleanup import attempt
 from midge.config import ConfigError, load_config
 from midge.log import Log, LogType
 from midge.protocol.constants import ReasonCode
@@ -130,17 +131,21 @@ class Server:
             from midge.server.bridge import stop_bridges
 
             stop_bridges(self.bridges)
-        self.broker.shutdown(self.loop.time())
-        self.drain()
+        # Each step runs even when one before it raised (issue 14): the rest of the
+        # shutdown, persistence above all, must still happen; what failed is logged.
+        log = self.log
+        attempt(log, "at shutdown (closing clients)", self.broker.shutdown, self.loop.time())
+        attempt(log, "at shutdown (writing to clients)", self.drain)
         if self.persistence is not None:
             if self.autosave_timer is not None:
                 self.autosave_timer.cancel()
-            self.persistence.close(self.loop.time())
+            attempt(log, "at shutdown (closing the persistence file)", self.persistence.close,
+                    self.loop.time())
         for task in list(self.tasks):
             task.cancel()
-        self.security.shutdown()
+        attempt(log, "at shutdown (plugin cleanup)", self.security.shutdown)
         for conn in list(self.connections):
-            conn.close()
+            attempt(log, f"at shutdown (closing the connection from {conn.peer})", conn.close)
         for state in self.listeners:
             for srv in state.servers:
                 await srv.wait_closed()
