@@ -23,7 +23,7 @@ import time
 
 from midge.config.model import Config
 from midge.log import Log
-from midge.broker import keepalive, session_expiry, sys_tree, will_delay
+from midge.broker import flow, keepalive, session_expiry, sys_tree, will_delay
 from midge.broker.cleanup import attempt
 from midge.broker.client import CLOSED, CONNECTED, Client
 from midge.broker.database import Database
@@ -48,6 +48,7 @@ from midge.protocol.constants import Property, ReasonCode
 from midge.security import SUBSCRIBE, UNSUBSCRIBE, WRITE, Security, dollar_topic_allowed
 
 _CONNECT_KIND = "connect"
+_FLOW_KINDS = (flow.KIND, flow.RESUME_KIND)
 
 # Packet types (high nibble of the first byte) the broker sends after changing a session.
 _SESSION_CHANGING_PACKETS = frozenset((2, 5, 6, 7, 9, 11))
@@ -106,6 +107,7 @@ class Broker(Database):
         self.stats = Stats()
         self.start_time = now
         self._pending: list[Client] = []
+        self.read_changes: list[Client] = []   # flow.py: publishers held or released
         self.shutting_down = False
         self.persist = None   # midge.persist Changes while persistence is on (server sets it)
         self.now = now   # latest time the server gave us (for log lines published to $SYS)
@@ -133,6 +135,12 @@ class Broker(Database):
         self.stats.sockets += 1
         keepalive.add(self, client, now)
         return client
+
+    def take_read_changes(self) -> list[Client]:
+        """Clients whose socket reading should stop or resume (flow.py): the server
+        asks `flow.reading_allowed(client)` for each."""
+        changes, self.read_changes = self.read_changes, []
+        return changes
 
     def take_pending(self) -> list[Client]:
         pending = self._pending
@@ -166,6 +174,8 @@ class Broker(Database):
             elif kind == _CONNECT_KIND:
                 if owner.state != CLOSED:
                     owner.resume_deferred(now)
+            elif kind in _FLOW_KINDS:
+                flow.check(self, kind, owner, token, now)
 
     def _timer_live(self, kind, owner, token) -> bool:
         if kind == keepalive.KIND:
@@ -178,6 +188,8 @@ class Broker(Database):
             return token == self.sys.token
         if kind == _CONNECT_KIND:
             return owner.state != CLOSED
+        if kind in _FLOW_KINDS:
+            return flow.live(kind, owner, token)
         return True
 
     def defer_connect(self, client: Client, when: float) -> None:
@@ -284,6 +296,8 @@ class Broker(Database):
             return
         session.client = None
         session.disconnected_at = now
+        if session.flow is not None:
+            attempt(log, f"{who} (releasing the publishers it held)", flow.session_gone, self, session, now)
         if self.persist is not None:
             self.persist.sessions.add(session)
         if will is not None and send_will:

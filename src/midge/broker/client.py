@@ -72,7 +72,7 @@ class Client:
         "paused_qos0", "mount_point", "max_qos", "max_topic_alias", "is_bridge",
         "pending", "acl_cache", "connected_at", "deferred", "deferred_error", "connect_delayed",
         "deferred_resume_pending", "handlers", "aliases_out", "alias_set_by_last",
-        "bridge", "__weakref__",
+        "bridge", "flow", "__weakref__",
     )
 
     def __init__(self, broker, listener, peer, tls, io, now, handlers):
@@ -118,6 +118,7 @@ class Client:
         self.deferred_error = None
         self.connect_delayed = False
         self.deferred_resume_pending = False
+        self.flow = None                    # flow.PublisherFlow once a subscriber held it
 
     def __repr__(self):
         return f"<Client {self.client_id!r} from {self.peer} state={self.state}>"

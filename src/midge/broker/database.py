@@ -8,6 +8,7 @@ A mixin of `Broker`: it uses the broker's `limits`, `stats`, `debug`, `log` and
 
 from __future__ import annotations
 
+from midge.broker import flow
 from midge.broker.client import CONNECTED
 from midge.broker.message import WAIT_ACK, Delivery
 from midge.broker.session import NO_ENTRIES
@@ -237,6 +238,9 @@ class Database:
         persist = self.persist
         if persist is not None and session.expiry_interval:
             persist.sessions.add(session)
+        if session.client is not None:
+            # A connected subscriber is behind its window: maybe hold the publisher.
+            flow.queued(self, session, delivery.message, self.now)
 
     def _send_new(self, session, client, delivery, now, cache=None) -> None:
         packet_id = session.allocate_packet_id()
@@ -276,6 +280,8 @@ class Database:
                 persist.sessions.add(session)
         if session.queued:
             self.pump(session, now)
+        if session.flow is not None:
+            flow.drained(self, session, now)
 
     def pump(self, session, now) -> None:
         """Move queued messages into flight while the window allows."""

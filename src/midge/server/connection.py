@@ -157,6 +157,16 @@ class Connection(asyncio.Protocol):
 
     # -- Called by Server.drain ---------------------------------------------------
 
+    def set_reading(self, reading: bool) -> None:
+        """Flow control (broker/flow.py): stop or resume reading this socket."""
+        if self.closed or self.transport is None:
+            return
+        if reading:
+            if not self.transport.is_reading():
+                self.transport.resume_reading()
+        elif self.transport.is_reading():
+            self.transport.pause_reading()
+
     def flush(self) -> None:
         """Write what the broker queued for this client; close if it asked to."""
         client = self.client

@@ -14,7 +14,7 @@ import socket
 from dataclasses import dataclass, field
 
 from midge import __version__
-from midge.broker import Broker
+from midge.broker import Broker, flow
 from midge.broker.cleanup import attempt
 from midge.config import ConfigError, load_config
 from midge.log import Log, LogType
@@ -177,10 +177,17 @@ class Server:
         persistence = self.persistence
         if persistence is not None and (persistence.changes.sessions or persistence.changes.retained):
             persistence.write_changes(self.loop.time())
-        for client in self.broker.take_pending():
+        broker = self.broker
+        for client in broker.take_pending():
             conn = client.io
             if conn is not None:
                 conn.flush()
+        if broker.read_changes:
+            # Flow control (broker/flow.py): stop or resume reading held publishers.
+            for client in broker.take_read_changes():
+                conn = client.io
+                if conn is not None:
+                    conn.set_reading(flow.reading_allowed(client))
         self.rearm_timer()
 
     def rearm_timer(self) -> None:
