@@ -21,6 +21,7 @@ from midge.config import ConfigError, load_config
 from midge.log import Log, LogType
 from midge.protocol.constants import ReasonCode
 from midge.security import Security
+from midge.server.auth_pool import AuthPool
 from midge.server.connection import Connection
 from midge.server.listeners import ListenerError, open_listener
 
@@ -60,6 +61,7 @@ class Server:
         self.stopped: asyncio.Event | None = None
         self.tls_watcher = None
         self.tasks: set[asyncio.Task] = set()
+        self.auth_pool: AuthPool | None = None
         self.bridges: list = []  # midge.server.bridge.Bridge
         self.persistence = None   # midge.persist.service.Persistence with `persistence true`
         self.autosave_timer: asyncio.TimerHandle | None = None
@@ -81,6 +83,9 @@ class Server:
             log.notice("Create a configuration file which defines a listener to allow remote access.")
         self.broker = Broker(self.config, log, security=self.security, now=self.loop.time())
         self.security.spawn = self._spawn
+        # Password hashes run on worker threads, fairly by address (auth_pool.py).
+        self.auth_pool = AuthPool(self.loop)
+        self.security.hash_offload = self.auth_pool.verify
         self._open_persistence()
         for listener in self.config.listeners:
             state = ListenerState(listener, tls=self._tls_context(listener))
@@ -145,6 +150,8 @@ class Server:
         for task in list(self.tasks):
             task.cancel()
         attempt(log, "at shutdown (plugin cleanup)", self.security.shutdown)
+        if self.auth_pool is not None:
+            attempt(log, "at shutdown (password workers)", self.auth_pool.close)
         for conn in list(self.connections):
             attempt(log, f"at shutdown (closing the connection from {conn.peer})", conn.close)
         for state in self.listeners:
