@@ -85,6 +85,9 @@ def pipelined(run) -> dict:
     finished = sub.poll() is not None
     delivered = max(0, _count(out) - 1)
     row = window.close(delivered)
+    settle = time.monotonic() + 5   # the publisher may log its last PUBACKs a moment later
+    while _count(log, b"received PUBACK") < total and time.monotonic() < settle:
+        time.sleep(0.05)
     acked = _count(log, b"received PUBACK")
     release.set()
     row.update(expected=total, delivered=delivered, acked=acked, lost=total - delivered,

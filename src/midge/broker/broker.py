@@ -10,6 +10,9 @@ Backpressure and drop policy (a slow subscriber never blocks anyone else):
   session queue, bounded by `max_queued_messages` / `max_queued_bytes`; beyond
   that new messages are dropped. While the server has paused writing to a client,
   new QoS 1/2 messages wait in the queue and flow again on `writing_resumed`.
+  A connected subscriber whose queue reaches half its limit holds back the
+  publishers feeding it until it has drained, for at most 0.5 s (flow.py): one that
+  keeps up loses nothing to a publisher's batching, one that does not is dropped for.
 - QoS 0 to a connected client is written at once; while writing is paused, at most
   `max_queued_messages` more are accepted until the transport drains, the rest are
   dropped (Mosquitto drops QoS 0 when its per-client packet queue is full).
