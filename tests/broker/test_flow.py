@@ -129,3 +129,26 @@ def test_held_packets_keep_their_order_and_a_decoding_error_after_them():
         pub.take()
     received += _ack_all(sub)
     assert received == [str(i).encode() for i in range(1, 21)]
+
+
+def test_a_stuck_subscriber_does_not_cost_a_prompt_one_its_protection():
+    # The cooldown a stuck subscriber puts the publisher in does not apply to a
+    # subscriber that has shown it keeps up.
+    h, sub, pub = _setup()
+    received = []
+
+    _pipeline(pub, 40)
+    while len(received) < 40:                  # `sub` holds the publisher and drains: proven
+        received.extend(_ack_all(sub))
+        h.advance(0)
+        pub.take()
+    stuck = h.connect("stuck")
+    stuck.subscribe("t", 1)
+    _pipeline(pub, 40, start=41)
+    for _ in range(40):                        # (bounded: a lost message never comes)
+        received.extend(_ack_all(sub))
+        h.advance(flow.HOLD_LIMIT / 4)         # the stuck one times out on the way
+        pub.take()
+    assert h.log.has("Client stuck is not keeping up")
+    assert received == [str(i).encode() for i in range(1, 81)]
+    assert h.broker.stats.publish_dropped == 40 - 2 - 8   # all of them the stuck one's

@@ -9,11 +9,13 @@ measured here (bench/ does: `pipelined-qos1`)."""
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import threading
 import time
 
 from tests.brokerproc import TIMEOUT_SCALE, start_midge
+from tests.conformance import packets as p
 from tests.peers import require_peer
 
 COUNT = 20_000
@@ -57,6 +59,24 @@ def test_pipelined_qos1_publisher_loses_nothing_to_a_prompt_subscriber(tmp_path,
         midge.stop()
 
 
+def test_a_stuck_subscriber_blocks_nobody_and_costs_the_prompt_one_nothing(tmp_path, port):
+    # A subscriber that never reads nor acknowledges: the publisher still gets every
+    # PUBACK (it is held at most once, briefly) and the prompt subscriber every message.
+    midge = start_midge(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                        "log_type error\nlog_type warning\nlog_type notice\nlog_type subscribe\n",
+                        tmp_path, port)
+    stuck = socket.create_connection(("127.0.0.1", port))
+    try:
+        mark = midge.mark()
+        stuck.sendall(p.gen_connect("stuck-sub") + p.gen_subscribe(1, "pipe/t", 1))
+        midge.wait_for_log("stuck-sub 1 pipe/t", start=mark)
+        _pipelined(midge, port)
+        midge.wait_for_log("Client stuck-sub is not keeping up", start=mark)
+    finally:
+        stuck.close()
+        midge.stop()
+
+
 def _pipelined(midge, port):
     sub_exe, pub_exe = require_peer("mosquitto_sub"), require_peer("mosquitto_pub")
     # Both tools block-buffer stdout on a pipe; line-buffer it so lines count as they come.
@@ -79,7 +99,8 @@ def _pipelined(midge, port):
             assert time.monotonic() < deadline, f"only {acked.count} of {COUNT} PUBACKs"
         # Every message is routed; what the subscriber has not got by now is lost.
         got = delivered.wait(COUNT, SILENCE)
-        assert got == COUNT, f"the prompt subscriber got {got} of {COUNT} acknowledged messages"
+        assert got == COUNT, (f"the prompt subscriber got {got} of {COUNT} acknowledged messages; broker: "
+                              + " / ".join(line for line in midge.output.splitlines() if "keeping up" in line))
         assert sub.wait(10 * TIMEOUT_SCALE) == 0
     finally:
         for proc in (pub, sub):

@@ -22,9 +22,12 @@ back on the publisher's socket instead; so does midge:
   low-water mark `HOLD_LIMIT` seconds after it first held a publisher is *behind*; its
   publishers are released, and it holds nobody until it has drained again. Its queue
   then fills and drops as before (the documented policy in broker.py). A publisher
-  released that way is not held again for `COOLDOWN` seconds, so even many slow
-  subscribers, connected one after another, cost it at most `HOLD_LIMIT` per
-  `COOLDOWN + HOLD_LIMIT` (0.5 s in 5.5 s).
+  released that way is not held again for `COOLDOWN` seconds by a subscriber that has
+  not shown it keeps up (*proven*: it acknowledged, within some `HOLD_LIMIT`, as many
+  messages as a hold asks it to drain, or it drained a hold in time), so even many
+  slow subscribers, connected one after another, cost it at most `HOLD_LIMIT` per
+  `COOLDOWN + HOLD_LIMIT` (0.5 s in 5.5 s), while a subscriber that keeps up on the
+  same topic is still protected.
 - Never held: a publisher by its own session (its PUBACKs are what would drain it),
   midge's own bridge connections, and messages without a connected publisher (wills,
   `$SYS`, retained messages). QoS 0 never queues for a connected client, so it holds
@@ -49,14 +52,18 @@ RESUME_KIND = "flow-resume"  # timer: a released publisher goes on (owner: the c
 
 
 class SessionFlow:
-    """A subscriber session above its high-water mark."""
+    """A connected subscriber session that had to queue (kept while it is connected:
+    whether it has shown it keeps up)."""
 
-    __slots__ = ("publishers", "token", "behind")
+    __slots__ = ("publishers", "token", "behind", "proven", "window_start", "acks")
 
-    def __init__(self):
+    def __init__(self, now: float):
         self.publishers: list = []   # the Clients it holds
         self.token = 0               # the live HOLD_LIMIT timer
         self.behind = False          # did not drain in time: holds nobody until it has
+        self.proven = False          # keeps up: may hold a publisher in its cooldown
+        self.window_start = now      # acknowledgements counted since (while not proven)
+        self.acks = 0
 
 
 class PublisherFlow:
@@ -78,19 +85,18 @@ def high_water(limits) -> tuple[int, int]:
 def queued(broker, session, message, now: float) -> None:
     """A delivery of `message` joined `session`'s queue: hold its publisher if that
     brought a connected subscriber to its high-water mark."""
-    high, high_bytes = high_water(broker.limits)
-    if session.queued < high and not (high_bytes and session.queue_bytes >= high_bytes):
-        return
     client = session.client
-    publisher = message.origin_client
-    if (client is None or client.state != CONNECTED or publisher is None
-            or publisher.state != CONNECTED or publisher.session is session
-            or publisher.bridge is not None):
+    if client is None or client.state != CONNECTED:
         return
     state = session.flow
     if state is None:
-        state = session.flow = SessionFlow()
-    if state.behind:
+        state = session.flow = SessionFlow(now)   # from now on its acknowledgements count
+    high, high_bytes = high_water(broker.limits)
+    if session.queued < high and not (high_bytes and session.queue_bytes >= high_bytes):
+        return
+    publisher = message.origin_client
+    if (publisher is None or publisher.state != CONNECTED or publisher.session is session
+            or publisher.bridge is not None or state.behind):
         return
     for held in state.publishers:
         if held is publisher:
@@ -98,7 +104,7 @@ def queued(broker, session, message, now: float) -> None:
     pflow = publisher.flow
     if pflow is None:
         pflow = publisher.flow = PublisherFlow()
-    elif now < pflow.free_until:
+    elif now < pflow.free_until and not state.proven:
         return
     if not state.publishers:
         state.token += 1
@@ -112,13 +118,26 @@ def queued(broker, session, message, now: float) -> None:
 
 
 def drained(broker, session, now: float) -> None:
-    """After acknowledgements moved `session`'s queue: release its publishers (and
-    forgive it being behind) once it is at its low-water mark."""
+    """An acknowledgement moved `session`'s queue: count it towards `proven`; release
+    its publishers (and forgive it being behind) once it is at its low-water mark.
+    Having drained while it held someone, it has shown it keeps up too."""
+    state = session.flow
+    if not state.proven:
+        if now - state.window_start > HOLD_LIMIT:
+            state.window_start = now
+            state.acks = 0
+        state.acks += 1
+        if state.acks >= high_water(broker.limits)[0] // 2:
+            state.proven = True
+    if not state.publishers and not state.behind:
+        return                       # (the common case)
     high, high_bytes = high_water(broker.limits)
     if session.queued > high // 2 or (high_bytes and session.queue_bytes > high_bytes // 2):
         return
+    if state.publishers:
+        state.proven = True          # it drained before HOLD_LIMIT: it keeps up
+    state.behind = False
     _release(broker, session, now, timed_out=False)
-    session.flow = None
 
 
 def session_gone(broker, session, now: float) -> None:
@@ -141,6 +160,7 @@ def check(broker, kind, owner, token, now: float) -> None:
         if state is None or token != state.token or not state.publishers:
             return
         state.behind = True
+        state.proven = False
         log = broker.log
         if broker.limits.connection_messages and log.enabled(LogType.NOTICE):
             log.notice(f"Client {owner.client_id} is not keeping up with its QoS 1/2 messages "
