@@ -9,7 +9,7 @@ $(BIN)/midge: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
 
-.PHONY: run test bench clean
+.PHONY: run test fuzz bench clean
 run: $(BIN)/midge
 	$(BIN)/midge broker $(ARGS)
 
@@ -21,6 +21,12 @@ test: $(BIN)/midge
 	COVERAGE_CORE=sysmon $(BIN)/python -m coverage run -m pytest -q $(PYTEST_ARGS)
 	$(BIN)/python -m coverage combine -q
 	$(BIN)/python tests/coverage_gate.py
+
+# The fuzz campaign at length (tests/fuzz/campaign.py): every target for FUZZ_SECONDS
+# (`make test` runs them for a few seconds); new crashers land in tests/fuzz/corpus/.
+FUZZ_SECONDS ?= 600
+fuzz: $(BIN)/midge
+	MIDGE_FUZZ_SECONDS=$(FUZZ_SECONDS) $(BIN)/python -m pytest -q tests/fuzz $(PYTEST_ARGS)
 
 bench: $(BIN)/midge
 	$(BIN)/python bench/run.py $(ARGS)

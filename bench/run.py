@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 
 from brokers import BROKERS, Broker, BrokerFailed, free_port, mosquitto_exe  # noqa: E402
 from certs import make_pki, write_psk_file  # noqa: E402
-from scenarios import SCENARIOS, Assets, Run, broker_config  # noqa: E402
+from scenarios import SCENARIOS, Assets, Run, broker_config, write_password_file  # noqa: E402
 
 REFERENCE = "mosquitto"
 
@@ -213,6 +213,8 @@ def main(argv: list[str]) -> int:
     root.chmod(0o755)
     assets = Assets(pki={k: make_pki(root / "pki", k) for k in ("rsa2048", "p256")},
                     psk_file=write_psk_file(root))
+    if any(s.name == "login-attack" for s in selected):
+        assets.password_file = write_password_file(root)
     for path in root.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

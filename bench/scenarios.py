@@ -38,6 +38,7 @@ class Assets:
     """Files shared by every broker and repetition of one run."""
     pki: dict[str, PkiFiles]
     psk_file: Path
+    password_file: Path | None = None   # hardening.py's login-attack scenario
 
 
 @dataclass
@@ -227,10 +228,10 @@ def pubsub(run: Run, *, publishers: int, subscribers: int, qos: int,
 # --- the Python generator ----------------------------------------------------------
 
 class Workers:
-    """loadgen.py processes driven over stdin/stdout (see loadgen.py)."""
+    """loadgen.py (or `script`) processes driven over stdin/stdout (see loadgen.py)."""
 
-    def __init__(self, run: Run, argvs: list[list[str]]):
-        self.procs = [run.spawn([sys.executable, str(HERE / "loadgen.py"), *argv],
+    def __init__(self, run: Run, argvs: list[list[str]], script: str = "loadgen.py"):
+        self.procs = [run.spawn([sys.executable, str(HERE / script), *argv],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, bufsize=1)
                       for argv in argvs]
@@ -427,3 +428,13 @@ def broker_config(port: int, listener_options: str) -> str:
     """
     return ("allow_anonymous true\nmax_queued_messages 0\n"
             f"listener {port} 127.0.0.1\n" + listener_options)
+
+
+# Issue 14's scenarios live in hardening.py (imported last: it uses the helpers above).
+from hardening import (attack_listener, login_attack, pipelined, pipelined_listener,  # noqa: E402
+                       write_password_file)
+
+SCENARIOS += [
+    Scenario("pipelined-qos1", "msgs delivered", 20_000, 20_000, pipelined, pipelined_listener),
+    Scenario("login-attack", "returning logins (s of attack)", 20, 8, login_attack, attack_listener),
+]

@@ -10,6 +10,9 @@ Backpressure and drop policy (a slow subscriber never blocks anyone else):
   session queue, bounded by `max_queued_messages` / `max_queued_bytes`; beyond
   that new messages are dropped. While the server has paused writing to a client,
   new QoS 1/2 messages wait in the queue and flow again on `writing_resumed`.
+  A connected subscriber whose queue reaches half its limit holds back the
+  publishers feeding it until it has drained, for at most 0.5 s (flow.py): one that
+  keeps up loses nothing to a publisher's batching, one that does not is dropped for.
 - QoS 0 to a connected client is written at once; while writing is paused, at most
   `max_queued_messages` more are accepted until the transport drains, the rest are
   dropped (Mosquitto drops QoS 0 when its per-client packet queue is full).
@@ -23,7 +26,8 @@ import time
 
 from midge.config.model import Config, ListenerConfig
 from midge.log import Log
-from midge.broker import keepalive, session_expiry, sys_tree, will_delay
+from midge.broker import flow, keepalive, session_expiry, sys_tree, will_delay
+from midge.broker.cleanup import attempt
 from midge.broker.client import CLOSED, CONNECTED, Client
 from midge.broker.database import Database
 from midge.broker.handle_connect import handle_connect
@@ -47,6 +51,7 @@ from midge.protocol.constants import Property, ReasonCode
 from midge.security import SUBSCRIBE, UNSUBSCRIBE, WRITE, Security, dollar_topic_allowed
 
 _CONNECT_KIND = "connect"
+_FLOW_KINDS = (flow.KIND, flow.RESUME_KIND)
 
 # Packet types (high nibble of the first byte) the broker sends after changing a session.
 _SESSION_CHANGING_PACKETS = frozenset((2, 5, 6, 7, 9, 11))
@@ -106,6 +111,7 @@ class Broker(Database):
         self.stats = Stats()
         self.start_time = now
         self._pending: list[Client] = []
+        self.read_changes: list[Client] = []   # flow.py: publishers held or released
         self.shutting_down = False
         self.persist = None   # midge.persist Changes while persistence is on (server sets it)
         self.now = now   # latest time the server gave us (for log lines published to $SYS)
@@ -136,6 +142,12 @@ class Broker(Database):
         self.stats.sockets += 1
         keepalive.add(self, client, now)
         return client
+
+    def take_read_changes(self) -> list[Client]:
+        """Clients whose socket reading should stop or resume (flow.py): the server
+        asks `flow.reading_allowed(client)` for each."""
+        changes, self.read_changes = self.read_changes, []
+        return changes
 
     def queued_messages(self, client_id: str) -> int:
         """How many messages wait in the session `client_id` (0 without one): what a
@@ -175,6 +187,8 @@ class Broker(Database):
             elif kind == _CONNECT_KIND:
                 if owner.state != CLOSED:
                     owner.resume_deferred(now)
+            elif kind in _FLOW_KINDS:
+                flow.check(self, kind, owner, token, now)
 
     def _timer_live(self, kind, owner, token) -> bool:
         if kind == keepalive.KIND:
@@ -187,6 +201,8 @@ class Broker(Database):
             return token == self.sys.token
         if kind == _CONNECT_KIND:
             return owner.state != CLOSED
+        if kind in _FLOW_KINDS:
+            return flow.live(kind, owner, token)
         return True
 
     def defer_connect(self, client: Client, when: float) -> None:
@@ -216,7 +232,8 @@ class Broker(Database):
         self.shutting_down = True
         for client in list(self.clients):
             client.will = None
-            client.close(now, "shutdown", reason_code=ReasonCode.SERVER_SHUTTING_DOWN)
+            attempt(self.log, f"closing client {client.id_for_log} at shutdown", client.close, now,
+                    "shutdown", ReasonCode.SERVER_SHUTTING_DOWN)
 
     def dump_subscriptions(self) -> list[str]:
         """SIGUSR2 (Mosquitto prints the tree): one line per subscription."""
@@ -273,44 +290,65 @@ class Broker(Database):
         will_delay.remove(session)
 
     def client_gone(self, client: Client, now: float, send_will: bool) -> None:
-        """A connected client's network connection ended (any reason)."""
+        """A connected client's network connection ended (any reason).
+
+        Each step that can fail runs through `attempt` (cleanup.py): a will or a plugin
+        that raises is logged and the session is still ended or parked (issue 14).
+        """
+        log = self.log
         self.clients.discard(client)
-        if self.notify_plugins:
-            self.security.notify("on_disconnect", client)
         keepalive.remove(client)
+        who = f"closing client {client.id_for_log}"
+        if self.notify_plugins:
+            attempt(log, f"{who} (plugin on_disconnect)", self.security.notify, "on_disconnect", client)
         session = client.session
         will = client.will
         client.will = None
         if session is None or session.client is not client:
             if will is not None and send_will:
-                self.publish_will(client, will, now)
+                attempt(log, f"{who} (publishing its will)", self.publish_will, client, will, now)
             return
         session.client = None
         session.disconnected_at = now
+        if session.flow is not None:
+            attempt(log, f"{who} (releasing the publishers it held)", flow.session_gone, self, session, now)
         if self.persist is not None:
             self.persist.sessions.add(session)
         if will is not None and send_will:
-            delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0) if client.version == 5 else 0
-            if delay and session.expiry_interval:
-                will_delay.add(self, session, will, client, delay, now)
-            else:
-                self.publish_will(client, will, now)
+            attempt(log, f"{who} (publishing its will)", self._will_on_close, session, client, will, now)
         if session.expiry_interval == 0:
-            self.end_session(session, now)
+            attempt(log, f"{who} (ending its session)", self.end_session, session, now)
         else:
-            # Offline: QoS 0 messages are kept only with queue_qos0_messages.
-            if not self.limits.queue_qos0_messages and session.queue:
-                kept = [d for d in session.queue if d.qos]
-                if len(kept) != len(session.queue):
-                    session.queue.clear()
-                    session.queue.extend(kept)
-                    session.queue_bytes = sum(len(d.message.payload) for d in kept)
-            session_expiry.add(self, session, now)
+            attempt(log, f"{who} (keeping its session)", self._park_session, session, now)
+
+    def _will_on_close(self, session: Session, client: Client, will, now: float) -> None:
+        delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0) if client.version == 5 else 0
+        if delay and session.expiry_interval:
+            will_delay.add(self, session, will, client, delay, now)
+        else:
+            self.publish_will(client, will, now)
+
+    def _park_session(self, session: Session, now: float) -> None:
+        """Offline: QoS 0 messages are kept only with queue_qos0_messages."""
+        if not self.limits.queue_qos0_messages and session.queue:
+            kept = [d for d in session.queue if d.qos]
+            if len(kept) != len(session.queue):
+                session.queue.clear()
+                session.queue.extend(kept)
+                session.queue_bytes = sum(len(d.message.payload) for d in kept)
+        session_expiry.add(self, session, now)
 
     def end_session(self, session: Session, now: float, expired: bool = False) -> None:
-        """Forget a session: subscriptions, messages; send a will still waiting on its delay."""
-        if expired and self.limits.connection_messages and self.log.enabled(LogType.NOTICE):
-            self.log.notice(f"Expiring client {session.client_id} due to timeout.")
+        """Forget a session: subscriptions, messages; send a will still waiting on its delay.
+
+        The session leaves the broker's tables first; a will that raises is logged and
+        the rest still happens. The session lets go of its clients at the end, so no
+        Client <-> Session cycle outlives it (issue 14: such cycles kept a closed
+        connection's buffers until the cycle collector ran).
+        """
+        log = self.log
+        if expired and self.limits.connection_messages and log.enabled(LogType.NOTICE):
+            log.notice(f"Expiring client {session.client_id} due to timeout.")
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
         if self.persist is not None:
@@ -319,11 +357,15 @@ class Broker(Database):
         if session.will is not None:
             will, client = session.will, session.will_client
             will_delay.remove(session)
-            self.publish_will(client, will, now)
+            attempt(log, f"ending session {session.client_id} (publishing its will)",
+                    self.publish_will, client, will, now)
         for key, sub in list(session.subscriptions.items()):
-            self.subs.remove(session, sub.filter, sub.group)
+            attempt(log, f"ending session {session.client_id} (unsubscribing {key!r})",
+                    self.subs.remove, session, sub.filter, sub.group)
         session.subscriptions.clear()
         session.clear_messages()
+        session.last_client = None
+        session.will_client = None
 
     def send_delayed_will(self, session: Session, now: float) -> None:
         will, client = session.will, session.will_client

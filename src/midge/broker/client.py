@@ -9,6 +9,7 @@ closed and the error logged.
 from __future__ import annotations
 
 from midge.broker import keepalive
+from midge.broker.cleanup import attempt
 from midge.empty import EMPTY_MAP
 from midge.log import LogType
 from midge.protocol import errors
@@ -21,6 +22,10 @@ EXPECT_CONNECT = 0
 CONNECTED = 1
 CLOSED = 2
 
+
+# What a closed client's `decoder` becomes: a closed client decodes nothing more, and
+# its own decoder may hold most of a large packet (see Client._release).
+_CLOSED_DECODER = Decoder(version=None, role="server")
 
 # Mosquitto gives a connection that has not sent CONNECT the default keepalive of 60 s.
 PRE_CONNECT_KEEPALIVE = 60
@@ -63,7 +68,7 @@ class Client:
         "paused_qos0", "mount_point", "max_qos", "max_topic_alias", "is_bridge",
         "pending", "acl_cache", "connected_at", "deferred", "deferred_error", "connect_delayed",
         "deferred_resume_pending", "handlers", "aliases_out", "alias_set_by_last",
-        "bridge", "__weakref__",
+        "bridge", "flow", "__weakref__",
     )
 
     def __init__(self, broker, listener, peer, tls, io, now, handlers):
@@ -109,6 +114,7 @@ class Client:
         self.deferred_error = None
         self.connect_delayed = False
         self.deferred_resume_pending = False
+        self.flow = None                    # flow.PublisherFlow once a subscriber held it
 
     def __repr__(self):
         return f"<Client {self.client_id!r} from {self.peer} state={self.state}>"
@@ -193,7 +199,7 @@ class Client:
                 else:
                     self.version = 4
                     self.send_packet(Connack(False, 1))
-            elif self.decoder.version == 5:
+            elif self.decoder.version == 5 and error.connack:
                 self.version = 5
                 self.send_packet(Connack(False, error.reason_code))
         if log.enabled(LogType.NOTICE) and self.broker.limits.connection_messages:
@@ -210,30 +216,51 @@ class Client:
         self.close(now, kind, reason_code=reason_code, reason_string=message)
 
     def close(self, now, kind, reason_code=None, reason_string=None, send_will=True) -> None:
-        """End the connection: v5 DISCONNECT if asked, log, then session bookkeeping."""
+        """End the connection: v5 DISCONNECT if asked, log, then session bookkeeping.
+
+        Every step runs even when an earlier one raised (cleanup.attempt logs it), and
+        the connection's buffers are released at the end (issue 14).
+        """
         if self.state == CLOSED:
             return
         broker = self.broker
+        log = broker.log
         if reason_code is not None and self.version == 5 and self.state == CONNECTED:
-            props = {}
-            if reason_string and self.request_problem_info:
-                props[Property.REASON_STRING] = reason_string
-            data = encode(Disconnect(reason_code, props), 5)
-            if props and self.max_packet_out and len(data) > self.max_packet_out:
-                # The reason string is optional: drop it rather than exceed the
-                # client's maximum packet size (v5 3.14.2.2.3).
-                data = encode(Disconnect(reason_code, {}), 5)
-            broker.write(self, data)
+            attempt(log, f"closing client {self.id_for_log} (DISCONNECT)", self._send_disconnect,
+                    reason_code, reason_string)
         line = CLOSE_LINES.get(kind)
-        if line is not None and broker.limits.connection_messages and broker.log.enabled(LogType.NOTICE):
-            broker.log.notice(line.format(self.id_for_log))
+        if line is not None and broker.limits.connection_messages and log.enabled(LogType.NOTICE):
+            attempt(log, f"closing client {self.id_for_log} (log line)", log.notice,
+                    line.format(self.id_for_log))
         was_connected = self.state == CONNECTED
         self.state = CLOSED
         keepalive.remove(self)
         self.closing = True
         broker.mark_pending(self)
         if was_connected:
-            broker.client_gone(self, now, send_will)
+            attempt(log, f"closing client {self.id_for_log}", broker.client_gone, self, now, send_will)
+        self._release()
+
+    def _send_disconnect(self, reason_code, reason_string) -> None:
+        props = {}
+        if reason_string and self.request_problem_info:
+            props[Property.REASON_STRING] = reason_string
+        data = encode(Disconnect(reason_code, props), 5)
+        if props and self.max_packet_out and len(data) > self.max_packet_out:
+            # The reason string is optional: drop it rather than exceed the
+            # client's maximum packet size (v5 3.14.2.2.3).
+            data = encode(Disconnect(reason_code, {}), 5)
+        self.broker.write(self, data)
+
+    def _release(self) -> None:
+        """Drop what only an open connection needs: a half-received packet (up to the
+        maximum packet size), held packets, topic aliases. A persistent session keeps
+        its last Client for ACL checks while offline; it must not keep these too
+        (issue 14: 32 MB of an unfinished PUBLISH outlived its connection)."""
+        self.decoder = _CLOSED_DECODER
+        self.deferred = None
+        self.aliases_in = EMPTY_MAP
+        self.aliases_out = EMPTY_MAP
 
     # -- Output ----------------------------------------------------------------------
 

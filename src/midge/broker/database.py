@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from midge.broker import flow
 from midge.broker.client import CONNECTED
 from midge.broker.message import WAIT_ACK, Delivery
 from midge.empty import EMPTY_MAP
@@ -22,6 +23,7 @@ from midge.security import READ
 if TYPE_CHECKING:   # for the annotations of what the mixin uses of Broker
     from midge.broker.limits import Limits
     from midge.broker.stats import Stats
+    from midge.broker.timers import TimerHeap
     from midge.log import Log
     from midge.persist.changes import Changes
     from midge.security import Security
@@ -36,6 +38,9 @@ class Database:
     debug: bool
     persist: Changes | None
     _pending: list
+    now: float            # the latest time the server gave the broker
+    timers: TimerHeap
+    read_changes: list    # flow.py: publishers held or released
 
     def write(self, client, data: bytes) -> None:
         raise NotImplementedError   # Broker.write
@@ -258,6 +263,9 @@ class Database:
         persist = self.persist
         if persist is not None and session.expiry_interval:
             persist.sessions.add(session)
+        if session.client is not None:
+            # A connected subscriber is behind its window: maybe hold the publisher.
+            flow.queued(self, session, delivery.message, self.now)
 
     def _send_new(self, session, client, delivery, now, cache=None) -> None:
         packet_id = session.allocate_packet_id()
@@ -297,6 +305,8 @@ class Database:
                 persist.sessions.add(session)
         if session.queued:
             self.pump(session, now)
+        if session.flow is not None:
+            flow.drained(self, session, now)
 
     def pump(self, session, now) -> None:
         """Move queued messages into flight while the window allows."""

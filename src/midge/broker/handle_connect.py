@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 
+from midge.broker.cleanup import attempt
 from midge.broker.client import CLOSED, CONNECTED
 from midge.broker.session import NEVER
 from midge.log import LogType
@@ -229,7 +230,8 @@ def _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
         old = existing.client
         if limits.connection_messages and log.enabled(LogType.NOTICE):
             log.notice(f"Client {client_id} already connected, closing old connection.")
-        old.close(now, "takeover", reason_code=ReasonCode.SESSION_TAKEN_OVER)
+        attempt(log, f"closing client {client_id} (takeover)", old.close, now, "takeover",
+                ReasonCode.SESSION_TAKEN_OVER)
         existing = broker.sessions.get(client_id)
 
     session_present = False

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from math import ceil
 
+from midge.broker.cleanup import attempt
+
 KIND = "keepalive"
 
 
@@ -57,7 +59,9 @@ def check(broker, second, now) -> None:
         client.keepalive_bucket = 0
         deadline = client.last_activity + client.keepalive * 1.5
         if now >= deadline:
-            client.close(now, "keepalive")
+            # One client's failing cleanup must not spare the rest of the bucket.
+            attempt(broker.log, f"closing client {client.id_for_log} (keepalive)", client.close, now,
+                    "keepalive")
         else:
             _bucket_add(broker, ceil(deadline), client)
 

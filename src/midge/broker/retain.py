@@ -96,27 +96,39 @@ class RetainStore:
         return out
 
     def _collect(self, node, levels, index, out):
-        if index == len(levels):
-            if node.message is not None:
-                out.append(node.message)
-            return
-        level = levels[index]
-        if level == "#":
-            if index > 0 and node.message is not None:
-                out.append(node.message)      # "a/#" matches "a"
-            for name, child in node.children.items():
-                if index == 0 and name.startswith("$"):
-                    continue                  # "#" never matches "$" topics
-                self._all(child, out)
-        elif level == "+":
-            for name, child in node.children.items():
-                if index == 0 and name.startswith("$"):
-                    continue
-                self._collect(child, levels, index + 1, out)
-        else:
-            child = node.children.get(level)
-            if child is not None:
-                self._collect(child, levels, index + 1, out)
+        """Retained messages under `node` whose topic matches `levels[index:]`.
+
+        Iterative (a list as the stack), like `_all`: a deep filter must not reach
+        Python's recursion limit (issue 14). Children are visited in insertion order.
+        """
+        last = len(levels)
+        stack = [(node, index)]
+        pop = stack.pop
+        push = stack.append
+        while stack:
+            node, index = pop()
+            if index == last:
+                if node.message is not None:
+                    out.append(node.message)
+                continue
+            level = levels[index]
+            if level == "#":
+                if index > 0 and node.message is not None:
+                    out.append(node.message)      # "a/#" matches "a"
+                for name, child in node.children.items():
+                    if index == 0 and name.startswith("$"):
+                        continue                  # "#" never matches "$" topics
+                    self._all(child, out)
+            elif level == "+":
+                # Reversed onto the stack: popped (and collected) in insertion order.
+                for name, child in reversed(node.children.items()):
+                    if index == 0 and name.startswith("$"):
+                        continue
+                    push((child, index + 1))
+            else:
+                child = node.children.get(level)
+                if child is not None:
+                    push((child, index + 1))
 
     def _all(self, node, out):
         # Iterative: a deep tree must not hit the recursion limit.

@@ -18,7 +18,7 @@ class Session:
         "client_id", "client", "subscriptions", "inflight", "inflight_bytes", "_queue",
         "queue_bytes", "incoming_qos2", "next_packet_id", "expiry_interval",
         "expiry_token", "will", "will_client", "will_token", "disconnected_at",
-        "protocol", "last_client",
+        "protocol", "last_client", "flow",
     )
 
     def __init__(self, client_id: str):
@@ -42,6 +42,7 @@ class Session:
         self.disconnected_at = None
         self.protocol = 4                  # protocol level of the last connection
         self.last_client: Subject | None = None   # last connection (ACL checks while offline)
+        self.flow = None                   # flow.SessionFlow while above its high-water mark
 
     def own(self, name: str) -> dict:
         """The session's own `subscriptions`, `inflight` or `incoming_qos2` dict, for

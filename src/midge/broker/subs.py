@@ -161,34 +161,47 @@ class SubscriptionTree:
         return result
 
     def _walk(self, node, levels, index, subs, groups, dollar):
-        if index == len(levels):
-            if node.subs:
-                subs.extend(node.subs.values())
-            if node.shared:
-                groups.extend(node.shared.values())
-            # "a/#" also matches "a" (the parent level).
-            multi = node.children.get("#")
-            if multi is not None:
-                if multi.subs:
-                    subs.extend(multi.subs.values())
-                if multi.shared:
-                    groups.extend(multi.shared.values())
-            return
-        children = node.children
-        # A leading wildcard never matches a topic starting with "$" (MQTT 4.7.2).
-        if not (dollar and index == 0):
-            multi = children.get("#")
-            if multi is not None:
-                if multi.subs:
-                    subs.extend(multi.subs.values())
-                if multi.shared:
-                    groups.extend(multi.shared.values())
-            single = children.get("+")
-            if single is not None:
-                self._walk(single, levels, index + 1, subs, groups, dollar)
-        exact = children.get(levels[index])
-        if exact is not None:
-            self._walk(exact, levels, index + 1, subs, groups, dollar)
+        """Collect the subscriptions and groups under `node` matching `levels[index:]`.
+
+        Iterative, with a list as the stack: a deep topic must not reach Python's
+        recursion limit (issue 14: 1,000 levels closed the publisher with a
+        RecursionError). The order is the recursive one: `#`, then the `+` branch,
+        then the exact level.
+        """
+        last = len(levels)
+        stack = [(node, index)]
+        pop = stack.pop
+        push = stack.append
+        while stack:
+            node, index = pop()
+            if index == last:
+                if node.subs:
+                    subs.extend(node.subs.values())
+                if node.shared:
+                    groups.extend(node.shared.values())
+                # "a/#" also matches "a" (the parent level).
+                multi = node.children.get("#")
+                if multi is not None:
+                    if multi.subs:
+                        subs.extend(multi.subs.values())
+                    if multi.shared:
+                        groups.extend(multi.shared.values())
+                continue
+            children = node.children
+            exact = children.get(levels[index])
+            if exact is not None:
+                push((exact, index + 1))
+            # A leading wildcard never matches a topic starting with "$" (MQTT 4.7.2).
+            if not (dollar and index == 0):
+                multi = children.get("#")
+                if multi is not None:
+                    if multi.subs:
+                        subs.extend(multi.subs.values())
+                    if multi.shared:
+                        groups.extend(multi.shared.values())
+                single = children.get("+")
+                if single is not None:
+                    push((single, index + 1))
 
     def match_sessions(self, topic: str) -> tuple:
         """(entries, shared groups) for `topic`, one entry per session:

@@ -46,7 +46,7 @@ from typing import cast
 from midge.protocol.constants import PacketType, Property
 from midge.protocol.errors import (
     MalformedPacket, MQTTError, PacketTooLarge, ProtocolError, TopicFilterInvalid,
-    TopicNameInvalid, UnsupportedProtocolVersion,
+    TopicNameInvalid, TopicTooDeep, UnsupportedProtocolVersion,
 )
 from midge.protocol.packets import (
     Auth, Connack, Connect, Disconnect, Pingreq, Pingresp, Puback, Pubcomp, Publish, Pubrec,
@@ -56,7 +56,7 @@ from midge.protocol.properties import (
     WILL, check_string, decode_properties, encode_binary,
     encode_property_block, encode_string, encode_varint, read_binary, read_string,
 )
-from midge.protocol.topics import valid_topic_filter, valid_topic_name
+from midge.protocol.topics import MAX_TOPIC_SEPARATORS, too_deep, valid_topic_filter, valid_topic_name
 
 __all__ = ["Decoder", "PreparedPublish", "encode", "encode_publish", "encode_publish_qos0_v3",
            "prepare_publish"]
@@ -249,6 +249,9 @@ class Decoder:
             topic, pos = read_string(data, pos, stop, "will topic")
             if not valid_topic_name(topic):
                 raise TopicNameInvalid(f"invalid will topic {topic!r}")
+            if too_deep(topic):
+                raise TopicTooDeep(f"will topic has more than {MAX_TOPIC_SEPARATORS} levels",
+                                   ProtocolError.reason_code, connack=False)
             payload, pos = read_binary(data, pos, stop, "will payload")
             will = Will(topic, payload, will_qos, will_retain, will_properties)
         username = password = None
@@ -300,6 +303,10 @@ class Decoder:
             check_string(topic, "PUBLISH topic")
         if "+" in topic or "#" in topic:
             raise TopicNameInvalid(f"PUBLISH topic {topic!r} contains a wildcard")
+        if self.role == "server" and too_deep(topic):
+            # (a name once checked is cached by `_publish_v3`: no count per message there)
+            raise TopicTooDeep(f"PUBLISH topic has more than {MAX_TOPIC_SEPARATORS} levels",
+                               ProtocolError.reason_code)
         pos = topic_end
         if qos:
             if pos + 2 > stop:
@@ -443,6 +450,9 @@ class Decoder:
                 retain_handling = 0
             if not valid_topic_filter(topic_filter):
                 raise TopicFilterInvalid(f"invalid topic filter {topic_filter!r} in SUBSCRIBE")
+            if self.role == "server" and too_deep(topic_filter):
+                raise TopicTooDeep(f"SUBSCRIBE topic filter has more than {MAX_TOPIC_SEPARATORS} levels",
+                                   MalformedPacket.reason_code)
             subscriptions.append(Subscription(topic_filter, qos, bool(options & 0x04),
                                               bool(options & 0x08), retain_handling))
         if not subscriptions:
@@ -460,6 +470,9 @@ class Decoder:
             topic_filter, pos = read_string(data, pos, stop, "UNSUBSCRIBE topic filter")
             if not valid_topic_filter(topic_filter):
                 raise TopicFilterInvalid(f"invalid topic filter {topic_filter!r} in UNSUBSCRIBE")
+            if self.role == "server" and too_deep(topic_filter):
+                raise TopicTooDeep(f"UNSUBSCRIBE topic filter has more than {MAX_TOPIC_SEPARATORS} levels",
+                                   MalformedPacket.reason_code)
             topic_filters.append(topic_filter)
         if not topic_filters:
             raise ProtocolError("UNSUBSCRIBE with no topic filters")

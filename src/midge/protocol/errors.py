@@ -14,7 +14,8 @@ wrong; it goes to the broker's log line.
     ├── TopicNameInvalid           0x90
     ├── TopicAliasInvalid          0x94
     ├── PacketTooLarge             0x95
-    └── PayloadFormatInvalid       0x99
+    ├── PayloadFormatInvalid       0x99
+    └── TopicTooDeep               0x81 / 0x82, and no CONNACK
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ class MQTTError(Exception):
     """A peer broke the protocol; `reason_code` is the v5 code that says how."""
 
     reason_code: int = ReasonCode.UNSPECIFIED_ERROR
+    # Whether a broker answers a CONNECT that fails this way with a v5 CONNACK.
+    connack: bool = True
 
 
 class MalformedPacket(MQTTError):
@@ -73,3 +76,17 @@ class PacketTooLarge(MQTTError):
 
 class PayloadFormatInvalid(MQTTError):
     reason_code = ReasonCode.PAYLOAD_FORMAT_INVALID
+
+
+class TopicTooDeep(MQTTError):
+    """A topic or filter with more than `topics.MAX_TOPIC_SEPARATORS` `/` (server role).
+
+    Answered as Mosquitto 2.0 answers it: v5 DISCONNECT 0x81 for SUBSCRIBE and
+    UNSUBSCRIBE, 0x82 for PUBLISH, a plain close for v3, and a CONNECT whose will topic
+    is that deep is closed without a CONNACK (`connack` False).
+    """
+
+    def __init__(self, message: str, reason_code: int, connack: bool = True):
+        super().__init__(message)
+        self.reason_code = reason_code
+        self.connack = connack

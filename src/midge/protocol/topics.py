@@ -14,6 +14,18 @@ from midge.protocol.errors import TopicFilterInvalid
 MAX_TOPIC_BYTES = 65535
 SHARE_PREFIX = "$share/"
 
+# A broker refuses a topic name or filter (the whole string, `$share/<group>/` included)
+# with more than this many `/`, as Mosquitto does (TOPIC_HIERARCHY_LIMIT, since
+# CVE-2019-11779): 201 levels pass, 202 do not. Deeper topics cost a tree node and walk
+# step per level and serve no deployment. The limit is the broker's, not MQTT's: the
+# codec applies it in the server role only.
+MAX_TOPIC_SEPARATORS = 200
+
+
+def too_deep(s: str) -> bool:
+    """More `/` than a broker accepts (MAX_TOPIC_SEPARATORS)."""
+    return s.count("/") > MAX_TOPIC_SEPARATORS
+
 
 def _utf8_length(s: str) -> int | None:
     """Encoded length, or None if `s` cannot be UTF-8 (lone surrogates)."""

@@ -34,7 +34,7 @@ from midge.security.acl import (READ, SUBSCRIBE, UNSUBSCRIBE, WRITE, AclFile, Ac
 from midge.security.passwords import PasswordFileError, PasswordHash, load_password_file
 from midge.security.plugins import Plugin, PluginError, load_plugin
 from midge.security.psk import PskFileError, hex_to_key, load_psk_file
-from midge.security.throttle import LoginThrottle
+from midge.security.throttle import LoginThrottle, peer_host
 
 SUCCESS = 0
 BAD_USERNAME_OR_PASSWORD = 0x86
@@ -138,6 +138,10 @@ class Security:
     def __init__(self, config, log):
         self.log = log
         self.spawn = None  # set by the server: spawn(coroutine) runs it on the event loop
+        # Set by the server (server/auth_pool.py): hash_offload(address, entry, password,
+        # wanted) returns an awaitable of entry.verify(password) run off the event loop,
+        # `wanted()` saying whether the answer is still needed. None: verify inline.
+        self.hash_offload = None
         self.generation = next(_generations)
         self._plugin_cache: dict[tuple, Plugin] = {}
         self._verify_key = os.urandom(32)
@@ -260,14 +264,53 @@ class Security:
         entry = context.passwords.get(username) if context.passwords is not None else None
         return entry is not None and bool(password) and self._verify(username, entry, password)
 
-    def _password_check(self, context: SecurityContext, client, username: str, password: bytes | None) -> int:
+    def _password_check(self, context: SecurityContext, client, username: str, password: bytes | None):
         entry = context.passwords.get(username) if context.passwords is not None else None
-        if entry is None or password is None or not self._verify(username, entry, password):
+        if entry is None or password is None:
+            return NOT_AUTHORIZED
+        if not self._remembered(username, entry, password) and entry.kind == 7 and self.hash_offload is not None:
+            return self._offloaded_check(context, client, username, entry, password)
+        if not self._verify(username, entry, password):
             return NOT_AUTHORIZED
         state = self._client_state(client, context)
         if state is not None:
             state.password_line = entry.line
         return SUCCESS
+
+    def _offloaded_check(self, context, client, username: str, entry: PasswordHash, password: bytes):
+        """A PBKDF2 check on the server's worker pool (issue 14: 100 parallel wrong logins
+        hashed on the event loop stalled every client for 13 s): a PendingAuth, decided
+        when the hash is done, exactly as an async plugin's answer."""
+        def finish(outcome, exc):
+            if exc is not None:
+                self.log.error(f"Password check for {username} failed: {exc!r}; denying.")
+                return NOT_AUTHORIZED
+            if not outcome:
+                return NOT_AUTHORIZED
+            self._remember(username, entry, password)
+            state = self._client_state(client, context)
+            if state is not None:
+                state.password_line = entry.line
+            return SUCCESS
+
+        address = peer_host(client.peer)
+        awaitable = self.hash_offload(address, entry, password, lambda: not getattr(client, "closing", False))
+        if self.spawn is None:
+            _discard(awaitable)
+            return NOT_AUTHORIZED
+        pending = PendingAuth(awaitable, finish)
+        self.spawn(pending.run())
+        return pending
+
+    def _remembered(self, username: str, entry: PasswordHash, password: bytes) -> bool:
+        """This user logged in with this very password and hash line before (see _verify)."""
+        remembered = self._verified.get(username)
+        if remembered is None or remembered[0] != entry.line:
+            return False
+        return hmac.compare_digest(remembered[1], hmac.new(self._verify_key, password, "sha256").digest())
+
+    def _remember(self, username: str, entry: PasswordHash, password: bytes) -> None:
+        self._verified[username] = (entry.line, hmac.new(self._verify_key, password, "sha256").digest())
 
     def _verify(self, username: str, entry: PasswordHash, password: bytes) -> bool:
         """Check a password; a user's repeat logins skip the slow PBKDF2 run.
@@ -279,13 +322,11 @@ class Security:
         Mosquitto keeps the plaintext password of every client in memory; this keeps
         less.
         """
-        remembered = self._verified.get(username)
-        quick = hmac.new(self._verify_key, password, "sha256").digest()
-        if remembered is not None and remembered[0] == entry.line and hmac.compare_digest(remembered[1], quick):
+        if self._remembered(username, entry, password):
             return True
         if not entry.verify(password):
             return False
-        self._verified[username] = (entry.line, quick)
+        self._remember(username, entry, password)
         return True
 
     def _plugins_auth(self, context, client, username, password, anonymous: bool):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 
+from midge.broker.cleanup import attempt
 from midge.log import LogType
 
 # The first bytes of a TLS ClientHello record: handshake (0x16), major version 3.
@@ -143,12 +144,15 @@ class Connection(asyncio.Protocol):
             self.listener_state.connection_count -= 1
         client, self.client = self.client, None
         if client is not None:
-            client.connection_lost(self.server.loop.time())
-            self.server.drain()
+            # Nothing may escape this event loop callback, and the lines below must run
+            # whatever happened (issue 14); what failed is logged.
+            attempt(self.server.log, f"closing client {client.id_for_log} (connection lost)",
+                    client.connection_lost, self.server.loop.time())
             # A persistent session keeps its last Client (ACL checks while offline): it
             # must not keep this connection, its transport and TLS stage too (~5 KiB
             # TCP, ~30-55 KiB TLS per offline session).
             client.io = None
+            self.server.drain()
 
     def pause_writing(self) -> None:
         if self.client is not None:
@@ -161,6 +165,16 @@ class Connection(asyncio.Protocol):
             self.server.drain()
 
     # -- Called by Server.drain ---------------------------------------------------
+
+    def set_reading(self, reading: bool) -> None:
+        """Flow control (broker/flow.py): stop or resume reading this socket."""
+        if self.closed or self.transport is None:
+            return
+        if reading:
+            if not self.transport.is_reading():
+                self.transport.resume_reading()
+        elif self.transport.is_reading():
+            self.transport.pause_reading()
 
     def flush(self) -> None:
         """Write what the broker queued for this client; close if it asked to."""

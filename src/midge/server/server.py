@@ -14,12 +14,14 @@ import socket
 from dataclasses import dataclass, field
 
 from midge import __version__
-from midge.broker import Broker
+from midge.broker import Broker, flow
+from midge.broker.cleanup import attempt
 from midge.config.reload import carry_over
 from midge.config import ConfigError, load_config
 from midge.log import Log, LogType
 from midge.protocol.constants import ReasonCode
 from midge.security import Security
+from midge.server.auth_pool import AuthPool
 from midge.server.connection import Connection
 from midge.server.listeners import ListenerError, open_listener
 from midge.server.sdnotify import DISABLED as NOTIFY_DISABLED
@@ -72,6 +74,7 @@ class Server:
         self.stopped: asyncio.Event | None = None
         self.tls_watcher = None
         self.tasks: set[asyncio.Task] = set()
+        self.auth_pool: AuthPool | None = None
         self.bridges: list = []  # midge.server.bridge.Bridge
         self.persistence = None   # midge.persist.service.Persistence with `persistence true`
         self.autosave_timer: asyncio.TimerHandle | None = None
@@ -103,6 +106,9 @@ class Server:
         # (An embedded broker leaves the host's signals alone unless asked.)
         if self.install_signal_handlers:
             self._install_signals()
+        # Password hashes run on worker threads, fairly by address (auth_pool.py).
+        self.auth_pool = AuthPool(self.loop)
+        self.security.hash_offload = self.auth_pool.verify
         for listener in self.config.listeners:
             state = ListenerState(listener, tls=self._tls_context(listener))
             self.listeners.append(state)
@@ -168,17 +174,23 @@ class Server:
             from midge.server.bridge import stop_bridges
 
             stop_bridges(self.bridges)
-        self.broker.shutdown(self.loop.time())
-        self.drain()
+        # Each step runs even when one before it raised (issue 14): the rest of the
+        # shutdown, persistence above all, must still happen; what failed is logged.
+        log = self.log
+        attempt(log, "at shutdown (closing clients)", self.broker.shutdown, self.loop.time())
+        attempt(log, "at shutdown (writing to clients)", self.drain)
         if self.persistence is not None:
             if self.autosave_timer is not None:
                 self.autosave_timer.cancel()
-            self.persistence.close(self.loop.time())
+            attempt(log, "at shutdown (closing the persistence file)", self.persistence.close,
+                    self.loop.time())
         for task in list(self.tasks):
             task.cancel()
-        self.security.shutdown()
+        attempt(log, "at shutdown (plugin cleanup)", self.security.shutdown)
+        if self.auth_pool is not None:
+            attempt(log, "at shutdown (password workers)", self.auth_pool.close)
         for conn in list(self.connections):
-            conn.close()
+            attempt(log, f"at shutdown (closing the connection from {conn.peer})", conn.close)
         for state in self.listeners:
             for srv in state.servers:
                 await srv.wait_closed()
@@ -213,10 +225,17 @@ class Server:
         persistence = self.persistence
         if persistence is not None and (persistence.changes.sessions or persistence.changes.retained):
             persistence.write_changes(self.loop.time())
-        for client in self.broker.take_pending():
+        broker = self.broker
+        for client in broker.take_pending():
             conn = client.io
             if conn is not None:
                 conn.flush()
+        if broker.read_changes:
+            # Flow control (broker/flow.py): stop or resume reading held publishers.
+            for client in broker.take_read_changes():
+                conn = client.io
+                if conn is not None:
+                    conn.set_reading(flow.reading_allowed(client))
         self.rearm_timer()
 
     def rearm_timer(self) -> None:
