@@ -56,7 +56,7 @@ from midge.protocol.properties import (
 )
 from midge.protocol.topics import valid_topic_filter, valid_topic_name
 
-__all__ = ["Decoder", "PreparedPublish", "encode", "encode_publish", "encode_publish_qos0_v3",
+__all__ = ["Decoder", "PreparedPublish", "connack_properties", "encode", "encode_publish", "encode_publish_qos0_v3",
            "prepare_publish"]
 
 # Reason codes each v5 packet may carry (spec 3.4.2.1, 3.5.2.1, 3.6.2.1, 3.7.2.1,
@@ -642,6 +642,36 @@ def _encode_connect(packet: Connect, version: int) -> bytes:
     if packet.password is not None:
         parts.append(encode_binary(packet.password))
     return _frame(0x10, b"".join(parts))
+
+
+def connack_properties(*, topic_alias_maximum: int = 0, server_keep_alive: int | None = None,
+                       assigned_client_identifier: str | None = None,
+                       retain_available: bool = True, maximum_packet_size: int = 0,
+                       receive_maximum: int = 0, maximum_qos: int = 2,
+                       accepted: bool = True) -> dict:
+    """The v5 CONNACK properties a broker states, in the order Mosquitto 2.0 sends them
+    (handle_connect.c then send_connack.c), so that a CONNACK has Mosquitto's bytes:
+    Topic Alias Maximum, Server Keep Alive, Assigned Client Identifier, Retain
+    Available, Maximum Packet Size, Receive Maximum, Maximum QoS. A refusal
+    (`accepted` False) states only the Maximum QoS. 0 / None / the default means
+    "not sent" (Mosquitto sends no Receive Maximum for no limit, 0 or 65535)."""
+    properties: dict = {}
+    if accepted:
+        if topic_alias_maximum:
+            properties[Property.TOPIC_ALIAS_MAXIMUM] = topic_alias_maximum
+        if server_keep_alive is not None:
+            properties[Property.SERVER_KEEP_ALIVE] = server_keep_alive
+        if assigned_client_identifier is not None:
+            properties[Property.ASSIGNED_CLIENT_IDENTIFIER] = assigned_client_identifier
+        if not retain_available:
+            properties[Property.RETAIN_AVAILABLE] = 0
+        if maximum_packet_size:
+            properties[Property.MAXIMUM_PACKET_SIZE] = maximum_packet_size
+        if receive_maximum:
+            properties[Property.RECEIVE_MAXIMUM] = receive_maximum
+    if maximum_qos != 2:
+        properties[Property.MAXIMUM_QOS] = maximum_qos
+    return properties
 
 
 def _encode_connack(packet: Connack, version: int) -> bytes:
