@@ -171,6 +171,9 @@ def ex_packet_ids_taken_by_expired(x):
 
 
 # Item 4: a queued message too large for the client's Maximum Packet Size used its id.
+# (Mosquitto 2.0.11 does not give back the send quota of the dropped message until
+# some PUBACK comes, even one for an unknown id: the PUBACK 99 here. midge does not
+# copy that leak; the exchange does not depend on it.)
 @exchange(item="4")
 def ex_packet_ids_taken_by_too_large(x):
     x.connect("sub", ver=5, properties=[(p.RECEIVE_MAXIMUM, 1), (p.MAXIMUM_PACKET_SIZE, 40)])
@@ -178,8 +181,9 @@ def ex_packet_ids_taken_by_too_large(x):
     x.connect("pub", ver=5)
     x.send("pub", p.gen_publish("pidl/a", 1, b"first", mid=1, proto_ver=5))
     x.send("pub", p.gen_publish("pidl/b", 1, b"x" * 60, mid=2, proto_ver=5))
-    x.send("pub", p.gen_publish("pidl/c", 1, b"third", mid=3, proto_ver=5))
     x.send("sub", p.gen_puback(1, 5))
+    x.send("sub", p.gen_puback(99, 5))
+    x.send("pub", p.gen_publish("pidl/c", 1, b"third", mid=3, proto_ver=5))
     x.send("sub", p.gen_puback(3, 5))
 
 
@@ -235,8 +239,9 @@ def ex_malformed_subscribe_v5(x):
 
 # == 7, 8. message_size_limit ==========================================================
 
-# Item 7: a PUBLISH over message_size_limit: PUBACK / PUBREC 0x95 in v5, then the flow ends.
-@exchange(item="7", config="message_size_limit 10\n")
+# Item 7: a PUBLISH over message_size_limit is refused in its ack (v5: Mosquitto's 0x95 is
+# not a PUBACK / PUBREC code, midge says 0x83), a PUBREL after it gets PUBCOMP 0.
+@exchange(item="7", config="message_size_limit 10\n", allow=("oversize-publish-ack",))
 def ex_publish_over_message_size_limit(x):
     for ver in (4, 5):
         name = f"p{ver}"

@@ -148,6 +148,11 @@ def handle_connect(client, packet, now) -> None:
             _refuse(client, now, ReasonCode.RETAIN_NOT_SUPPORTED, ConnackCode.NOT_AUTHORIZED,
                     kind="not_supported")
             return
+        size_limit = limits.message_size_limit
+        if size_limit and len(will.payload) > size_limit:
+            # As Mosquitto: the will could never be published, so the CONNECT is refused.
+            _refuse(client, now, ReasonCode.PACKET_TOO_LARGE, ConnackCode.NOT_AUTHORIZED)
+            return
         if will.topic.startswith("$CONTROL/"):
             _refuse(client, now, ReasonCode.NOT_AUTHORIZED, ConnackCode.NOT_AUTHORIZED,
                     kind="not_authorised")

@@ -77,6 +77,21 @@ _NO_CHUNKS = ()  # shared "no partial packet": feed() only appends to a list it 
 # Decoding
 # =============================================================================================
 
+def _malformed_in_v5(read):
+    """A v5 SUBSCRIBE or UNSUBSCRIBE that cannot be read is malformed (0x81),
+    whatever the fault (packet identifier 0, no topic filter, a bad property or
+    filter): the code Mosquitto's DISCONNECT gives them. v3 has no code to give."""
+    def decode(self, first, data, pos, stop):
+        try:
+            return read(self, first, data, pos, stop)
+        except MQTTError as exc:
+            if self.version != 5 or isinstance(exc, MalformedPacket):
+                raise
+            raise MalformedPacket(str(exc)) from None
+    decode.__name__ = read.__name__
+    return decode
+
+
 class Decoder:
     """Incremental decoder for one connection.
 
@@ -408,6 +423,7 @@ class Decoder:
             raise ProtocolError(f"{what} with packet identifier 0")
         return packet_id, pos + 2
 
+    @_malformed_in_v5
     def _subscribe(self, first, data, pos, stop):
         self._check_flags(first, 0x02)
         packet_id, pos = self._packet_id(data, pos, stop, "SUBSCRIBE")
@@ -445,6 +461,7 @@ class Decoder:
             raise ProtocolError("SUBSCRIBE with no topic filters")
         return Subscribe(packet_id, subscriptions, properties)
 
+    @_malformed_in_v5
     def _unsubscribe(self, first, data, pos, stop):
         self._check_flags(first, 0x02)
         packet_id, pos = self._packet_id(data, pos, stop, "UNSUBSCRIBE")
