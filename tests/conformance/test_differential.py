@@ -166,7 +166,10 @@ def ex_packet_ids_taken_by_expired(x):
                                 properties=[(p.MESSAGE_EXPIRY_INTERVAL, 1)]))
     x.send("pub", p.gen_publish("pide/c", 1, b"third", mid=3, proto_ver=5))
     x.let_time_pass(2.2)   # Mosquitto counts expiry in whole seconds
-    x.send("sub", p.gen_puback(1, 5))
+    # (Mosquitto 2.0.11 sends the next queued message only on the next PUBACK after the
+    # one that let the expired message go: the PUBACK 99, unknown. midge sends it at once.)
+    x.send("sub", p.gen_puback(1, 5), sync=False)
+    x.send("sub", p.gen_puback(99, 5))
     x.send("sub", p.gen_puback(3, 5))
 
 
@@ -185,6 +188,26 @@ def ex_packet_ids_taken_by_too_large(x):
     x.send("sub", p.gen_puback(99, 5))
     x.send("pub", p.gen_publish("pidl/c", 1, b"third", mid=3, proto_ver=5))
     x.send("sub", p.gen_puback(3, 5))
+
+
+# Item 4: queued messages keep their ids across a restart, and numbering goes on after them.
+@exchange(item="4", config="persistence true\npersistence_location {dir}/\n")
+def ex_packet_ids_across_restart(x):
+    x.connect("sub", ver=4, clean=False)
+    x.send("sub", p.gen_subscribe(1, "pidr/#", 1))
+    x.send("sub", p.gen_publish("pidr/own", 1, b"m0", mid=1))
+    x.disconnect("sub")
+    x.connect("pub", ver=4)
+    for n in range(1, 3):
+        x.send("pub", p.gen_publish("pidr/t", 1, f"m{n}", mid=n))
+    x.disconnect("pub")
+    x.restart()
+    x.connect("sub", ver=4, clean=False)
+    x.send("sub", p.gen_puback(2, 4))
+    x.send("sub", p.gen_puback(3, 4))
+    x.send("sub", p.gen_publish("pidr/own", 1, b"m3", mid=2))
+    x.send("sub", p.gen_puback(1, 4))
+    x.send("sub", p.gen_puback(4, 4))
 
 
 # == 5. Acknowledgement of the wrong kind =============================================

@@ -105,9 +105,12 @@ class Database:
         limits = self.limits
         stats = self.stats
         if client is None or client.state != CONNECTED:
-            if qos == 0 and not limits.queue_qos0_messages:
+            if qos == 0:
+                if limits.queue_qos0_messages:
+                    self._queue(session, Delivery(message, 0, retain, sub_ids))
                 return
-            self._queue(session, Delivery(message, qos, retain, sub_ids))
+            # Numbered now, even if the queue is full (Mosquitto's subs__send).
+            self._queue(session, Delivery(message, qos, retain, sub_ids, session.allocate_packet_id()))
             return
         if qos == 0:
             if client.write_paused:
@@ -136,7 +139,7 @@ class Database:
             stats.publish_sent += 1
             stats.publish_bytes_sent += len(message.payload)
             return
-        delivery = Delivery(message, qos, retain, sub_ids)
+        delivery = Delivery(message, qos, retain, sub_ids, session.allocate_packet_id())
         if not session.queued and not client.write_paused and self._has_room(session, client):
             self._send_new(session, client, delivery, now, cache)
         else:
@@ -168,7 +171,12 @@ class Database:
             persist.sessions.add(session)
 
     def _send_new(self, session, client, delivery, now, cache=None) -> None:
-        packet_id = session.allocate_packet_id()
+        packet_id = delivery.packet_id
+        inflight = session.inflight
+        if packet_id is None or packet_id in inflight:
+            # Not numbered (a queue stored by an older midge), or its number came round
+            # again while an older message with it is still in flight (65535 later).
+            packet_id = session.allocate_packet_id()
         prepared = self._prepared(client, delivery.message, delivery.qos, delivery.retain,
                                   delivery.sub_ids, now, cache)
         data = prepared.with_packet_id(packet_id)
@@ -180,7 +188,6 @@ class Database:
             self._log_sending(client, delivery.message, delivery.qos, delivery.retain, False, packet_id)
         delivery.packet_id = packet_id
         delivery.state = WAIT_ACK
-        inflight = session.inflight
         if inflight is NO_ENTRIES:
             inflight = session.own("inflight")
         inflight[packet_id] = delivery

@@ -72,14 +72,16 @@ WAIT_COMP = 2    # PUBREL sent, waiting for PUBCOMP
 
 
 class Delivery:
-    """One message on its way to one session: its QoS, flags and flow state."""
+    """One message on its way to one session: its QoS, flags, packet identifier and
+    flow state. A QoS 1/2 delivery is numbered when it is made (queued), not when it is
+    sent, as Mosquitto numbers them: one that expires or is dropped still used its id."""
 
     __slots__ = ("message", "qos", "retain", "sub_ids", "packet_id", "state")
 
-    def __init__(self, message, qos, retain, sub_ids=None):
+    def __init__(self, message, qos, retain, sub_ids=None, packet_id=None):
         self.message = message
         self.qos = qos
         self.retain = retain
         self.sub_ids = sub_ids
-        self.packet_id = None
+        self.packet_id = packet_id
         self.state = QUEUED

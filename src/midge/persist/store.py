@@ -11,7 +11,9 @@ Layout (one SQLite file in WAL mode, `PRAGMA application_id` marks it as midge's
   username, listener_port, subscriptions, incoming)`: subscriptions and incoming
   QoS 2 packet ids (-> `messages.id`) as JSON.
 - `deliveries(client_id, seq, message_id, qos, retain, sub_ids, packet_id, state)`:
-  outgoing messages, in `seq` order; in flight when `packet_id` is set, else queued.
+  outgoing messages, in `seq` order; queued when `state` is 0, else in flight. A
+  queued QoS 1/2 message has its packet id already (numbered when queued); rows
+  written by an older midge have none, and get one when sent.
   The queue is written incrementally (rows appended at the tail, deleted from the
   head), so a long queue costs nothing per message beyond its own row.
 - `meta(key, value)`: schema version, `saved_at` (wall clock of the last write).
@@ -30,7 +32,7 @@ from collections import deque
 from itertools import islice
 
 from midge.broker import session_expiry
-from midge.broker.message import Delivery, Message
+from midge.broker.message import QUEUED, Delivery, Message
 from midge.broker.session import Session
 from midge.broker.subs import Subscription
 from midge.protocol.constants import PacketType
@@ -256,8 +258,8 @@ class Store:
                 message = messages[row_id]
                 delivery = Delivery(message, qos, bool(retain), json.loads(sub_ids) if sub_ids else None)
                 size = len(message.payload)
-                if packet_id is not None:
-                    delivery.packet_id = packet_id
+                delivery.packet_id = packet_id
+                if state != QUEUED:
                     delivery.state = state
                     session.own("inflight")[packet_id] = delivery
                     session.inflight_bytes += size
@@ -508,20 +510,31 @@ class Store:
         kept = len(stored)
         if kept <= len(queue) and (not kept or queue[kept - 1] is stored[-1][0]):
             if removed_upto is not None:
-                db.execute("DELETE FROM deliveries WHERE client_id=? AND packet_id IS NULL "
+                db.execute("DELETE FROM deliveries WHERE client_id=? AND state=0 "
                            "AND seq<=?", (client_id, removed_upto))
             # The appended tail, read from the right end (no walk over a long queue).
             new = list(islice(reversed(queue), len(queue) - kept))[::-1] if kept else queue
         else:
-            db.execute("DELETE FROM deliveries WHERE client_id=? AND packet_id IS NULL", (client_id,))
+            db.execute("DELETE FROM deliveries WHERE client_id=? AND state=0", (client_id,))
             released.extend(row_id for _, _, row_id in stored)
             stored.clear()
             new = queue
         for delivery in new:
             row_id = self._row_for(delivery.message, now, wall_now)
             self._acquire(row_id)
-            seq = self._insert_delivery(client_id, delivery, row_id, None, 0)
+            seq = self._insert_delivery(client_id, delivery, row_id, delivery.packet_id, QUEUED)
             stored.append((delivery, seq, row_id))
+
+    def save_packet_ids(self, broker) -> None:
+        """Store where each session's packet identifiers go on (at shutdown, as
+        Mosquitto saves last_mid): the sessions row is otherwise rewritten only when
+        the session itself changes, not for every message numbered."""
+        rows = [(session.next_packet_id, client_id) for client_id, session in broker.sessions.items()
+                if client_id in self._mirrors]
+        if rows:
+            self.db.execute("BEGIN")
+            self.db.executemany("UPDATE sessions SET next_packet_id=? WHERE client_id=?", rows)
+            self.db.execute("COMMIT")
 
     def save_all(self, broker, changes, now: float) -> int:
         """SIGUSR1: write every persistent session and retained message again, from
