@@ -169,6 +169,26 @@ def _oversize_ack_as_mosquitto(events):
         rewrite)
 
 
+@_midge_only
+def _resolve_outgoing_aliases(events):
+    """midge's PUBLISH packets with a topic alias, rewritten with the full topic and
+    without the alias (what Mosquitto, which sets no aliases, sends)."""
+    aliases: dict = {}
+    out = []
+    for event in events:
+        if isinstance(event.data, bytes) and event.data[0] >> 4 == p.PUBLISH and event.version == 5:
+            d = p.decode(event.data, 5, ordered=True)
+            alias = dict(d["props"]).get(p.TOPIC_ALIAS)
+            if alias is not None:
+                topic = d["topic"] or aliases[(event.conn, alias)]
+                aliases[(event.conn, alias)] = topic
+                props = [(i, v) for i, v in d["props"] if i != p.TOPIC_ALIAS]
+                event = Event(event.step, event.conn, 5, p.gen_publish(
+                    topic, d["qos"], d["payload"], d["retain"], d["dup"], d["mid"], 5, props))
+        out.append(event)
+    return out
+
+
 @dataclass(frozen=True)
 class Allowance:
     name: str
@@ -200,6 +220,12 @@ ALLOWED = {
             "these packets (tables 3.4.2.1, 3.5.2.1) and which paho-mqtt takes for a malformed "
             "packet (it reconnects and sends the message again, without end).",
             _oversize_ack_as_mosquitto),
+        Allowance(
+            "outgoing-topic-alias",
+            "To a v5 client that allows topic aliases (Topic Alias Maximum > 0) midge sends "
+            "each topic once and an alias after; Mosquitto 2.0 never sets an alias. MQTT 5 "
+            "3.3.2.3.4 lets the server choose; the alias saves the topic's bytes per message.",
+            _resolve_outgoing_aliases),
         Allowance(
             "takeover-disconnect",
             "midge sends the v5 client it disconnects on a session takeover DISCONNECT 0x8E "

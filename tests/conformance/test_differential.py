@@ -134,6 +134,18 @@ def ex_will_properties_order_kept(x):
     x.drop("c")
 
 
+# Kept difference: midge uses the topic aliases a v5 client allows; Mosquitto sets none.
+@exchange(item="3", allow=("outgoing-topic-alias",))
+def ex_outgoing_topic_alias(x):
+    x.connect("sub", ver=5, properties=[(p.TOPIC_ALIAS_MAXIMUM, 2)])
+    x.send("sub", p.gen_subscribe(1, "ota/#", 1, 5, properties=[(p.SUBSCRIPTION_IDENTIFIER, 3)]))
+    x.connect("pub", ver=5)
+    for n, topic in enumerate(("ota/a", "ota/a", "ota/b", "ota/c", "ota/a")):
+        x.send("pub", p.gen_publish(topic, 1, f"m{n}", mid=n + 1, proto_ver=5,
+                                    properties=[(p.USER_PROPERTY, ("n", str(n)))]))
+        x.send("sub", p.gen_puback(n + 1, 5))
+
+
 # == 4. Packet identifiers ============================================================
 
 # Item 4: a QoS 1 message dropped because the offline queue is full still used an id.

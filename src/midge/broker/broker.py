@@ -31,7 +31,7 @@ from midge.broker.handle_publish import (
 )
 from midge.broker.handle_subscribe import handle_subscribe, handle_unsubscribe
 from midge.broker.limits import Limits, ListenerLimits
-from midge.broker.message import WAIT_COMP, Message
+from midge.broker.message import WAIT_COMP, WILL_ONLY_PROPERTIES, Message
 from midge.broker.retain import RetainStore
 from midge.broker.session import Session
 from midge.broker.stats import Stats
@@ -40,6 +40,7 @@ from midge.broker.timers import TimerHeap
 from midge.log import LogType
 from midge.protocol import packets as p
 from midge.protocol.constants import Property, ReasonCode
+from midge.protocol.properties import properties_without
 
 from midge.security import READ, SUBSCRIBE, WRITE
 
@@ -330,15 +331,17 @@ class Broker(Database):
         if not self.may_publish(client, will.topic):
             return
         props = will.properties
-        if props:
-            props = {k: v for k, v in props.items() if k != Property.WILL_DELAY_INTERVAL}
+        raw = will.property_bytes
         expiry_at = None
-        interval = props.get(Property.MESSAGE_EXPIRY_INTERVAL) if props else None
-        if interval is not None:
-            expiry_at = now + interval
-            props = {k: v for k, v in props.items() if k != Property.MESSAGE_EXPIRY_INTERVAL}
+        if props:
+            interval = props.get(Property.MESSAGE_EXPIRY_INTERVAL)
+            if interval is not None:
+                expiry_at = now + interval
+            props = {k: v for k, v in props.items() if k not in WILL_ONLY_PROPERTIES}
+            if raw:   # forwarded in the order they came (as Mosquitto)
+                raw = properties_without(raw, WILL_ONLY_PROPERTIES)
         message = Message(will.topic, will.payload, will.qos, will.retain, props or {}, expiry_at,
-                          client.client_id if client else None, client)
+                          client.client_id if client else None, client, raw)
         self.publish(message, now)
 
     def resume_session(self, session: Session, client: Client, now: float) -> None:

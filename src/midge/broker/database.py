@@ -13,8 +13,8 @@ from midge.broker.message import WAIT_ACK, Delivery
 from midge.broker.session import NO_ENTRIES
 from midge.protocol.codec import (
     encode_publish as codec_encode_publish, encode_publish_qos0_v3, prepare_publish,
+    publish_property_block,
 )
-from midge.protocol.constants import Property
 
 
 class Database:
@@ -22,45 +22,44 @@ class Database:
     # Broker.publish's fast path.
     encode_qos0_v3 = staticmethod(encode_publish_qos0_v3)
 
-    def _topic_and_props(self, client, message, sub_ids, now):
-        """The topic as this client sees it and the v5 properties of this hop."""
+    def _topic_and_properties(self, client, message, sub_ids, now):
+        """The topic as this client sees it and (v5) the PUBLISH's property block:
+        the subscription identifiers, the message's properties as they came (their
+        received bytes, not re-encoded), the message expiry left, as Mosquitto orders
+        them (codec.publish_property_block); midge's outgoing topic alias last."""
         topic = message.topic
         mount = client.mount_point
         if mount and topic.startswith(mount):
             topic = topic[len(mount):]
         if client.version != 5:
             return topic, None
-        props = message.properties
-        if sub_ids or message.expiry_at is not None:
-            props = dict(props)
-            if sub_ids:
-                props[Property.SUBSCRIPTION_IDENTIFIER] = sub_ids
-            if message.expiry_at is not None:
-                remaining = message.expiry_at - now
-                props[Property.MESSAGE_EXPIRY_INTERVAL] = max(0, int(remaining + 0.999))
-        return topic, props
+        alias = None
+        if client.topic_alias_max_out:
+            topic, alias = self._alias(client, topic)
+        expiry = None
+        if message.expiry_at is not None:
+            # Whole seconds left, rounded up; none once nothing is left (as Mosquitto).
+            expiry = int(message.expiry_at - now + 0.999) or None
+        return topic, publish_property_block(message.forwarded_properties(), sub_ids, expiry, alias)
 
-    def _alias(self, client, topic, props):
+    def _alias(self, client, topic):
         """Outgoing v5 topic alias: the first PUBLISH of a topic sets an alias (while
         the client's Topic Alias Maximum allows), later ones send it with an empty
-        topic. `client.alias_set_by_last` lets a dropped packet undo what it set."""
+        topic; (topic to send, alias or None). `client.alias_set_by_last` lets a
+        dropped packet undo what it set."""
         alias = client.aliases_out.get(topic)
         if alias is not None:
             client.alias_set_by_last = None
-            props = dict(props) if props else {}
-            props[Property.TOPIC_ALIAS] = alias
-            return "", props
+            return "", alias
         if len(client.aliases_out) < client.topic_alias_max_out:
             alias = len(client.aliases_out) + 1
             if not client.aliases_out:
                 client.aliases_out = {}  # was the shared empty mapping (client.NO_ALIASES)
             client.aliases_out[topic] = alias
             client.alias_set_by_last = topic
-            props = dict(props) if props else {}
-            props[Property.TOPIC_ALIAS] = alias
-            return topic, props
+            return topic, alias
         client.alias_set_by_last = None
-        return topic, props
+        return topic, None
 
     def _dropped_too_large(self, client) -> None:
         """A PUBLISH over the client's maximum packet size is not sent; an alias it
@@ -76,12 +75,10 @@ class Database:
             # QoS 0 to a v3 client without mount point: no properties, no alias, no
             # packet id (saves a call and the general encoder's branches per message).
             return encode_publish_qos0_v3(message.topic, message.payload, retain)
-        topic, props = self._topic_and_props(client, message, sub_ids, now)
-        if client.topic_alias_max_out:
-            topic, props = self._alias(client, topic, props)
+        topic, block = self._topic_and_properties(client, message, sub_ids, now)
         # codec.encode_publish skips building a Publish object per recipient.
-        return codec_encode_publish(topic, message.payload, qos, retain, dup, packet_id, props,
-                                    client.version)
+        return codec_encode_publish(topic, message.payload, qos, retain, dup, packet_id, None,
+                                    client.version, block)
 
     def _prepared(self, client, message, qos, retain, sub_ids, now, cache):
         """Bytes of a QoS 1/2 PUBLISH minus the packet id, shared by recipients that
@@ -92,10 +89,8 @@ class Database:
             prepared = cache.get(key)
             if prepared is not None:
                 return prepared
-        topic, props = self._topic_and_props(client, message, sub_ids, now)
-        if client.topic_alias_max_out:
-            topic, props = self._alias(client, topic, props)
-        prepared = prepare_publish(topic, message.payload, qos, retain, props, client.version)
+        topic, block = self._topic_and_properties(client, message, sub_ids, now)
+        prepared = prepare_publish(topic, message.payload, qos, retain, None, client.version, block)
         if key is not None:
             cache[key] = prepared
         return prepared
@@ -171,12 +166,9 @@ class Database:
             persist.sessions.add(session)
 
     def _send_new(self, session, client, delivery, now, cache=None) -> None:
+        """Send a numbered QoS 1/2 delivery and put it in flight (its id is free)."""
         packet_id = delivery.packet_id
         inflight = session.inflight
-        if packet_id is None or packet_id in inflight:
-            # Not numbered (a queue stored by an older midge), or its number came round
-            # again while an older message with it is still in flight (65535 later).
-            packet_id = session.allocate_packet_id()
         prepared = self._prepared(client, delivery.message, delivery.qos, delivery.retain,
                                   delivery.sub_ids, now, cache)
         data = prepared.with_packet_id(packet_id)
@@ -186,7 +178,6 @@ class Database:
             return
         if self.debug:
             self._log_sending(client, delivery.message, delivery.qos, delivery.retain, False, packet_id)
-        delivery.packet_id = packet_id
         delivery.state = WAIT_ACK
         if inflight is NO_ENTRIES:
             inflight = session.own("inflight")
@@ -239,6 +230,11 @@ class Database:
                 self.stats.publish_sent += 1
                 self.stats.publish_bytes_sent += len(delivery.message.payload)
             else:
+                packet_id = delivery.packet_id
+                if packet_id is None or packet_id in session.inflight:
+                    # Not numbered (a queue stored by an older midge), or its number came
+                    # round again while an older message with it is in flight (65535 later).
+                    delivery.packet_id = session.allocate_packet_id()
                 self._send_new(session, client, delivery, now)
 
 

@@ -36,7 +36,7 @@ from midge.broker.message import QUEUED, Delivery, Message
 from midge.broker.session import Session
 from midge.broker.subs import Subscription
 from midge.protocol.constants import PacketType
-from midge.protocol.properties import decode_properties, encode_property_block
+from midge.protocol.properties import decode_properties, encode_varint, read_varint
 
 _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
@@ -131,15 +131,21 @@ def _monotonic(wall_at, now, wall_now):
     return None if wall_at is None else now + (wall_at - wall_now)
 
 
-def _props_blob(props):
-    return encode_property_block(props) if props else None
+def _props_blob(message):
+    """A message's properties as stored: the property block of its forwarded bytes
+    (so the publisher's order survives a restart), None for none."""
+    raw = message.forwarded_properties()
+    return encode_varint(len(raw)) + raw if raw else None
 
 
 def _props(blob):
+    """(properties, their bytes without the length) of a stored property block."""
     if not blob:
-        return {}
+        return {}, b""
+    blob = bytes(blob)
     props, _ = decode_properties(blob, 0, len(blob), PacketType.PUBLISH)
-    return props
+    _, start = read_varint(blob, 0, len(blob))
+    return props, blob[start:]
 
 
 class Store:
@@ -215,14 +221,16 @@ class Store:
             expiry_at = _monotonic(expiry, now, wall_now)
             if expiry_at is not None and expiry_at <= now:
                 continue
-            broker.retained.store(Message(topic, bytes(payload), qos, True, _props(props),
-                                          expiry_at, origin))
+            props, raw = _props(props)
+            broker.retained.store(Message(topic, bytes(payload), qos, True, props, expiry_at, origin,
+                                          property_bytes=raw))
             retained += 1
         messages = {}
         for row_id, topic, payload, qos, retain, props, expiry, origin in db.execute(
                 "SELECT id, topic, payload, qos, retain, properties, expiry, origin_id FROM messages"):
-            message = Message(topic, bytes(payload), qos, bool(retain), _props(props),
-                              _monotonic(expiry, now, wall_now), origin)
+            props, raw = _props(props)
+            message = Message(topic, bytes(payload), qos, bool(retain), props,
+                              _monotonic(expiry, now, wall_now), origin, property_bytes=raw)
             messages[row_id] = message
         saved_at = db.execute("SELECT value FROM meta WHERE key='saved_at'").fetchone()
         saved_at = saved_at[0] if saved_at else wall_now
@@ -360,7 +368,7 @@ class Store:
             else:
                 statements.append((
                     "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?, ?)",
-                    (topic, message.payload, message.qos, _props_blob(message.properties),
+                    (topic, message.payload, message.qos, _props_blob(message),
                      _wall(message.expiry_at, now, wall_now), message.origin_id)))
         session_rows = []
         for session in sessions:
@@ -394,7 +402,7 @@ class Store:
             "INSERT INTO messages (topic, payload, qos, retain, properties, expiry, origin_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (message.topic, message.payload, message.qos, int(message.retain),
-             _props_blob(message.properties), _wall(message.expiry_at, now, wall_now),
+             _props_blob(message), _wall(message.expiry_at, now, wall_now),
              message.origin_id))
         row_id = cursor.lastrowid
         self._message_rows[id(message)] = (message, row_id)

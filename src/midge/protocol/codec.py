@@ -56,8 +56,8 @@ from midge.protocol.properties import (
 )
 from midge.protocol.topics import valid_topic_filter, valid_topic_name
 
-__all__ = ["Decoder", "PreparedPublish", "connack_properties", "encode", "encode_publish", "encode_publish_qos0_v3",
-           "prepare_publish"]
+__all__ = ["Decoder", "PreparedPublish", "connack_properties", "encode", "encode_publish",
+           "encode_publish_qos0_v3", "prepare_publish", "publish_property_block"]
 
 # Reason codes each v5 packet may carry (spec 3.4.2.1, 3.5.2.1, 3.6.2.1, 3.7.2.1,
 # 3.14.2.1, 3.15.2.1); anything else from a peer is a protocol error.
@@ -255,13 +255,16 @@ class Decoder:
         will = None
         if will_flag:
             will_properties = {}
+            property_bytes = None
             if version == 5:
+                start = pos
                 will_properties, pos = decode_properties(data, pos, stop, WILL)
+                property_bytes = data[pos - _varint_body(will_properties, data, start):pos]
             topic, pos = read_string(data, pos, stop, "will topic")
             if not valid_topic_name(topic):
                 raise TopicNameInvalid(f"invalid will topic {topic!r}")
             payload, pos = read_binary(data, pos, stop, "will payload")
-            will = Will(topic, payload, will_qos, will_retain, will_properties)
+            will = Will(topic, payload, will_qos, will_retain, will_properties, property_bytes)
         username = password = None
         if has_username:
             username, pos = read_string(data, pos, stop, "username")
@@ -324,22 +327,27 @@ class Decoder:
         if self.version == 5:
             if pos < stop and not data[pos]:  # inlined: no properties, the common case
                 properties = {}
+                property_bytes = b""
                 pos += 1
             else:
                 server = self.role == "server"
+                start = pos
                 properties, pos = decode_properties(data, pos, stop, PacketType.PUBLISH,
                                                     repeat_subscription_id=not server)
                 if server and Property.SUBSCRIPTION_IDENTIFIER in properties:
                     raise ProtocolError("PUBLISH from a client has a subscription identifier")
+                # The properties' own bytes, kept for forwarding (see Publish).
+                property_bytes = data[pos - _varint_body(properties, data, start):pos]
             if not topic and Property.TOPIC_ALIAS not in properties:
                 raise ProtocolError("PUBLISH with an empty topic and no topic alias")
         else:
             properties = {}
+            property_bytes = None
             if not topic:
                 raise ProtocolError("PUBLISH with an empty topic")
         # (x != 0) rather than bool(x): no call, ~2 % of a QoS 0 message's decode.
         return Publish(topic, data[pos:stop], qos, (first & 0x01) != 0, dup != 0, packet_id,
-                       properties)
+                       properties, None, property_bytes)
 
     def _publish_v3(self, first, data, pos, stop):
         """PUBLISH with first byte 0x30 or 0x32 (QoS 0 or 1, no DUP, no RETAIN) from an
@@ -617,6 +625,14 @@ def _remaining_length(data: bytes, pos: int, end: int) -> tuple[int, int]:
     raise MalformedPacket("remaining length is longer than 4 bytes")
 
 
+def _varint_body(properties: dict, data: bytes, start: int) -> int:
+    """The length of the property block at `start` (read by decode_properties before):
+    the size of its properties without the length field."""
+    if not properties:
+        return 0
+    return _remaining_length(data, start, len(data))[0]
+
+
 def _expect_end(pos: int, stop: int, what: str) -> None:
     if pos != stop:
         raise MalformedPacket(f"{what} has {stop - pos} unexpected bytes at the end")
@@ -700,12 +716,20 @@ def _encode_connack(packet: Connack, version: int) -> bytes:
 
 def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                    dup: bool = False, packet_id: int | None = None,
-                   properties: dict | None = None, version: int = 4) -> bytes:
-    """One PUBLISH packet's bytes, without building a Publish object."""
+                   properties: dict | None = None, version: int = 4,
+                   property_block: bytes | None = None) -> bytes:
+    """One PUBLISH packet's bytes, without building a Publish object. A v5
+    `property_block` (length included, see `publish_property_block`) is used as it
+    is instead of encoding `properties`."""
     if qos and not packet_id:
         raise ValueError(f"a QoS {qos} PUBLISH needs a packet identifier, got {packet_id!r}")
     topic_bytes = topic.encode()
-    properties_block = encode_property_block(properties) if version == 5 else b""
+    if version != 5:
+        properties_block = b""
+    elif property_block is not None:
+        properties_block = property_block
+    else:
+        properties_block = encode_property_block(properties)
     size = 2 + len(topic_bytes) + (2 if qos else 0) + len(properties_block) + len(payload)
     first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
     header = bytes((first, size)) if size < 0x80 else bytes((first,)) + encode_varint(size)
@@ -780,17 +804,52 @@ class PreparedPublish:
 
 
 def prepare_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = False,
-                    properties: dict | None = None, version: int = 4) -> PreparedPublish:
-    """Encode a PUBLISH once for fan-out; see `PreparedPublish`."""
+                    properties: dict | None = None, version: int = 4,
+                    property_block: bytes | None = None) -> PreparedPublish:
+    """Encode a PUBLISH once for fan-out; see `PreparedPublish` (and `encode_publish`
+    for `property_block`)."""
     topic_bytes = topic.encode()
     tail = payload
     if version == 5:
-        tail = encode_property_block(properties) + payload
+        if property_block is None:
+            property_block = encode_property_block(properties)
+        tail = property_block + payload
     size = 2 + len(topic_bytes) + (2 if qos else 0) + len(tail)
     first = 0x30 | (qos << 1) | (0x01 if retain else 0)
     header = bytes((first, size)) if size < 0x80 else bytes((first,)) + encode_varint(size)
     head = header + len(topic_bytes).to_bytes(2, "big") + topic_bytes
     return PreparedPublish(head, bytes(tail), qos)
+
+
+_NO_PROPERTIES_BLOCK = b"\x00"
+_SUBSCRIPTION_IDENTIFIER = bytes((Property.SUBSCRIPTION_IDENTIFIER,))
+_MESSAGE_EXPIRY_INTERVAL = bytes((Property.MESSAGE_EXPIRY_INTERVAL,))
+_TOPIC_ALIAS = bytes((Property.TOPIC_ALIAS,))
+
+
+def publish_property_block(message_properties: bytes, subscription_ids=None,
+                           message_expiry: int | None = None,
+                           topic_alias: int | None = None) -> bytes:
+    """A forwarded v5 PUBLISH's property block (length included), in the order
+    Mosquitto 2.0 writes it (send__real_publish): the subscription identifiers, the
+    message's properties as they came (`message_properties`: their bytes, without
+    length), the message expiry interval left. midge's outgoing topic alias goes last.
+    With nothing to add, the received properties are sent as they are."""
+    if subscription_ids is None and message_expiry is None and topic_alias is None:
+        if not message_properties:
+            return _NO_PROPERTIES_BLOCK
+        return encode_varint(len(message_properties)) + message_properties
+    parts = []
+    if subscription_ids:
+        for identifier in subscription_ids:
+            parts.append(_SUBSCRIPTION_IDENTIFIER + encode_varint(identifier))
+    parts.append(message_properties)
+    if message_expiry is not None:
+        parts.append(_MESSAGE_EXPIRY_INTERVAL + message_expiry.to_bytes(4, "big"))
+    if topic_alias is not None:
+        parts.append(_TOPIC_ALIAS + topic_alias.to_bytes(2, "big"))
+    body = b"".join(parts)
+    return encode_varint(len(body)) + body
 
 
 def _encode_ack(first: int):
