@@ -24,7 +24,7 @@ CLOSED = 2
 
 # Topic alias maps start as this shared read-only empty mapping and become a dict when
 # the first alias is set (two empty dicts are 128 bytes per connection; aliases are rare).
-NO_ALIASES = MappingProxyType({})
+NO_ALIASES: MappingProxyType[str, int] = MappingProxyType({})
 
 # Mosquitto gives a connection that has not sent CONNECT the default keepalive of 60 s.
 PRE_CONNECT_KEEPALIVE = 60

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from midge.security.subject import Subject
+
 NEVER = 0xFFFFFFFF  # v5 session expiry interval meaning "does not expire"
 
 
@@ -53,7 +55,7 @@ class Session:
         self.will_token = 0
         self.disconnected_at = None
         self.protocol = 4                  # protocol level of the last connection
-        self.last_client = None            # last Client object (ACL checks while offline)
+        self.last_client: Subject | None = None   # last connection (ACL checks while offline)
 
     def own(self, name: str) -> dict:
         """The session's own `subscriptions`, `inflight` or `incoming_qos2` dict, for

@@ -13,35 +13,13 @@ import signal
 import sys
 
 from midge.client.connection import ClientConnection, ConnectError, open_connection
+from midge.client.reasons import connack_string, reason_string
 from midge.client.session import ClientSession
 from midge.client.tls import TlsSetupError
-from midge.protocol.constants import PacketType, ReasonCode
+from midge.protocol.constants import PacketType
 
 EXIT_TIMEOUT = 27  # MOSQ_ERR_TIMEOUT
 RECONNECT_DELAY = 1.0  # libmosquitto's default reconnect delay
-
-CONNACK_V3 = {
-    1: "Connection Refused: unacceptable protocol version.",
-    2: "Connection Refused: identifier rejected.",
-    3: "Connection Refused: broker unavailable.",
-    4: "Connection Refused: bad user name or password.",
-    5: "Connection Refused: not authorised.",
-}
-
-
-def reason_string(code: int) -> str:
-    """Mosquitto's wording of a v5 reason code ("Not authorized")."""
-    try:
-        name = ReasonCode(code).name
-    except ValueError:
-        return "Unknown reason"
-    return name.replace("_", " ").capitalize().replace("qos", "QoS")
-
-
-def connack_string(version: int, code: int) -> str:
-    if version == 5:
-        return reason_string(code)
-    return CONNACK_V3.get(code, "Connection Refused: unknown reason.")
 
 
 class Tool:
@@ -227,4 +205,4 @@ def run(tool: Tool) -> int:
         return 0
 
 
-__all__ = ["Tool", "run", "EXIT_TIMEOUT", "connack_string", "reason_string"]
+__all__ = ["Tool", "run", "EXIT_TIMEOUT"]

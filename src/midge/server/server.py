@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from midge import __version__
 from midge.broker import Broker
+from midge.config.reload import carry_over
 from midge.config import ConfigError, load_config
 from midge.log import Log, LogType
 from midge.protocol.constants import ReasonCode
@@ -34,7 +35,7 @@ class ListenerState:
     websockets: bool = False  # `protocol websockets`: a WebSocket stage on every connection
 
     def __post_init__(self):
-        self.websockets = getattr(self.listener, "protocol", "mqtt") == "websockets"
+        self.websockets = self.listener.protocol == "websockets"
 
 
 class StartupError(Exception):
@@ -144,7 +145,7 @@ class Server:
         for state in self.listeners:
             for srv in state.servers:
                 await srv.wait_closed()
-            if state.listener.port == 0 and getattr(state.listener, "path", None):
+            if state.listener.port == 0 and state.listener.path:
                 try:
                     os.unlink(state.listener.path)
                 except OSError:
@@ -223,19 +224,23 @@ class Server:
         except ConfigError as exc:
             log.error(f"Reload failed, keeping the running configuration: {exc}")
             return
-        old_keys = [_listener_key(s.listener) for s in self.listeners]
-        new_keys = [_listener_key(listener) for listener in config.listeners]
+        # What SIGHUP cannot change keeps its running value (the option table's reload
+        # column, config/reload.py); say which lines wait for a restart.
+        for message in carry_over(self.config, config):
+            log.warning(f"Reload: {message}")
+        old_keys = [s.listener.key for s in self.listeners]
+        new_keys = [listener.key for listener in config.listeners]
         if old_keys != new_keys:
             log.warning("Reload: listeners were added, removed or moved; restart midge to apply that. "
                         "Other changes are applied.")
-        by_key = {_listener_key(listener): listener for listener in config.listeners}
+        by_key = {listener.key: listener for listener in config.listeners}
         log.reconfigure(config)
         try:
             self.security.reload(config)
         except Exception as exc:
             log.error(f"Reload of password/ACL/PSK files failed, keeping the old ones: {exc}")
         for state in self.listeners:
-            new_listener = by_key.get(_listener_key(state.listener))
+            new_listener = by_key.get(state.listener.key)
             if new_listener is None:
                 continue
             state.listener = new_listener
@@ -246,6 +251,8 @@ class Server:
                     log.error(f"Reload: keeping the old TLS context of listener {new_listener.port}: {exc}")
         self._reload_persistence(config)
         self.config = config
+        if self.tls_watcher is None:
+            self._start_tls_watcher()   # tls_watch_interval may have been 0 until now
         self.broker.reload(config, self.loop.time())
         self.drain()
         log.notice("Reload complete.")
@@ -277,27 +284,20 @@ class Server:
             self.persistence.save_now(self.loop.time())
 
     def _reload_persistence(self, config) -> None:
-        """SIGHUP: autosave settings apply; switching the file or persistence on/off needs
-        a restart (the state lives in one open file)."""
-        old, new = self.config, config
-        keys = ("persistence", "persistence_file", "persistence_location")
-        if any(getattr(old, k, None) != getattr(new, k, None) for k in keys):
-            self.log.warning("Reload: persistence, persistence_file and persistence_location "
-                             "changes take effect after a restart.")
+        """SIGHUP: autosave settings apply (persistence and its file are RELOAD_NO: the
+        state lives in one open file)."""
         if self.persistence is not None:
             self.persistence.configure(config)
             self._arm_autosave()
 
     def _dump_subscriptions(self) -> None:
-        dump = getattr(self.broker, "dump_subscriptions", None)
-        if dump is not None:
-            for line in dump():
-                self.log.notice(line)
+        for line in self.broker.dump_subscriptions():
+            self.log.notice(line)
 
     # -- TLS ------------------------------------------------------------------------
 
     def _tls_context(self, listener):
-        if not getattr(listener, "tls_enabled", False):
+        if not listener.tls_enabled:
             return None
         from midge.server.tls import TlsListenerContext, TlsSetupError
 
@@ -319,7 +319,7 @@ class Server:
     def _sweep_revoked(self) -> None:
         """disconnect_on_revocation: drop live connections whose certificate went bad."""
         for state in self.listeners:
-            if state.tls is None or not getattr(state.listener, "disconnect_on_revocation", False):
+            if state.tls is None or not state.listener.disconnect_on_revocation:
                 continue
             live = [(c, c.tls_info) for c in self.connections
                     if c.listener_state is state and c.client is not None and c.tls_info is not None]
@@ -343,7 +343,7 @@ class Server:
         self.drain()
 
     def _start_tls_watcher(self) -> None:
-        interval = getattr(self.config, "tls_watch_interval", 0) or 0
+        interval = self.config.tls_watch_interval
         if interval <= 0 or not any(s.tls is not None for s in self.listeners):
             return
         from midge.server.tls_reload import TlsFileWatcher
@@ -357,13 +357,11 @@ class Server:
             except Exception as exc:
                 self.log.error(f"TLS file watcher: {exc!r}")
             self._sweep_revoked()
-            self.tls_watcher = self.loop.call_later(interval, tick)
+            # Re-read: SIGHUP may change tls_watch_interval (0 stops the watcher).
+            interval = self.config.tls_watch_interval
+            self.tls_watcher = self.loop.call_later(interval, tick) if interval > 0 else None
 
         self.tls_watcher = self.loop.call_later(interval, tick)
-
-
-def _listener_key(listener) -> tuple:
-    return (listener.port, listener.bind_address, getattr(listener, "path", None))
 
 
 def run(config, log: Log, config_path: str | None, ports=(), verbose=False) -> int:
