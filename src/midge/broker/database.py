@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from midge.broker.client import CONNECTED
 from midge.broker.message import WAIT_ACK, Delivery
-from midge.broker.session import NO_ENTRIES
+from midge.empty import EMPTY_MAP
 from midge.protocol.codec import (
     encode_publish as codec_encode_publish, encode_publish_qos0_v3, prepare_publish,
     publish_property_block,
@@ -72,7 +72,7 @@ class Database:
         if len(client.aliases_out) < client.topic_alias_max_out:
             alias = len(client.aliases_out) + 1
             if not client.aliases_out:
-                client.aliases_out = {}  # was the shared empty mapping (client.NO_ALIASES)
+                client.aliases_out = {}  # was the shared EMPTY_MAP
             client.aliases_out[topic] = alias
             client.alias_set_by_last = topic
             return topic, alias
@@ -271,7 +271,7 @@ class Database:
         if self.debug:
             self._log_sending(client, delivery.message, delivery.qos, delivery.retain, False, packet_id)
         delivery.state = WAIT_ACK
-        if inflight is NO_ENTRIES:
+        if inflight is EMPTY_MAP:
             inflight = session.own("inflight")
         inflight[packet_id] = delivery
         session.inflight_bytes += len(delivery.message.payload)

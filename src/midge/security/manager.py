@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 
 from midge.config.errors import ConfigError
 from midge.config.model import SecurityConfig, uses_tls_username
+from midge.protocol.topics import levels_match
 from midge.security.acl import (READ, SUBSCRIBE, UNSUBSCRIBE, WRITE, AclFile, AclFileError, CompiledAcl,
-                                compile_for, load_acl_file, topic_matches)
+                                compile_for, load_acl_file)
 from midge.security.passwords import PasswordFileError, PasswordHash, load_password_file
 from midge.security.plugins import Plugin, PluginError, load_plugin
 from midge.security.psk import PskFileError, hex_to_key, load_psk_file
@@ -526,7 +527,7 @@ def dollar_topic_allowed(topic: str, access: int) -> bool:
     and `$share/...` is never a topic to publish to."""
     if topic.startswith("$SYS"):
         if access == WRITE:
-            return topic_matches(_SYS_STATE_FILTER, topic.split("/"))
+            return levels_match(_SYS_STATE_FILTER, topic.split("/"))
         return True
     if topic.startswith("$share"):
         return access != WRITE
