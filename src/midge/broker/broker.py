@@ -351,7 +351,11 @@ class Broker(Database):
         self.publish(message, now)
 
     def resume_session(self, session: Session, client: Client, now: float) -> None:
-        """Retransmit unacknowledged PUBLISH (DUP) and PUBREL in order, then the queue."""
+        """Retransmit unacknowledged PUBLISH (DUP) and PUBREL in order, then the queue;
+        first drop what this client may no longer read (the ACL may have changed while
+        it was away, or it is another user: Mosquitto's connection_check_acl)."""
+        if not self.security.acl_open:
+            self.drop_unreadable(session, client)
         for delivery in session.inflight.values():
             if delivery.state == WAIT_COMP:
                 client.send_bytes(encode_success_ack(PUBREL_BYTE, delivery.packet_id))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from midge.broker.client import CONNECTED
-from midge.broker.message import WAIT_ACK, Delivery
+from midge.broker.message import WAIT_ACK, WAIT_COMP, Delivery
 from midge.empty import EMPTY_MAP
 from midge.protocol.codec import (
     encode_publish as codec_encode_publish, encode_publish_qos0_v3, prepare_publish,
@@ -281,6 +281,30 @@ class Database:
         self.write(client, data)
         self.stats.publish_sent += 1
         self.stats.publish_bytes_sent += len(delivery.message.payload)
+
+    def drop_unreadable(self, session, client) -> None:
+        """Forget the outgoing messages (in flight or queued) `client` has no READ
+        access to now, before they are sent again or at last. (A message waiting for
+        PUBCOMP was delivered already: its PUBREL still goes, unlike in Mosquitto.)"""
+        acl_check = self.security.acl_check
+        inflight = session.inflight
+        denied = [packet_id for packet_id, delivery in inflight.items()
+                  if delivery.state != WAIT_COMP and not acl_check(client, delivery.message.topic, READ)]
+        for packet_id in denied:
+            session.inflight_bytes -= len(inflight.pop(packet_id).message.payload)
+        dropped = len(denied)
+        if session.queued:
+            queue = session.queue
+            kept = [delivery for delivery in queue if acl_check(client, delivery.message.topic, READ)]
+            if len(kept) != len(queue):
+                dropped += len(queue) - len(kept)
+                queue.clear()
+                queue.extend(kept)
+                session.queue_bytes = sum(len(delivery.message.payload) for delivery in kept)
+        if dropped:
+            self.stats.publish_dropped += dropped
+            if self.persist is not None and session.expiry_interval:
+                self.persist.sessions.add(session)
 
     def _log_sending(self, client, message, qos, retain, dup, packet_id) -> None:
         self.log.debug(f"Sending PUBLISH to {client.client_id} (d{int(dup)}, q{qos}, r{int(retain)}, "

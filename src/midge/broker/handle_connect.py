@@ -235,7 +235,11 @@ def _on_authorised(client, packet, now, session_expiry, assigned, server_keep_al
         old = existing.client
         if limits.connection_messages and log.enabled(LogType.NOTICE):
             log.notice(f"Client {client_id} already connected, closing old connection.")
-        old.close(now, "takeover", reason_code=ReasonCode.SESSION_TAKEN_OVER)
+        # The old connection's will goes out only when the old or the new session is
+        # clean (v3 clean session, v5 session expiry 0), as Mosquitto decides; a
+        # session that goes on keeps quiet (issue 15 item 9).
+        old.close(now, "takeover", reason_code=ReasonCode.SESSION_TAKEN_OVER,
+                  send_will=existing.expiry_interval == 0 or packet.clean_start)
         existing = broker.sessions.get(client_id)
 
     session_present = False
