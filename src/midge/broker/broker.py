@@ -329,6 +329,8 @@ class Broker(Database):
     def send_delayed_will(self, session: Session, now: float) -> None:
         will, client = session.will, session.will_client
         will_delay.remove(session)
+        if self.persist is not None:
+            self.persist.sessions.add(session)   # its stored will goes
         if will is not None:
             self.publish_will(client, will, now)
 

@@ -3,7 +3,9 @@ persistent sessions, written incrementally and loaded at start.
 
 Layout (one SQLite file in WAL mode, `PRAGMA application_id` marks it as midge's):
 
-- `retained(topic, payload, qos, properties, expiry, origin_id)`
+- `retained(topic, payload, qos, properties, expiry, origin_id, origin_username,
+  origin_port)`: with the publisher's client id, username and listener, so that
+  `check_retain_source` can still ask whether it may write the topic after a restart.
 - `messages(id, topic, payload, qos, retain, properties, expiry, origin_id)`: messages
   held by sessions (queued, in flight, incoming QoS 2), stored once however many
   sessions hold them; a message no session holds any more is deleted.
@@ -16,7 +18,13 @@ Layout (one SQLite file in WAL mode, `PRAGMA application_id` marks it as midge's
   written by an older midge have none, and get one when sent.
   The queue is written incrementally (rows appended at the tail, deleted from the
   head), so a long queue costs nothing per message beyond its own row.
+- `wills(client_id, topic, payload, qos, retain, properties, due)`: the v5 wills
+  waiting for their will delay (`due`) in an offline session; a client that comes back
+  to its session in time after a restart cancels it, as before the restart.
 - `meta(key, value)`: schema version, `saved_at` (wall clock of the last write).
+
+Properties are stored as the property block they came in (order kept). Version 1
+files (no publisher username / listener, no wills) are upgraded in place on open.
 
 Times are stored as wall-clock seconds (the broker's clock is monotonic and
 restarts with the process). See docs/persistence.md for the durability guarantee.
@@ -31,17 +39,20 @@ import time
 from collections import deque
 from itertools import islice
 
-from midge.broker import session_expiry
+from midge.broker import session_expiry, will_delay
 from midge.broker.message import QUEUED, Delivery, Message
 from midge.broker.session import Session
 from midge.broker.subs import Subscription
-from midge.protocol.constants import PacketType
-from midge.protocol.properties import decode_properties, encode_varint, read_varint
+from midge.protocol.constants import PacketType, Property
+from midge.protocol.packets import Will
+from midge.protocol.properties import (
+    WILL, decode_properties, encode_properties, encode_varint, read_varint,
+)
 
 _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 APPLICATION_ID = 0x6D696467  # "midg"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_MAGIC = b"SQLite format 3\x00"
 MOSQUITTO_MAGIC = b"\x00\xb5\x00mosquitto db"
 
@@ -49,7 +60,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS retained (
     topic TEXT PRIMARY KEY, payload BLOB NOT NULL, qos INTEGER NOT NULL,
-    properties BLOB, expiry REAL, origin_id TEXT);
+    properties BLOB, expiry REAL, origin_id TEXT, origin_username TEXT, origin_port INTEGER);
+CREATE TABLE IF NOT EXISTS wills (
+    client_id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
+    qos INTEGER NOT NULL, retain INTEGER NOT NULL, properties BLOB, due REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL,
     retain INTEGER NOT NULL, properties BLOB, expiry REAL, origin_id TEXT);
@@ -67,13 +81,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
 class _Mirror:
     """What the file holds for one session, so a write touches only what changed."""
 
-    __slots__ = ("queue", "inflight", "incoming_rows", "row")
+    __slots__ = ("queue", "inflight", "incoming_rows", "row", "will")
 
     def __init__(self):
         self.queue: deque = deque()     # (Delivery, seq, message row id), in order
         self.inflight: dict = {}        # packet id -> (Delivery, seq, message row id, state)
         self.incoming_rows: list = []   # message row ids of incoming QoS 2 (rewritten whole)
         self.row = None                 # what the sessions row was written from
+        self.will = None                # the delayed Will the wills row holds
 
 
 class PersistError(Exception):
@@ -139,12 +154,32 @@ def _props_blob(message):
     return encode_varint(len(raw)) + raw if raw else None
 
 
-def _props(blob):
+def _upgrade_from_1(db) -> None:
+    """Version 1 -> 2: the retained publisher's username and listener (unknown for the
+    messages already stored: check_retain_source skips those, as before), and the
+    wills table (created empty by the schema script)."""
+    db.execute("BEGIN")
+    db.execute("ALTER TABLE retained ADD COLUMN origin_username TEXT")
+    db.execute("ALTER TABLE retained ADD COLUMN origin_port INTEGER")
+    db.execute("UPDATE meta SET value=2 WHERE key='schema'")
+    db.execute("COMMIT")
+
+
+def _origin(message) -> tuple:
+    """(username, listener port) of a message's publisher, (None, None) if unknown."""
+    client = message.origin_client
+    if client is None:
+        return None, None
+    listener = getattr(client, "listener", None)
+    return client.username, (listener.port if listener is not None else None)
+
+
+def _props(blob, packet_type=PacketType.PUBLISH):
     """(properties, their bytes without the length) of a stored property block."""
     if not blob:
         return {}, b""
     blob = bytes(blob)
-    props, _ = decode_properties(blob, 0, len(blob), PacketType.PUBLISH)
+    props, _ = decode_properties(blob, 0, len(blob), packet_type)
     _, start = read_varint(blob, 0, len(blob))
     return props, blob[start:]
 
@@ -182,6 +217,9 @@ class Store:
             db.executescript(_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             schema = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+            if schema == 1:
+                _upgrade_from_1(db)
+                schema = 2
             if schema != SCHEMA_VERSION:
                 db.close()
                 raise PersistError(f"persistence file {path} has format version {schema}; this "
@@ -217,14 +255,21 @@ class Store:
         db = self.db
         wall_now = self.wall_clock()
         retained = 0
-        for topic, payload, qos, props, expiry, origin in db.execute(
-                "SELECT topic, payload, qos, properties, expiry, origin_id FROM retained"):
+        by_port = {listener.port: listener for listener in listeners}
+        for topic, payload, qos, props, expiry, origin, username, port in db.execute(
+                "SELECT topic, payload, qos, properties, expiry, origin_id, origin_username, "
+                "origin_port FROM retained"):
             expiry_at = _monotonic(expiry, now, wall_now)
             if expiry_at is not None and expiry_at <= now:
                 continue
             props, raw = _props(props)
+            # The publisher as check_retain_source asks about it (not for messages an
+            # older midge stored without username and listener).
+            publisher = None
+            if origin is not None and port is not None:
+                publisher = OfflineClient(origin, username, by_port.get(port))
             broker.retained.store(Message(topic, bytes(payload), qos, True, props, expiry_at, origin,
-                                          property_bytes=raw))
+                                          publisher, raw))
             retained += 1
         messages = {}
         for row_id, topic, payload, qos, retain, props, expiry, origin in db.execute(
@@ -235,7 +280,6 @@ class Store:
             messages[row_id] = message
         saved_at = db.execute("SELECT value FROM meta WHERE key='saved_at'").fetchone()
         saved_at = saved_at[0] if saved_at else wall_now
-        by_port = {listener.port: listener for listener in listeners}
         rows_by_session: dict = {}
         for row in db.execute("SELECT client_id, seq, message_id, qos, retain, sub_ids, packet_id, "
                               "state FROM deliveries ORDER BY client_id, seq"):
@@ -290,12 +334,22 @@ class Store:
                 broker.timers.add(now + interval - offline_for, session_expiry.KIND, session,
                                   session.expiry_token)
             sessions += 1
+        for client_id, topic, payload, qos, retain, props, due in db.execute(
+                "SELECT client_id, topic, payload, qos, retain, properties, due FROM wills").fetchall():
+            session = broker.sessions.get(client_id)
+            if session is None:
+                continue   # the session expired while the broker was down: so did the will
+            props, raw = _props(props, WILL)
+            will = Will(topic, bytes(payload), qos, bool(retain), props, raw)
+            will_delay.add(broker, session, will, session.last_client, max(0.0, due - wall_now), now)
+            self._mirrors[client_id].will = will
         unheld = [row_id for row_id in messages if row_id not in self._row_refs]
         if expired or unheld or rows_by_session:
             db.execute("BEGIN")
             for client_id in expired + list(rows_by_session):
                 db.execute("DELETE FROM sessions WHERE client_id=?", (client_id,))
                 db.execute("DELETE FROM deliveries WHERE client_id=?", (client_id,))
+                db.execute("DELETE FROM wills WHERE client_id=?", (client_id,))
             for row_id in unheld:
                 db.execute("DELETE FROM messages WHERE id=?", (row_id,))
             db.execute("COMMIT")
@@ -368,9 +422,9 @@ class Store:
                 statements.append(("DELETE FROM retained WHERE topic=?", (topic,)))
             else:
                 statements.append((
-                    "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (topic, message.payload, message.qos, _props_blob(message),
-                     _wall(message.expiry_at, now, wall_now), message.origin_id)))
+                     _wall(message.expiry_at, now, wall_now), message.origin_id) + _origin(message)))
         session_rows = []
         for session in sessions:
             client_id = session.client_id
@@ -384,7 +438,7 @@ class Store:
             return 0
         db.execute("BEGIN")
         if clear:
-            for table in ("retained", "sessions", "deliveries", "messages"):
+            for table in ("retained", "sessions", "deliveries", "messages", "wills"):
                 db.execute(f"DELETE FROM {table}")
         for sql, args in statements:
             db.execute(sql, args)
@@ -427,6 +481,7 @@ class Store:
         if not live:
             db.execute("DELETE FROM sessions WHERE client_id=?", (client_id,))
             db.execute("DELETE FROM deliveries WHERE client_id=?", (client_id,))
+            db.execute("DELETE FROM wills WHERE client_id=?", (client_id,))
             mirror = self._mirrors.pop(client_id, None)
             if mirror is not None:
                 for row_id in mirror.incoming_rows:
@@ -454,6 +509,9 @@ class Store:
         self._write_queue(session, mirror, released, now, wall_now)
         for row_id in released:
             self._release(row_id)
+        if session.will is not mirror.will:
+            self._write_will(session, wall_now, now)
+            mirror.will = session.will
         client = session.client or session.last_client
         # The sessions row changes rarely (connect, subscribe, disconnect, QoS 2 in):
         # skip it when what it is made of is the same objects and values as last time.
@@ -478,6 +536,23 @@ class Store:
                    (client_id, session.expiry_interval, session.protocol,
                     session.next_packet_id, disconnected, username,
                     listener.port if listener is not None else None, _dumps(subs), _dumps(incoming)))
+
+    def _write_will(self, session, wall_now, now) -> None:
+        """The session's delayed will (v5 will delay), or no row when it has none. It is
+        due its delay after the disconnection, in wall-clock time."""
+        will = session.will
+        if will is None:
+            self.db.execute("DELETE FROM wills WHERE client_id=?", (session.client_id,))
+            return
+        delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0)
+        due = _wall(session.disconnected_at if session.disconnected_at is not None else now,
+                    now, wall_now) + delay
+        raw = will.property_bytes
+        if raw is None:
+            raw = encode_properties(will.properties)
+        self.db.execute("INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (session.client_id, will.topic, will.payload, will.qos, int(will.retain),
+                         encode_varint(len(raw)) + raw if raw else None, due))
 
     def _write_inflight(self, session, mirror, released, now, wall_now) -> None:
         """Delete acknowledged rows, update changed states, insert newly sent ones."""
