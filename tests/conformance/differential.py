@@ -159,6 +159,13 @@ def _drop_takeover_disconnect(events):
         lambda d, raw: None)
 
 
+def _drop_connection_events(conn):
+    """Everything one named connection received (for a difference confined to it)."""
+    def apply(events, broker):
+        return [event for event in events if event.conn != conn]
+    return apply
+
+
 @_midge_only
 def _oversize_ack_as_mosquitto(events):
     def rewrite(d, raw):
@@ -201,6 +208,14 @@ def _drop_publishes(prefix: bytes, broker_name: str | None = None):
     return apply
 
 
+def _both(*normalisers):
+    def apply(events, broker):
+        for normalise in normalisers:
+            events = normalise(events, broker)
+        return events
+    return apply
+
+
 @dataclass(frozen=True)
 class Allowance:
     name: str
@@ -238,6 +253,12 @@ ALLOWED = {
             "each topic once and an alias after; Mosquitto 2.0 never sets an alias. MQTT 5 "
             "3.3.2.3.4 lets the server choose; the alias saves the topic's bytes per message.",
             _resolve_outgoing_aliases),
+        Allowance(
+            "undefined-property-value",
+            "midge refuses a property value the spec does not define (payload format "
+            "indicator 2: DISCONNECT 0x82); Mosquitto passes it on. The exchanges send them "
+            "from a connection named 'undefined' on topics 'undefined/...'.",
+            _both(_drop_connection_events("undefined"), _drop_publishes(b"undefined/", "mosquitto"))),
         Allowance(
             "will-when-session-ends",
             "midge publishes a delayed will when its session ends before the delay is over "
@@ -381,6 +402,12 @@ class Script:
             self._read_to_close(name)
         elif sync:
             self.sync(name)
+
+    def open(self, name: str, ver: int = 4) -> None:
+        """Open connection `name` without sending anything (for a raw CONNECT)."""
+        self.step += 1
+        self.conns[name] = Conn(self.port, ver)
+        self.client_ids[name] = name
 
     def send(self, name: str, data: bytes, closes: bool = False, sync: bool = True) -> None:
         """Send raw bytes on `name`, then synchronise every open connection (the sender

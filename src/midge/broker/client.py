@@ -22,6 +22,9 @@ CONNECTED = 1
 CLOSED = 2
 
 
+# The longest Reason String midge puts in a DISCONNECT (characters).
+REASON_STRING_MAX = 200
+
 # Mosquitto gives a connection that has not sent CONNECT the default keepalive of 60 s.
 PRE_CONNECT_KEEPALIVE = 60
 
@@ -217,6 +220,10 @@ class Client:
         if reason_code is not None and self.version == 5 and self.state == CONNECTED:
             props = {}
             if reason_string and self.request_problem_info:
+                if len(reason_string) > REASON_STRING_MAX:
+                    # It may quote the client's own bytes (a 64 KiB topic): what was
+                    # wrong fits in a line, and a string over 65535 bytes can't be sent.
+                    reason_string = reason_string[:REASON_STRING_MAX - 3] + "..."
                 props[Property.REASON_STRING] = reason_string
             data = encode(Disconnect(reason_code, props), 5)
             if props and self.max_packet_out and len(data) > self.max_packet_out:
