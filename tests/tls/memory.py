@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import ssl
-from types import SimpleNamespace
+
+from midge.config.model import ListenerConfig, SecurityConfig
 
 
-def listener(pki=None, **options):
-    """A stand-in ListenerConfig with Mosquitto-named TLS attributes."""
-    base = dict(name="8883", port=8883, certfile=None, keyfile=None, cafile=None, capath=None,
-                require_certificate=False, crlfile=None, dhparamfile=None, tls_version=None,
-                ciphers=None, ciphers_tls1_3=None, tls_keyform=None, tls_engine=None,
-                tls_engine_kpass_sha1=None, psk_hint=None, use_identity_as_username=False,
-                use_subject_as_username=False, crl_check="leaf", psk_tls13=True,
-                keyfile_password_file=None, require_ocsp=False,
-                security=SimpleNamespace(psk_file=None))
+def listener(pki=None, psk_file=None, **options) -> ListenerConfig:
+    """A real ListenerConfig on port 8883: options by their attribute names, `pki` gives
+    certfile, keyfile and cafile, `psk_file` goes to its security options."""
     if pki is not None:
-        base.update(certfile=str(pki.server_cert), keyfile=str(pki.server_key), cafile=str(pki.ca_cert))
-    base.update(options)
-    return SimpleNamespace(**base)
+        options = dict(certfile=str(pki.server_cert), keyfile=str(pki.server_key),
+                       cafile=str(pki.ca_cert)) | options
+    unknown = set(options) - set(vars(ListenerConfig()))
+    assert not unknown, f"not listener options: {unknown}"
+    return ListenerConfig(port=8883, security=SecurityConfig(psk_file=psk_file), **options)
 
 
 def client_context(pki=None, cert=None, version=None, psk=None, ciphers=None) -> ssl.SSLContext:

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import textwrap
 
-from midge.server.tls import TlsListenerContext
+from midge.server.tls_context import TlsListenerContext
 from tests.certs import make_pki
 from tests.tls.memory import listener
 

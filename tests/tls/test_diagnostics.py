@@ -5,7 +5,7 @@ import socket
 from midge.server.tls_diagnostics import HandshakeFacts, client_aborted, sniff_plaintext
 from tests.brokerproc import free_port, start_midge
 from tests.tls.memory import listener
-from midge.server.tls import TlsListenerContext
+from midge.server.tls_context import TlsListenerContext
 
 
 def test_first_bytes():

@@ -8,7 +8,7 @@ import pytest
 
 from midge.security.identity import TlsInfo
 from midge.server.ocsp import OcspChecker
-from midge.server.tls import TlsListenerContext
+from midge.server.tls_context import TlsListenerContext
 from tests.brokerproc import free_port
 from tests.peers import require_peer
 from tests.tls.memory import Pair, client_context, listener
@@ -116,7 +116,7 @@ def test_listener_context_checks_after_handshake(pki, responder):
         p = Pair(ctx.new_stage("127.0.0.1:9"), client_context(pki, cert))
         assert p.handshake()
         assert len(p.stage.info.verified_chain) == 2
-        results[name] = asyncio.run(ctx.check_revocation(p.stage.info))
+        results[name] = asyncio.run(ctx.revocation.check(p.stage.info))
     assert results["good"] is None
     assert results["bad"].kind == "revoked" and results["bad"].listener == "8883"
 

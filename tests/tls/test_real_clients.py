@@ -65,7 +65,7 @@ def test_ciphers_for_tls12(pki, serve):
     # mosquitto_sub --ciphers (TLS <= 1.2 list) against a 1.2-only PSK listener
     keys = {"c": b"\x01\x02\x03\x04"}
     lst = listener(psk_hint="h", psk_tls13=False, ciphers="PSK-AES128-CBC-SHA256",
-                   security=type("S", (), {"psk_file": "psk"})())
+                   psk_file="psk")
     server3 = serve(lst, keys.get)
     result = sub(server3, "--psk", "01020304", "--psk-identity", "c", "--ciphers", "PSK-AES128-CBC-SHA256")
     assert result.returncode == 0, result.stderr
@@ -123,7 +123,7 @@ def test_mosquitto_sub_wrong_server_ca(pki, serve):
 @pytest.mark.parametrize("tls13", [True, False])
 def test_mosquitto_sub_psk(serve, tls13):
     keys = {"psk-user": bytes.fromhex("0a1b2c3d4e5f")}
-    lst = listener(psk_hint="hint", psk_tls13=tls13, security=type("S", (), {"psk_file": "psk"})())
+    lst = listener(psk_hint="hint", psk_tls13=tls13, psk_file="psk")
     server = serve(lst, keys.get)
     result = sub(server, "--psk", "0a1b2c3d4e5f", "--psk-identity", "psk-user")
     assert result.returncode == 0, result.stderr

@@ -4,7 +4,7 @@ import os
 import shutil
 from types import SimpleNamespace
 
-from midge.server.tls import TlsListenerContext
+from midge.server.tls_context import TlsListenerContext
 from midge.server.tls_reload import TlsFileWatcher
 from tests.tls.memory import Pair, client_context, listener
 
@@ -111,10 +111,10 @@ def test_sweep_finds_live_connections_revoked_after_reload(pki, tmp_path):
         pairs[name] = Pair(state.tls.new_stage(), client_context(pki, cert))
         assert pairs[name].handshake()
     live = [(name, p.stage.info) for name, p in pairs.items()]
-    assert asyncio.run(state.tls.sweep(live)) == []
+    assert asyncio.run(state.tls.revocation.sweep(live)) == []
     replace(tmp_path / "crl.pem", pki.crl(revoked=[alice]).read_bytes())
     assert watcher.check() == [state]
-    doomed = asyncio.run(state.tls.sweep(live))
+    doomed = asyncio.run(state.tls.revocation.sweep(live))
     assert [name for name, _ in doomed] == ["alice"]
     assert doomed[0][1].kind == "revoked"
 
@@ -125,9 +125,9 @@ def test_sweep_finds_expired_and_is_off_by_default(pki, tmp_path):
     state, watcher, log = setup(pki, tmp_path)
     p = Pair(state.tls.new_stage(), client_context(pki, pki.client("sweep-carol")))
     assert p.handshake()
-    assert asyncio.run(state.tls.sweep([("carol", p.stage.info)])) == []  # option off
+    assert asyncio.run(state.tls.revocation.sweep([("carol", p.stage.info)])) == []  # option off
     later = datetime.now(timezone.utc) + timedelta(days=400)
-    failure = asyncio.run(state.tls.recheck(p.stage.info, later))
+    failure = asyncio.run(state.tls.revocation.recheck(p.stage.info, later))
     assert failure.kind == "expired"
 
 

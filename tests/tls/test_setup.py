@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from midge.server.tls import OPENSSL_TLS13_SUITES, TlsListenerContext, TlsSetupError
+from midge.server.tls_context import OPENSSL_TLS13_SUITES, TlsListenerContext, TlsSetupError
 from tests.peers import require_peer
 from tests.tls.memory import Pair, client_context, listener
 

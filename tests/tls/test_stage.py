@@ -4,7 +4,7 @@ import ssl
 
 import pytest
 
-from midge.server.tls import TlsListenerContext
+from midge.server.tls_context import TlsListenerContext
 from tests.tls.memory import Pair, client_context, listener
 
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
@@ -177,7 +177,7 @@ def test_close_queues_close_notify(pki):
 @pytest.mark.parametrize("key_type", ["rsa", "ec"])
 def test_psk_listener(version, key_type, pki):
     keys = {"sensor-1": bytes.fromhex("deadbeef" * 4)}
-    lst = listener(psk_hint="midge", security=type("S", (), {"psk_file": "psk.txt"})())
+    lst = listener(psk_hint="midge", psk_file="psk.txt")
     p = pair(lst, client_context(version=version, psk=("sensor-1", keys["sensor-1"]),
                                  ciphers="PSK" if version == V12 else None), keys.get)
     assert p.handshake(), (p.client_error, p.stage.failure)
@@ -216,7 +216,7 @@ def test_psk_identity_bound_to_its_own_connection():
 
 def test_psk_tls13_false_is_mosquittos_tls12_only():
     keys = {"a": b"\x02" * 16}
-    lst = listener(psk_hint="midge", psk_tls13=False, security=type("S", (), {"psk_file": "psk.txt"})())
+    lst = listener(psk_hint="midge", psk_tls13=False, psk_file="psk.txt")
     p = pair(lst, client_context(version=V13, psk=("a", keys["a"])), keys.get)
     assert not p.handshake()
     p = pair(lst, client_context(version=V12, psk=("a", keys["a"]), ciphers="PSK"), keys.get)

@@ -2,7 +2,7 @@
 
 A MemoryBIO keeps the largest size it ever had for the life of the connection; the stage
 feeds the handshake in small pieces and application data record by record (see
-`_HANDSHAKE_PIECE`, `_RECORD_PIECE` in server/tls.py). These tests check that nothing is
+`_HANDSHAKE_PIECE`, `_RECORD_PIECE` in server/tls_stage.py). These tests check that nothing is
 lost or reordered by the cutting, and (with glibc) that a burst leaves no large buffer.
 """
 
@@ -14,8 +14,8 @@ import ssl
 
 import pytest
 
-from midge.server import tls as tls_module
-from midge.server.tls import TlsListenerContext
+from midge.server import tls_stage
+from midge.server.tls_context import TlsListenerContext
 from tests.tls.memory import Pair, client_context, listener
 
 V12, V13 = ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
@@ -42,7 +42,7 @@ def test_mqtt_bytes_in_the_same_read_as_the_clients_finished(pki):
             p.cin.write(stage.data_to_send())
     p.client.write(b"\x10\x0c\x00\x04MQTT")
     flight = p.cout.read()
-    assert len(flight) > 2 * tls_module._HANDSHAKE_PIECE  # certificate, verify, finished, data
+    assert len(flight) > 2 * tls_stage._HANDSHAKE_PIECE  # certificate, verify, finished, data
     assert stage.feed(flight) == b"\x10\x0c\x00\x04MQTT"
     assert stage.handshake_complete and stage.info.common_name == "alice"
 
@@ -58,7 +58,7 @@ def test_bursts_larger_than_a_piece_arrive_whole_and_in_order(pki, version):
     for payload in payloads:
         p.client.write(payload)
     burst = p.cout.read()
-    assert len(burst) > 3 * tls_module._RECORD_PIECE
+    assert len(burst) > 3 * tls_stage._RECORD_PIECE
     assert stage.feed(burst) == b"".join(payloads)
     # One socket read cut anywhere: still the same bytes.
     for payload in payloads:

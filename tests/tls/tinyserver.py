@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from midge.server.tls import TlsListenerContext
+from midge.server.tls_context import TlsListenerContext
 
 
 class _Connection(asyncio.Protocol):

@@ -80,7 +80,7 @@ def file_problems(config) -> list[str]:
     reported: set[tuple] = set()
     for obj, files, dirs in scopes:
         for option in files + dirs:
-            path = getattr(obj, option, None)
+            path = getattr(obj, option)   # (names from the option table)
             if not path:
                 continue
             where = obj.origins.get(option, ("", 0))

@@ -13,7 +13,8 @@ import stat
 import sys
 import threading
 
-from midge.cli.clientargs import ClientConfig, parse_or_exit
+from midge.cli.clientargs import parse_or_exit
+from midge.cli.clientconfig import ClientConfig
 from midge.client.reasons import reason_string
 from midge.client.tool import Tool, run
 from midge.protocol.constants import PacketType

@@ -95,7 +95,7 @@ class Tool:
         # Ctrl-C / kill: disconnect cleanly (no will), as mosquitto's clients do.
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.finish, 0)
-        timer = loop.call_later(cfg.timeout, self._timed_out) if getattr(cfg, "timeout", 0) else None
+        timer = loop.call_later(cfg.timeout, self._timed_out) if cfg.timeout else None
         try:
             while True:
                 await self.connected()
@@ -129,7 +129,7 @@ class Tool:
         if previous is not None:  # libmosquitto keeps numbering messages across reconnects
             self.session.next_id = previous.next_id
         try:
-            self.connection = await open_connection(cfg.client_options(), self.session, self._on_event)
+            self.connection = await open_connection(cfg.options, self.session, self._on_event)
             connack = await self.connection.connack
         except (ConnectError, TlsSetupError) as exc:
             if quiet:
@@ -166,8 +166,9 @@ class Tool:
         if self.finished.done():
             return
         self.exit_code = code
-        if self.session.connected:
-            self.session.disconnect()
+        if self.session.connected:  # with the -D disconnect properties, as mosquitto's tools
+            v5 = self.cfg.protocol_version == 5
+            self.session.disconnect(0, dict(self.cfg.properties["disconnect"]) if v5 else None)
         self.connection.flush()
         self.connection.close()
         self.finished.set_result(code)

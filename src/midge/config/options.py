@@ -80,6 +80,8 @@ NOT_IMPLEMENTED_VALUES: dict[tuple[str, str], str] = {
                        "or a .py file",
 }
 
+#: The parts of a client certificate cert_identity_as_* can name (the one list:
+#: security/identity.py's TlsInfo.identity implements each).
 CERT_IDENTITIES = ("cn", "subject", "san_dns", "san_email", "san_uri", "san_ip", "sha256")
 TLS_VERSIONS = ("tlsv1.3", "tlsv1.2", "tlsv1.1")
 LOG_DESTS = ("stdout", "stderr", "syslog", "topic", "file", "dlt", "none")

@@ -10,7 +10,10 @@ Mosquitto's rules (reference §3.4, §3.5):
   RDNs reversed, joined by `,` (multi-valued parts by `+`), short names, RFC 2253
   escapes, `\\XX` for control bytes and for every UTF-8 byte >= 0x80.
 midge adds `cert_identity_as_username` / `cert_identity_as_clientid` with one of
-`IDENTITY_KINDS`.
+`config.options.CERT_IDENTITIES`.
+
+One private `cryptography` name is used, `NameAttribute._type` (`_string_tag_private`),
+checked at import against a public fallback that replaces it when it disagrees.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from cryptography import x509
-from cryptography.x509.name import _ASN1Type
 from cryptography.x509.oid import NameOID
 
+from midge.config.options import CERT_IDENTITIES
 
-IDENTITY_KINDS = ("cn", "subject", "san_dns", "san_email", "san_uri", "san_ip", "sha256")
+# ASN.1 universal tags of the string types whose bytes are not the value's latin-1 (X.680).
+_UTF8_STRING, _UNIVERSAL_STRING, _BMP_STRING = 12, 28, 30
 
 # OpenSSL's short names (OBJ_nid2sn) for the attributes seen in subjects.
 _SHORT_NAMES = {
@@ -66,19 +70,75 @@ _SHORT_NAMES = {
 _RFC2253_SPECIAL = frozenset(',+"\\<>;')
 
 
-def _raw_value(attribute: x509.NameAttribute) -> bytes:
-    """The attribute's content octets as stored in the certificate (best effort)."""
+def _string_tag_private(attribute: x509.NameAttribute) -> int:
+    """The ASN.1 tag of the string type the certificate used for this attribute's value.
+
+    PRIVATE `cryptography` name: `NameAttribute._type` (an `_ASN1Type`; there since
+    cryptography 1.x, with no public accessor as of 46). Mosquitto's rules work on the
+    stored bytes, which depend on that type (a BMPString is UTF-16). Public fallback:
+    `_string_tag_public`, chosen at import when this one fails or disagrees with it.
+    """
+    return attribute._type.value
+
+
+def _string_tag_public(attribute: x509.NameAttribute) -> int:
+    """The same through public API only: the DER of a Name holding just this attribute.
+
+    Name ::= SEQUENCE { SET { SEQUENCE { type OID, value } } }; cryptography encodes the
+    value with the type it parsed. ~6 us instead of ~0.15 (a Name built and encoded per
+    attribute), paid once per identity a connection uses.
+    """
+    der = x509.Name([x509.RelativeDistinguishedName([attribute])]).public_bytes()
+    offset = 0
+    for _ in range(3):  # into the SEQUENCE, the SET and the attribute's SEQUENCE
+        offset = _der_content(der, offset)[0]
+    oid_end = _der_content(der, offset)[1]
+    return der[oid_end]
+
+
+def _der_content(data: bytes, offset: int) -> tuple[int, int]:
+    """(start, end) of the content of the DER item at `offset` (one-byte tags)."""
+    length = data[offset + 1]
+    offset += 2
+    if length & 0x80:
+        size = length & 0x7F
+        length = int.from_bytes(data[offset:offset + size], "big")
+        offset += size
+    return offset, offset + length
+
+
+def _private_tag_agrees() -> bool:
+    """Does the private path still give what the public one gives, on sample attributes?"""
+    samples = [x509.NameAttribute(NameOID.COMMON_NAME, "Jörg Ü 東京"),  # UTF8String
+               x509.NameAttribute(NameOID.COUNTRY_NAME, "GB"),  # PrintableString
+               x509.NameAttribute(NameOID.EMAIL_ADDRESS, "dev@example.com")]  # IA5String
+    try:
+        return all(_string_tag_private(a) == _string_tag_public(a) for a in samples)
+    except Exception:  # the private name is gone or changed shape
+        return False
+
+
+_string_tag = _string_tag_private if _private_tag_agrees() else _string_tag_public
+
+
+def _tag_and_content(attribute: x509.NameAttribute) -> tuple[int, bytes]:
+    """(ASN.1 tag, content octets) of the attribute's value as stored (best effort)."""
+    tag = _string_tag(attribute)
     value = attribute.value
     if isinstance(value, bytes):
-        return value
-    kind = attribute._type
-    if kind == _ASN1Type.BMPString:
-        return value.encode("utf-16-be", "surrogatepass")
-    if kind == _ASN1Type.UniversalString:
-        return value.encode("utf-32-be", "surrogatepass")
-    if kind == _ASN1Type.UTF8String:
-        return value.encode("utf-8", "surrogateescape")
-    return value.encode("latin-1", "replace")  # one-byte string types
+        return tag, value
+    if tag == _BMP_STRING:
+        return tag, value.encode("utf-16-be", "surrogatepass")
+    if tag == _UNIVERSAL_STRING:
+        return tag, value.encode("utf-32-be", "surrogatepass")
+    if tag == _UTF8_STRING:
+        return tag, value.encode("utf-8", "surrogateescape")
+    return tag, value.encode("latin-1", "replace")  # one-byte string types
+
+
+def _raw_value(attribute: x509.NameAttribute) -> bytes:
+    """The attribute's content octets as stored in the certificate."""
+    return _tag_and_content(attribute)[1]
 
 
 def _escape_rfc2253(text: str) -> str:
@@ -103,13 +163,13 @@ def _escape_rfc2253(text: str) -> str:
 
 def _der_dump(attribute: x509.NameAttribute) -> str:
     """`#` + hex of the value's DER encoding, as OpenSSL prints unknown attributes."""
-    content = _raw_value(attribute)
+    tag, content = _tag_and_content(attribute)
     length = len(content)
     if length < 0x80:
-        header = bytes([attribute._type.value, length])
+        header = bytes([tag, length])
     else:
         size = length.to_bytes((length.bit_length() + 7) // 8, "big")
-        header = bytes([attribute._type.value, 0x80 | len(size)]) + size
+        header = bytes([tag, 0x80 | len(size)]) + size
     return "#" + (header + content).hex().upper()
 
 
@@ -223,7 +283,7 @@ class TlsInfo:
         return None if cert is None else cert.serial_number
 
     def identity(self, kind: str) -> str | None:
-        """The value of one of IDENTITY_KINDS; a PSK connection answers its PSK identity."""
+        """The value of one of CERT_IDENTITIES; a PSK connection answers its PSK identity."""
         if self.psk_identity is not None:
             return self.psk_identity
         if self.peer_cert is None:
@@ -240,7 +300,7 @@ class TlsInfo:
             if value is not None and "\x00" in value:
                 return None
             return value
-        raise ValueError(f"unknown identity kind {kind!r}; expected one of {IDENTITY_KINDS}")
+        raise ValueError(f"unknown identity kind {kind!r}; expected one of {CERT_IDENTITIES}")
 
     def describe(self) -> str:
         """Short identity text for log lines."""
@@ -259,15 +319,15 @@ def username_from_tls(listener, tls: TlsInfo | None) -> str | None:
     """
     if tls is None:
         return None
-    if getattr(listener, "use_identity_as_username", False):
+    if listener.use_identity_as_username:
         if tls.psk_identity is not None:
             return tls.psk_identity
         return tls.common_name
-    if getattr(listener, "use_subject_as_username", False):
+    if listener.use_subject_as_username:
         if tls.psk_identity is not None:
             return None  # Mosquitto: a PSK connection has no subject
         return tls.subject_string
-    kind = getattr(listener, "cert_identity_as_username", None)
+    kind = listener.cert_identity_as_username
     if kind:
         return tls.identity(kind)
     return None
@@ -275,7 +335,7 @@ def username_from_tls(listener, tls: TlsInfo | None) -> str | None:
 
 def clientid_from_tls(listener, tls: TlsInfo | None) -> str | None:
     """The client id from `cert_identity_as_clientid`; None when unset or unavailable."""
-    kind = getattr(listener, "cert_identity_as_clientid", None)
+    kind = listener.cert_identity_as_clientid
     if not kind or tls is None:
         return None
     return tls.identity(kind)

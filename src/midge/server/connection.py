@@ -121,6 +121,7 @@ class Connection(asyncio.Protocol):
             self.handshake_timer = None
         if not self.closed and self.client is None and self.stages:
             # The client went away mid-handshake: say so, with what we learnt of it.
+            # (only a TLS stage can say what it learnt of a client that left mid-handshake)
             abort_failure = getattr(self.stages[0], "abort_failure", None)
             reason = abort_failure() if abort_failure is not None else "closed before the handshake finished"
             log = self.server.log
@@ -244,7 +245,7 @@ class Connection(asyncio.Protocol):
                 log.debug(success_line(info, self.peer, self.listener_state.listener.name))
             if self.listener_state.listener.require_ocsp:
                 self.waiting = True
-                task = self.server.loop.create_task(self.listener_state.tls.check_revocation(info))
+                task = self.server.loop.create_task(self.listener_state.tls.revocation.check(info))
                 task.add_done_callback(self._revocation_checked)
                 return
         if self.ready == len(self.stages):

@@ -198,12 +198,9 @@ class OcspChecker:
         self.requests = 0  # responder round trips made (for tests and $SYS)
 
     @classmethod
-    def from_listener(cls, listener, ssl_context=None, log=None) -> "OcspChecker":
-        def get(name, default):
-            value = getattr(listener, name, None)
-            return default if value is None else value
-        return cls(get("ocsp_responder", None), float(get("ocsp_timeout", 5.0)),
-                   float(get("ocsp_cache_seconds", 300)), bool(get("ocsp_soft_fail", False)), log)
+    def from_listener(cls, listener, log=None) -> "OcspChecker":
+        return cls(listener.ocsp_responder, listener.ocsp_timeout, float(listener.ocsp_cache_seconds),
+                   listener.ocsp_soft_fail, log)
 
     async def check(self, info: TlsInfo, listener: str = "") -> TlsFailure | None:
         cert = info.certificate
@@ -280,7 +277,7 @@ class OcspChecker:
 
     def _warn(self, line: str) -> None:
         if self.log is not None:
-            (getattr(self.log, "warning", None) or getattr(self.log, "notice", None) or print)(line)
+            self.log.warning(line)
 
     def _expire(self) -> None:
         now = self.clock()
@@ -289,7 +286,7 @@ class OcspChecker:
 
 
 def info_peer(info: TlsInfo) -> str:
-    return getattr(info, "peer", "") or ""
+    return info.peer
 
 
 def _relabel(failure: TlsFailure | None, info: TlsInfo, listener: str) -> TlsFailure | None:
@@ -300,7 +297,7 @@ def _relabel(failure: TlsFailure | None, info: TlsInfo, listener: str) -> TlsFai
 
 def _issuer_of(info: TlsInfo) -> x509.Certificate | None:
     """The issuer from the verified chain the TLS stage recorded."""
-    chain = getattr(info, "verified_chain", ()) or ()
+    chain = info.verified_chain
     if len(chain) < 2:
         return None
     try:

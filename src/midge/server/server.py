@@ -29,7 +29,7 @@ class ListenerState:
     """A listener's live state: its config, sockets, TLS context and connection count."""
 
     listener: object  # midge.config ListenerConfig
-    tls: object | None = None  # midge.server.tls.TlsListenerContext
+    tls: object | None = None  # midge.server.tls_context.TlsListenerContext
     servers: list = field(default_factory=list)
     connection_count: int = 0
     websockets: bool = False  # `protocol websockets`: a WebSocket stage on every connection
@@ -299,7 +299,7 @@ class Server:
     def _tls_context(self, listener):
         if not listener.tls_enabled:
             return None
-        from midge.server.tls import TlsListenerContext, TlsSetupError
+        from midge.server.tls_context import TlsListenerContext, TlsSetupError
 
         security = self.security
 
@@ -325,7 +325,7 @@ class Server:
                     if c.listener_state is state and c.client is not None and c.tls_info is not None]
             if not live:
                 continue
-            task = self.loop.create_task(state.tls.sweep(live))
+            task = self.loop.create_task(state.tls.revocation.sweep(live))
             self.tasks.add(task)
             task.add_done_callback(self._revoked_swept)
 

@@ -82,8 +82,8 @@ class TlsFileWatcher:
             changed = _changed(before, now)
             self._seen[id(state)] = now
             listener = state.listener
-            name = getattr(context, "name", getattr(listener, "port", "?"))
-            psk_file = getattr(getattr(listener, "security", None), "psk_file", None)
+            name = context.name
+            psk_file = listener.security.psk_file
             if psk_file and str(psk_file) in changed and self.on_psk_file_change is not None:
                 try:
                     self.on_psk_file_change(listener)
@@ -111,7 +111,7 @@ class TlsFileWatcher:
         Past its nextUpdate a CRL makes OpenSSL refuse every client certificate (the
         classic Mosquitto lock-out); a fresh file is picked up by the watcher.
         """
-        for crl in getattr(context, "crls", ()):
+        for crl in context.crls:
             next_update = crl.next_update_utc
             if next_update is None or next_update - now > CRL_WARNING:
                 continue
@@ -121,7 +121,7 @@ class TlsFileWatcher:
                 continue
             self._crl_warned.add(key)
             issuer = crl.issuer.rfc4514_string()
-            name = getattr(context, "name", "?")
+            name = context.name
             if expired:
                 self._error(f"TLS listener {name}: the CRL from {issuer} expired on "
                             f"{next_update:%Y-%m-%d %H:%M:%S} UTC; every client certificate is now "
@@ -133,7 +133,7 @@ class TlsFileWatcher:
 
     def _warning(self, line: str) -> None:
         if self.log is not None:
-            (getattr(self.log, "warning", None) or getattr(self.log, "notice", None) or self.log.error)(line)
+            self.log.warning(line)
 
     def _error(self, line: str) -> None:
         if self.log is not None:
@@ -141,4 +141,4 @@ class TlsFileWatcher:
 
     def _notice(self, line: str) -> None:
         if self.log is not None:
-            (getattr(self.log, "notice", None) or self.log.info)(line)
+            self.log.notice(line)
