@@ -41,3 +41,17 @@ def test_packets_before_error_are_handled():
     conn.send_raw(encode(Publish("t", b"ok"), 4) + b"\x30\x01\x00")
     assert conn.closed
     assert [m.payload for m in sub.publishes()] == [b"ok"]
+
+
+def test_reason_string_quoting_a_huge_topic_is_cut_not_an_internal_error():
+    # A 64 KiB topic quoted in the Reason String would not fit a string field.
+    from midge.broker.client import REASON_STRING_MAX
+    from midge.protocol.constants import Property, ReasonCode
+    from tests.conformance import packets as raw
+    h = Harness()
+    conn = h.connect("c", version=5)
+    conn.send_raw(raw.gen_publish("a" * 65530 + "/#", 0, b"", proto_ver=5))
+    [disconnect] = conn.take()
+    assert disconnect.reason_code == ReasonCode.TOPIC_NAME_INVALID
+    assert len(disconnect.properties[Property.REASON_STRING]) == REASON_STRING_MAX
+    assert not h.log.has("Internal error")

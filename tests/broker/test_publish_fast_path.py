@@ -7,7 +7,7 @@ from tests.broker.harness import Harness
 def test_plain_message_is_a_message_without_properties():
     origin = object()
     built = plain_message("a/b", b"x", 1, True, "c1", origin)
-    reference = Message("a/b", b"x", 1, True, {}, None, "c1", origin)
+    reference = Message("a/b", b"x", 1, True, {}, None, "c1", origin, b"")
     assert type(built) is Message
     assert all(getattr(built, name) == getattr(reference, name) for name in Message.__slots__)
     assert not built.expired(1e12)

@@ -47,10 +47,11 @@ def test_qos2_in_delivers_on_pubrel_once(version):
 
 
 def test_pubrel_unknown_v5():
+    # PUBCOMP 0 (2 bytes), as Mosquitto: maybe a PUBREL repeated after a reconnection.
     h = Harness()
     pub = h.connect("pub", version=5)
     pub.send(Pubrel(77))
-    assert pub.take_one(Pubcomp).reason_code == ReasonCode.PACKET_IDENTIFIER_NOT_FOUND
+    assert pub.take_one(Pubcomp).reason_code == 0
 
 
 def test_v5_no_matching_subscribers():
@@ -58,8 +59,9 @@ def test_v5_no_matching_subscribers():
     pub = h.connect("pub", version=5)
     pub.publish("nobody", qos=1)
     assert pub.take_one(Puback).reason_code == ReasonCode.NO_MATCHING_SUBSCRIBERS
+    # QoS 2 is routed at PUBREL: PUBREC says 0, as Mosquitto's (issue 15 item 2).
     pub.publish("nobody", qos=2, packet_id=2)
-    assert pub.take_one(Pubrec).reason_code == ReasonCode.NO_MATCHING_SUBSCRIBERS
+    assert pub.take_one(Pubrec).reason_code == 0
 
 
 def test_v3_no_subscribers_plain_ack():
@@ -393,3 +395,43 @@ def test_alias_not_kept_for_a_dropped_packet():
     pub.publish("t", b"small")
     [msg] = sub.publishes()
     assert msg.topic == "t" and msg.properties[Property.TOPIC_ALIAS] == 1
+
+
+# Issue 15 item 5: an acknowledgement of the wrong kind for a message in flight is a
+# protocol error (Mosquitto's database.c); one for an unknown packet id is not.
+@pytest.mark.parametrize("qos, ack", [(1, Pubcomp), (1, Pubrec), (2, Puback), (2, Pubcomp)])
+@V311_V5
+def test_wrong_kind_of_ack_closes(version, qos, ack):
+    h = Harness()
+    sub = h.connect("sub", version=version)
+    sub.subscribe("t", qos)
+    pub = h.connect("pub")
+    pub.publish("t", qos=qos, packet_id=1)
+    if qos == 2:
+        pub.send(Pubrel(1))
+    [msg] = sub.publishes()
+    sub.send(ack(77))           # unknown id: ignored (PUBREC: PUBREL 0 all the same)
+    assert not sub.closed
+    sub.take()
+    sub.send(ack(msg.packet_id))
+    assert sub.closed
+
+
+# Issue 15 item 11: a session resumed after a SIGHUP that took READ away gets none of
+# the messages queued or in flight for it on that topic.
+def test_resumed_session_drops_what_it_may_no_longer_read(tmp_path):
+    acl = tmp_path / "acl"
+    acl.write_text("topic readwrite a/#\n")
+    h = Harness(acl_file=str(acl))
+    sub = h.connect("sub", clean_start=False)
+    sub.subscribe("a/#", 1)
+    pub = h.connect("pub")
+    pub.publish("a/inflight", qos=1, packet_id=1)
+    assert len(sub.publishes()) == 1
+    sub.lose()
+    pub.publish("a/queued", qos=1, packet_id=2)
+    acl.write_text("topic write a/#\n")
+    h.security.reload(h.config)
+    sub = h.connect("sub", clean_start=False)
+    assert sub.publishes() == []
+    assert h.broker.sessions["sub"].inflight == {}

@@ -150,3 +150,35 @@ def test_will_acl_checked_at_publish_time():
     h.security.reload(h.config)
     conn.lose()
     assert w.take() == []
+
+
+# Issue 15 item 9: on a takeover the old will goes only when the old or the new session
+# is clean (Mosquitto's rule); a session that goes on keeps quiet.
+@pytest.mark.parametrize("old_clean, new_clean, sent", [
+    (True, True, True), (True, False, True), (False, True, True), (False, False, False)])
+@V311_V5
+def test_will_on_takeover_depends_on_the_sessions(version, old_clean, new_clean, sent):
+    h = Harness()
+    w = _watcher(h)
+    props = {} if version != 5 or old_clean else {Property.SESSION_EXPIRY_INTERVAL: 60}
+    h.connect("c", version=version, clean_start=old_clean if version == 4 else True, properties=props,
+              will=Will("will/c", b"old"))
+    h.connect("c", version=version, clean_start=new_clean,
+              properties={Property.SESSION_EXPIRY_INTERVAL: 60} if version == 5 else None)
+    assert len(w.publishes()) == (1 if sent else 0)
+
+
+# Issue 15 item 12: back within the will delay with clean start 1, the old session ends,
+# and with it the wait: the will goes now (MQTT 5 3.1.3.2.2; Mosquitto 2.0.11 drops it).
+def test_will_delay_ended_by_a_clean_start_reconnect():
+    h = Harness()
+    w = _watcher(h)
+    props = {Property.SESSION_EXPIRY_INTERVAL: 100}
+    will = Will("will/c", b"gone", 0, False, {Property.WILL_DELAY_INTERVAL: 10})
+    h.connect("c", version=5, clean_start=False, will=will, properties=props).lose()
+    h.advance(2)
+    assert w.take() == []
+    h.connect("c", version=5, clean_start=True, properties=props)
+    assert [m.payload for m in w.publishes()] == [b"gone"]
+    h.advance(20)
+    assert w.take() == []

@@ -269,3 +269,18 @@ def test_damaged_connect_never_raises(packet, data):
     wire[index] ^= data.draw(st.integers(1, 255))
     decoder = Decoder()
     assert_clean(decoder, decoder.feed(bytes(wire)))
+
+
+@SETTINGS
+@given(properties_for(PacketType.PUBLISH, 5, sub_ids=3), st.sets(st.sampled_from(sorted(PROPERTY_SPECS))))
+def test_properties_without_is_the_decoded_block_minus_the_dropped(props, drop):
+    # Issue 15 item 3: forwarding cuts hop properties out of the received bytes.
+    from midge.protocol.properties import (
+        decode_properties, encode_properties, encode_varint, properties_without,
+    )
+    kept = properties_without(encode_properties(props), drop)
+    block = encode_varint(len(kept))
+    decoded, _ = decode_properties(block + kept, 0, len(block) + len(kept), PacketType.PUBLISH,
+                                   repeat_subscription_id=True)
+    assert decoded == {k: v for k, v in props.items() if k not in drop}
+    assert kept == encode_properties({k: v for k, v in props.items() if k not in drop})

@@ -245,3 +245,23 @@ def test_anonymous_refused_once_a_listener_is_defined(tmp_path):
         assert "not authori" in (r.stderr + r.stdout).lower()
     finally:
         proc.stop()
+
+
+def test_v5_publish_over_message_size_limit_acked_so_paho_can_read_it(tmp_path):
+    # Issue 15 item 7, kept difference: Mosquitto answers 0x95, which MQTT 5 does not
+    # allow in a PUBACK; paho-mqtt then reports a malformed packet, reconnects and sends
+    # the message again. midge's 0x83 ends the flow for paho.
+    port = free_port()
+    proc = start_midge(f"listener {port} 127.0.0.1\nallow_anonymous true\nmessage_size_limit 10\n",
+                       tmp_path, port)
+    try:
+        client = PahoClient(port, "big", version=5)
+        client.client.publish("big", b"x" * 11, qos=1)
+        kind, mid, reason, props = client.wait_event("publish")
+        assert reason == 0x83
+        client.client.publish("small", b"x" * 10, qos=1)
+        assert client.wait_event("publish")[2] == 0x10   # no subscribers: the same connection
+        assert client.events.empty(), list(client.events.queue)   # no disconnect, no reconnect
+        client.disconnect()
+    finally:
+        proc.stop()

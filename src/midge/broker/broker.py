@@ -37,7 +37,7 @@ from midge.broker.handle_publish import (
 )
 from midge.broker.handle_subscribe import handle_subscribe, handle_unsubscribe
 from midge.broker.limits import Limits, ListenerLimits
-from midge.broker.message import WAIT_COMP, Message
+from midge.broker.message import WAIT_COMP, WILL_ONLY_PROPERTIES, Message
 from midge.broker.retain import RetainStore
 from midge.broker.session import Session
 from midge.broker.stats import Stats
@@ -47,6 +47,7 @@ from midge.log import LogType
 from midge.protocol import packets as p
 from midge.protocol.codec import PUBREL_BYTE, encode_success_ack
 from midge.protocol.constants import Property, ReasonCode
+from midge.protocol.properties import properties_without
 
 from midge.security import SUBSCRIBE, UNSUBSCRIBE, WRITE, Security, dollar_topic_allowed
 
@@ -370,6 +371,8 @@ class Broker(Database):
     def send_delayed_will(self, session: Session, now: float) -> None:
         will, client = session.will, session.will_client
         will_delay.remove(session)
+        if self.persist is not None:
+            self.persist.sessions.add(session)   # its stored will goes
         if will is not None:
             self.publish_will(client, will, now)
 
@@ -378,19 +381,25 @@ class Broker(Database):
         if not self.may_publish(client, will.topic):
             return
         props = will.properties
-        if props:
-            props = {k: v for k, v in props.items() if k != Property.WILL_DELAY_INTERVAL}
+        raw = will.property_bytes
         expiry_at = None
-        interval = props.get(Property.MESSAGE_EXPIRY_INTERVAL) if props else None
-        if interval is not None:
-            expiry_at = now + interval
-            props = {k: v for k, v in props.items() if k != Property.MESSAGE_EXPIRY_INTERVAL}
+        if props:
+            interval = props.get(Property.MESSAGE_EXPIRY_INTERVAL)
+            if interval is not None:
+                expiry_at = now + interval
+            props = {k: v for k, v in props.items() if k not in WILL_ONLY_PROPERTIES}
+            if raw:   # forwarded in the order they came (as Mosquitto)
+                raw = properties_without(raw, WILL_ONLY_PROPERTIES)
         message = Message(will.topic, will.payload, will.qos, will.retain, props or {}, expiry_at,
-                          client.client_id if client else None, client)
+                          client.client_id if client else None, client, raw)
         self.publish(message, now)
 
     def resume_session(self, session: Session, client: Client, now: float) -> None:
-        """Retransmit unacknowledged PUBLISH (DUP) and PUBREL in order, then the queue."""
+        """Retransmit unacknowledged PUBLISH (DUP) and PUBREL in order, then the queue;
+        first drop what this client may no longer read (the ACL may have changed while
+        it was away, or it is another user: Mosquitto's connection_check_acl)."""
+        if not self.security.acl_open:
+            self.drop_unreadable(session, client)
         for delivery in session.inflight.values():
             if delivery.state == WAIT_COMP:
                 client.send_bytes(encode_success_ack(PUBREL_BYTE, delivery.packet_id))

@@ -26,6 +26,8 @@ CLOSED = 2
 # What a closed client's `decoder` becomes: a closed client decodes nothing more, and
 # its own decoder may hold most of a large packet (see Client._release).
 _CLOSED_DECODER = Decoder(version=None, role="server")
+# The longest Reason String midge puts in a DISCONNECT (characters).
+REASON_STRING_MAX = 200
 
 # Mosquitto gives a connection that has not sent CONNECT the default keepalive of 60 s.
 PRE_CONNECT_KEEPALIVE = 60
@@ -244,6 +246,10 @@ class Client:
     def _send_disconnect(self, reason_code, reason_string) -> None:
         props = {}
         if reason_string and self.request_problem_info:
+            if len(reason_string) > REASON_STRING_MAX:
+                # It may quote the client's own bytes (a 64 KiB topic): what was
+                # wrong fits in a line, and a string over 65535 bytes can't be sent.
+                reason_string = reason_string[:REASON_STRING_MAX - 3] + "..."
             props[Property.REASON_STRING] = reason_string
         data = encode(Disconnect(reason_code, props), 5)
         if props and self.max_packet_out and len(data) > self.max_packet_out:

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 from midge.broker import flow
 from midge.broker.client import CONNECTED
-from midge.broker.message import WAIT_ACK, Delivery
+from midge.broker.message import WAIT_ACK, WAIT_COMP, Delivery
 from midge.empty import EMPTY_MAP
 from midge.protocol.codec import (
     encode_publish as codec_encode_publish, encode_publish_qos0_v3, prepare_publish,
+    publish_property_block,
 )
-from midge.protocol.constants import Property
 from midge.security import READ
 
 if TYPE_CHECKING:   # for the annotations of what the mixin uses of Broker
@@ -45,45 +45,44 @@ class Database:
     def write(self, client, data: bytes) -> None:
         raise NotImplementedError   # Broker.write
 
-    def _topic_and_props(self, client, message, sub_ids, now):
-        """The topic as this client sees it and the v5 properties of this hop."""
+    def _topic_and_properties(self, client, message, sub_ids, now):
+        """The topic as this client sees it and (v5) the PUBLISH's property block:
+        the subscription identifiers, the message's properties as they came (their
+        received bytes, not re-encoded), the message expiry left, as Mosquitto orders
+        them (codec.publish_property_block); midge's outgoing topic alias last."""
         topic = message.topic
         mount = client.mount_point
         if mount and topic.startswith(mount):
             topic = topic[len(mount):]
         if client.version != 5:
             return topic, None
-        props = message.properties
-        if sub_ids or message.expiry_at is not None:
-            props = dict(props)
-            if sub_ids:
-                props[Property.SUBSCRIPTION_IDENTIFIER] = sub_ids
-            if message.expiry_at is not None:
-                remaining = message.expiry_at - now
-                props[Property.MESSAGE_EXPIRY_INTERVAL] = max(0, int(remaining + 0.999))
-        return topic, props
+        alias = None
+        if client.topic_alias_max_out:
+            topic, alias = self._alias(client, topic)
+        expiry = None
+        if message.expiry_at is not None:
+            # Whole seconds left, rounded up; none once nothing is left (as Mosquitto).
+            expiry = int(message.expiry_at - now + 0.999) or None
+        return topic, publish_property_block(message.forwarded_properties(), sub_ids, expiry, alias)
 
-    def _alias(self, client, topic, props):
+    def _alias(self, client, topic):
         """Outgoing v5 topic alias: the first PUBLISH of a topic sets an alias (while
         the client's Topic Alias Maximum allows), later ones send it with an empty
-        topic. `client.alias_set_by_last` lets a dropped packet undo what it set."""
+        topic; (topic to send, alias or None). `client.alias_set_by_last` lets a
+        dropped packet undo what it set."""
         alias = client.aliases_out.get(topic)
         if alias is not None:
             client.alias_set_by_last = None
-            props = dict(props) if props else {}
-            props[Property.TOPIC_ALIAS] = alias
-            return "", props
+            return "", alias
         if len(client.aliases_out) < client.topic_alias_max_out:
             alias = len(client.aliases_out) + 1
             if not client.aliases_out:
                 client.aliases_out = {}  # was the shared EMPTY_MAP
             client.aliases_out[topic] = alias
             client.alias_set_by_last = topic
-            props = dict(props) if props else {}
-            props[Property.TOPIC_ALIAS] = alias
-            return topic, props
+            return topic, alias
         client.alias_set_by_last = None
-        return topic, props
+        return topic, None
 
     def _dropped_too_large(self, client) -> None:
         """A PUBLISH over the client's maximum packet size is not sent; an alias it
@@ -99,12 +98,10 @@ class Database:
             # QoS 0 to a v3 client without mount point: no properties, no alias, no
             # packet id (saves a call and the general encoder's branches per message).
             return encode_publish_qos0_v3(message.topic, message.payload, retain)
-        topic, props = self._topic_and_props(client, message, sub_ids, now)
-        if client.topic_alias_max_out:
-            topic, props = self._alias(client, topic, props)
+        topic, block = self._topic_and_properties(client, message, sub_ids, now)
         # codec.encode_publish skips building a Publish object per recipient.
-        return codec_encode_publish(topic, message.payload, qos, retain, dup, packet_id, props,
-                                    client.version)
+        return codec_encode_publish(topic, message.payload, qos, retain, dup, packet_id, None,
+                                    client.version, block)
 
     def _prepared(self, client, message, qos, retain, sub_ids, now, cache):
         """Bytes of a QoS 1/2 PUBLISH minus the packet id, shared by recipients that
@@ -115,10 +112,8 @@ class Database:
             prepared = cache.get(key)
             if prepared is not None:
                 return prepared
-        topic, props = self._topic_and_props(client, message, sub_ids, now)
-        if client.topic_alias_max_out:
-            topic, props = self._alias(client, topic, props)
-        prepared = prepare_publish(topic, message.payload, qos, retain, props, client.version)
+        topic, block = self._topic_and_properties(client, message, sub_ids, now)
+        prepared = prepare_publish(topic, message.payload, qos, retain, None, client.version, block)
         if key is not None:
             cache[key] = prepared
         return prepared
@@ -229,11 +224,14 @@ class Database:
         into flight while the window allows, else into the session queue (QoS 0 to an
         offline session only with `queue_qos0_messages`)."""
         if client is None or client.state != CONNECTED:
-            if qos == 0 and not self.limits.queue_qos0_messages:
+            if qos == 0:
+                if self.limits.queue_qos0_messages:
+                    self._queue(session, Delivery(message, 0, retain, sub_ids))
                 return
-            self._queue(session, Delivery(message, qos, retain, sub_ids))
+            # Numbered now, even if the queue is full (Mosquitto's subs__send).
+            self._queue(session, Delivery(message, qos, retain, sub_ids, session.allocate_packet_id()))
             return
-        delivery = Delivery(message, qos, retain, sub_ids)
+        delivery = Delivery(message, qos, retain, sub_ids, session.allocate_packet_id())
         if not session.queued and not client.write_paused and self._has_room(session, client):
             self._send_new(session, client, delivery, now, cache)
         else:
@@ -268,7 +266,9 @@ class Database:
             flow.queued(self, session, delivery.message, self.now)
 
     def _send_new(self, session, client, delivery, now, cache=None) -> None:
-        packet_id = session.allocate_packet_id()
+        """Send a numbered QoS 1/2 delivery and put it in flight (its id is free)."""
+        packet_id = delivery.packet_id
+        inflight = session.inflight
         prepared = self._prepared(client, delivery.message, delivery.qos, delivery.retain,
                                   delivery.sub_ids, now, cache)
         data = prepared.with_packet_id(packet_id)
@@ -278,9 +278,7 @@ class Database:
             return
         if self.debug:
             self._log_sending(client, delivery.message, delivery.qos, delivery.retain, False, packet_id)
-        delivery.packet_id = packet_id
         delivery.state = WAIT_ACK
-        inflight = session.inflight
         if inflight is EMPTY_MAP:
             inflight = session.own("inflight")
         inflight[packet_id] = delivery
@@ -291,6 +289,30 @@ class Database:
         self.write(client, data)
         self.stats.publish_sent += 1
         self.stats.publish_bytes_sent += len(delivery.message.payload)
+
+    def drop_unreadable(self, session, client) -> None:
+        """Forget the outgoing messages (in flight or queued) `client` has no READ
+        access to now, before they are sent again or at last. (A message waiting for
+        PUBCOMP was delivered already: its PUBREL still goes, unlike in Mosquitto.)"""
+        acl_check = self.security.acl_check
+        inflight = session.inflight
+        denied = [packet_id for packet_id, delivery in inflight.items()
+                  if delivery.state != WAIT_COMP and not acl_check(client, delivery.message.topic, READ)]
+        for packet_id in denied:
+            session.inflight_bytes -= len(inflight.pop(packet_id).message.payload)
+        dropped = len(denied)
+        if session.queued:
+            queue = session.queue
+            kept = [delivery for delivery in queue if acl_check(client, delivery.message.topic, READ)]
+            if len(kept) != len(queue):
+                dropped += len(queue) - len(kept)
+                queue.clear()
+                queue.extend(kept)
+                session.queue_bytes = sum(len(delivery.message.payload) for delivery in kept)
+        if dropped:
+            self.stats.publish_dropped += dropped
+            if self.persist is not None and session.expiry_interval:
+                self.persist.sessions.add(session)
 
     def _log_sending(self, client, message, qos, retain, dup, packet_id) -> None:
         self.log.debug(f"Sending PUBLISH to {client.client_id} (d{int(dup)}, q{qos}, r{int(retain)}, "
@@ -334,6 +356,11 @@ class Database:
                 self.stats.publish_sent += 1
                 self.stats.publish_bytes_sent += len(delivery.message.payload)
             else:
+                packet_id = delivery.packet_id
+                if packet_id is None or packet_id in session.inflight:
+                    # Not numbered (a queue stored by an older midge), or its number came
+                    # round again while an older message with it is in flight (65535 later).
+                    delivery.packet_id = session.allocate_packet_id()
                 self._send_new(session, client, delivery, now)
 
 

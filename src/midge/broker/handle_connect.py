@@ -7,9 +7,10 @@ import os
 
 from midge.broker.cleanup import attempt
 from midge.broker.client import CLOSED, CONNECTED
+from midge.broker.limits import UNLIMITED_INFLIGHT
 from midge.broker.session import NEVER
 from midge.log import LogType
-from midge.protocol.codec import CONNACK_V3_ACCEPTED
+from midge.protocol.codec import CONNACK_V3_ACCEPTED, connack_properties
 from midge.protocol.constants import ConnackCode, Property, ReasonCode
 from midge.protocol.packets import Connack
 from midge.security.throttle import peer_host
@@ -37,7 +38,8 @@ def _refuse(client, now, v5_code, v3_code, kind="refused") -> None:
         code = v5_code if client.version == 5 else v3_code
         client.broker.log.debug(f"Sending CONNACK to {client.id_for_log} (0, {int(code)})")
     if client.version == 5:
-        client.send_packet(Connack(False, v5_code))
+        client.send_packet(Connack(False, v5_code, connack_properties(maximum_qos=client.max_qos,
+                                                                      accepted=False)))
     else:
         client.send_packet(Connack(False, v3_code))
     client.close(now, kind)
@@ -139,6 +141,11 @@ def handle_connect(client, packet, now) -> None:
             _refuse(client, now, ReasonCode.RETAIN_NOT_SUPPORTED, ConnackCode.NOT_AUTHORIZED,
                     kind="not_supported")
             return
+        size_limit = limits.message_size_limit
+        if size_limit and len(will.payload) > size_limit:
+            # As Mosquitto: the will could never be published, so the CONNECT is refused.
+            _refuse(client, now, ReasonCode.PACKET_TOO_LARGE, ConnackCode.NOT_AUTHORIZED)
+            return
         if will.topic.startswith("$CONTROL/"):
             _refuse(client, now, ReasonCode.NOT_AUTHORIZED, ConnackCode.NOT_AUTHORIZED,
                     kind="not_authorised")
@@ -205,20 +212,19 @@ def _after_authentication(client, packet, now, session_expiry, assigned) -> None
         client.client_id = client_id = client.username
 
     # -- Keepalive limit ---------------------------------------------------------------
-    connack_props = {}
+    server_keep_alive = None
     max_keepalive = limits.max_keepalive
     if max_keepalive and (client.keepalive > max_keepalive or client.keepalive == 0):
         if client.version == 5:
-            client.keepalive = max_keepalive
-            connack_props[Property.SERVER_KEEP_ALIVE] = max_keepalive
+            client.keepalive = server_keep_alive = max_keepalive
         else:
             _refuse(client, now, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnackCode.IDENTIFIER_REJECTED)
             return
 
-    _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
+    _on_authorised(client, packet, now, session_expiry, assigned, server_keep_alive)
 
 
-def _on_authorised(client, packet, now, session_expiry, assigned, connack_props) -> None:
+def _on_authorised(client, packet, now, session_expiry, assigned, server_keep_alive) -> None:
     broker = client.broker
     limits = broker.limits
     log = broker.log
@@ -230,8 +236,11 @@ def _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
         old = existing.client
         if limits.connection_messages and log.enabled(LogType.NOTICE):
             log.notice(f"Client {client_id} already connected, closing old connection.")
+        # The old connection's will goes out only when the old or the new session is
+        # clean (v3 clean session, v5 session expiry 0), as Mosquitto decides; a
+        # session that goes on keeps quiet (issue 15 item 9).
         attempt(log, f"closing client {client_id} (takeover)", old.close, now, "takeover",
-                ReasonCode.SESSION_TAKEN_OVER)
+                ReasonCode.SESSION_TAKEN_OVER, None, existing.expiry_interval == 0 or packet.clean_start)
         existing = broker.sessions.get(client_id)
 
     session_present = False
@@ -257,26 +266,18 @@ def _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
         will.topic = client.mount_point + will.topic
     client.will = will
 
-    if client.version == 5:
-        if assigned:
-            connack_props[Property.ASSIGNED_CLIENT_IDENTIFIER] = client_id
-        if limits.max_inflight_messages != 65535:
-            connack_props[Property.RECEIVE_MAXIMUM] = limits.max_inflight_messages
-        if client.max_qos < 2:
-            connack_props[Property.MAXIMUM_QOS] = client.max_qos
-        if not limits.retain_available:
-            connack_props[Property.RETAIN_AVAILABLE] = 0
-        if limits.max_packet_size:
-            connack_props[Property.MAXIMUM_PACKET_SIZE] = limits.max_packet_size
-        if client.max_topic_alias:
-            connack_props[Property.TOPIC_ALIAS_MAXIMUM] = client.max_topic_alias
     client.state = CONNECTED
     client.handlers = broker.handlers_connected
     client.connected_at = now
     if broker.debug:
         log.debug(f"Sending CONNACK to {client_id} ({int(session_present)}, 0)")
     if client.version == 5:
-        client.send_packet(Connack(session_present, 0, connack_props))
+        client.send_packet(Connack(session_present, 0, connack_properties(
+            topic_alias_maximum=client.max_topic_alias, server_keep_alive=server_keep_alive,
+            assigned_client_identifier=client_id if assigned else None,
+            retain_available=limits.retain_available, maximum_packet_size=limits.max_packet_size,
+            receive_maximum=(0 if limits.max_inflight_messages == UNLIMITED_INFLIGHT
+                             else limits.max_inflight_messages), maximum_qos=client.max_qos)))
     else:
         # MQTT 3.1 has no session present flag: that CONNACK byte is reserved (0).
         broker.write(client, CONNACK_V3_ACCEPTED[session_present and client.version == 4])

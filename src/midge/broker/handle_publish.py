@@ -115,10 +115,9 @@ def handle_publish(client, packet, now) -> None:
         _send_ack(client, _PUBACK, Puback, packet.packet_id, reason)
     else:
         client.session.own("incoming_qos2")[packet.packet_id] = message
-        reason = 0
-        if client.version == 5 and not broker.subs.has_subscribers(topic):
-            reason = ReasonCode.NO_MATCHING_SUBSCRIBERS
-        _send_ack(client, _PUBREC, Pubrec, packet.packet_id, reason)
+        # Success, not 0x10 No matching subscribers: the message is routed at PUBREL,
+        # so Mosquitto answers 0 (2 bytes), and so does midge.
+        _send_ack(client, _PUBREC, Pubrec, packet.packet_id, 0)
 
 
 def _refuse_publish(client, packet, topic, limit, now) -> None:
@@ -130,6 +129,9 @@ def _refuse_publish(client, packet, topic, limit, now) -> None:
         if broker.debug:
             broker.log.debug(f"Dropped too large PUBLISH from {client.client_id} (q{qos}, '{topic}', "
                              f"{len(packet.payload)} bytes)")
+        # Not 0x95 Packet too large, which Mosquitto sends: MQTT 5 does not allow it in
+        # PUBACK / PUBREC (tables 3.4.2.1, 3.5.2.1), and paho-mqtt takes such an ack for
+        # a malformed packet, reconnects and sends the message again, forever.
         reason = ReasonCode.IMPLEMENTATION_SPECIFIC_ERROR
     else:
         if broker.debug:
@@ -147,22 +149,33 @@ def _refuse_publish(client, packet, topic, limit, now) -> None:
 
 
 def handle_pubrel(client, packet, now) -> None:
-    """Release of an incoming QoS 2 message: deliver it now (as Mosquitto does)."""
-    session = client.session
-    message = session.incoming_qos2.pop(packet.packet_id, _MISSING)
-    if message is _MISSING:
-        _send_ack(client, _PUBCOMP, Pubcomp, packet.packet_id,
-                  ReasonCode.PACKET_IDENTIFIER_NOT_FOUND)
-        return
-    if message is not None:
+    """Release of an incoming QoS 2 message: deliver it now (as Mosquitto does).
+
+    An unknown packet identifier still gets PUBCOMP with reason 0, as from Mosquitto:
+    it may be a PUBREL repeated after a reconnection (0x92 is allowed, not required)."""
+    message = client.session.incoming_qos2.pop(packet.packet_id, _MISSING)
+    if message is not _MISSING and message is not None:
         client.broker.publish(message, now)
     _send_ack(client, _PUBCOMP, Pubcomp, packet.packet_id, 0)
+
+
+def _wrong_ack(client, packet, delivery, now) -> None:
+    """An acknowledgement that does not fit the message in flight under its packet
+    identifier (PUBCOMP for QoS 1, PUBACK for QoS 2, PUBCOMP before PUBREL): a
+    protocol error that closes the connection, as in Mosquitto (database.c)."""
+    kind = type(packet).__name__.upper()
+    client.protocol_error(now, ReasonCode.PROTOCOL_ERROR,
+                          f"{kind} for packet identifier {packet.packet_id}, a QoS {delivery.qos} "
+                          f"message {'waiting for PUBCOMP' if delivery.state == WAIT_COMP else 'sent'}")
 
 
 def handle_puback(client, packet, now) -> None:
     session = client.session
     delivery = session.inflight.get(packet.packet_id)
-    if delivery is None or delivery.qos != 1:
+    if delivery is None:
+        return   # unknown identifier: ignored (Mosquitto logs a warning)
+    if delivery.qos != 1:
+        _wrong_ack(client, packet, delivery, now)
         return
     client.broker.complete_delivery(session, packet.packet_id, now)
 
@@ -171,10 +184,15 @@ def handle_pubrec(client, packet, now) -> None:
     session = client.session
     packet_id = packet.packet_id
     delivery = session.inflight.get(packet_id)
-    if delivery is None or delivery.qos != 2:
-        _send_ack(client, _PUBREL, Pubrel, packet_id, ReasonCode.PACKET_IDENTIFIER_NOT_FOUND)
+    if delivery is None:
+        # Unknown identifier: PUBREL all the same, with reason 0 (as Mosquitto).
+        _send_ack(client, _PUBREL, Pubrel, packet_id, 0)
         return
-    if client.version == 5 and packet.reason_code >= 0x80:
+    refused = client.version == 5 and packet.reason_code >= 0x80
+    if delivery.qos != 2 or (refused and delivery.state != WAIT_ACK):
+        _wrong_ack(client, packet, delivery, now)
+        return
+    if refused:
         # The receiver refused the message: the flow ends here (v5 4.3.3).
         client.broker.complete_delivery(session, packet_id, now)
         return
@@ -185,6 +203,9 @@ def handle_pubrec(client, packet, now) -> None:
 def handle_pubcomp(client, packet, now) -> None:
     session = client.session
     delivery = session.inflight.get(packet.packet_id)
-    if delivery is None or delivery.qos != 2 or delivery.state not in (WAIT_COMP, WAIT_ACK):
+    if delivery is None:
+        return   # unknown identifier: ignored (Mosquitto logs a warning)
+    if delivery.qos != 2 or delivery.state != WAIT_COMP:
+        _wrong_ack(client, packet, delivery, now)
         return
     client.broker.complete_delivery(session, packet.packet_id, now)

@@ -111,6 +111,61 @@ and says why:
   `listener` line (they create a default listener on port 1883), TLS-only options on a
   listener without TLS, `require_certificate` without `cafile`/`capath`,
   `allow_anonymous false` in local-only mode (ignored, as in Mosquitto).
+
+### On the wire
+
+Where MQTT leaves the choice open, midge sends the bytes Mosquitto 2.0.11 sends: v5
+CONNACK properties in Mosquitto's order, 2-byte PUBREC / PUBREL / PUBCOMP with reason 0
+(also for an unknown packet identifier, and PUBREC 0 rather than 0x10 for QoS 2),
+forwarded properties in the order the publisher sent them (subscription identifiers
+first, message expiry last), packet identifiers numbered when a message is queued for a
+session (an expired or dropped message used its number), DISCONNECT 0x81 for any
+malformed v5 SUBSCRIBE or UNSUBSCRIBE, a protocol error for an acknowledgement of the
+wrong kind, CONNACK 0x95 (v3: 5) for a will payload over `message_size_limit`, the old
+connection's will on a takeover only when the old or the new session is clean, and the
+READ check of queued messages when a session is resumed. `tests/conformance/test_differential.py`
+runs the same raw packets against both brokers and compares every packet sent back.
+It differs on purpose only where the allow-list of that harness (`ALLOWED` in
+`tests/conformance/differential.py`) names it, for these reasons:
+
+- **Reason strings** (`reason-string`). On a v5 protocol error midge's DISCONNECT carries
+  a Reason String saying what was wrong (at most 200 characters); Mosquitto sends the
+  bare code. A client that set Request Problem Information 0 gets none, nor one whose
+  Maximum Packet Size the string would exceed: they get Mosquitto's bytes. MQTT 5 4.13
+  allows both, and the string tells the client why.
+- **DISCONNECT before closing** (`disconnect-before-close`). For a protocol error outside
+  PUBLISH / SUBSCRIBE / UNSUBSCRIBE (an acknowledgement of the wrong kind, say) Mosquitto
+  closes without a word; midge sends DISCONNECT with the reason code first.
+- **Malformed v5 CONNECT** (`connack-on-malformed-connect`): midge answers with a CONNACK
+  carrying the reason code before closing; Mosquitto closes silently.
+- **Property values the spec does not define** (`undefined-property-value`), such as a
+  payload format indicator other than 0 or 1: midge refuses them (DISCONNECT 0x82);
+  Mosquitto passes them on to subscribers.
+- **A delayed will when its session ends** (`will-when-session-ends`). MQTT 5 3.1.3.2.2:
+  the will waits for its delay "or the Session ends, whichever happens first". With
+  session expiry 0 midge publishes it at the disconnection (Mosquitto waits for the
+  delay), and when the client comes back with clean start 1 within the delay (its old
+  session ends) midge publishes it then (Mosquitto drops it).
+- **Delayed wills across a restart** (`delayed-will-at-shutdown`). With `persistence
+  true` midge keeps a will still waiting for its delay across a restart, so a client
+  back in time still cancels it; Mosquitto 2.0.11 publishes such wills at shutdown (its
+  own source says they should be kept).
+- **PUBACK / PUBREC for a PUBLISH over `message_size_limit`** (`oversize-publish-ack`):
+  0x83 Implementation specific error. Mosquitto sends 0x95, which MQTT 5 does not allow
+  in these packets (tables 3.4.2.1, 3.5.2.1); paho-mqtt takes it for a malformed packet,
+  reconnects and sends the message again, without end.
+- **Session takeover** (`takeover-disconnect`): the v5 client whose session is taken over
+  gets DISCONNECT 0x8E (MQTT-3.1.4-3); Mosquitto 2.0.11 closes without it.
+- **Outgoing topic aliases** (`outgoing-topic-alias`): to a v5 client that allows them
+  (Topic Alias Maximum > 0) midge sends a topic once and its alias after; Mosquitto 2.0
+  never does. MQTT 5 3.3.2.3.4 lets the server choose; the alias saves bytes per message.
+
+Mosquitto 2.0.11 behaviour midge does not copy (the exchanges avoid depending on it):
+after dropping a queued message too large for the client's Maximum Packet Size, its
+send quota stays one short until some PUBACK arrives; after a queued message expires,
+the next one waits for the next PUBACK; a v5 session whose CONNECT had clean start 1 is
+not saved at shutdown whatever its expiry; at shutdown every connected client's will is
+published (midge publishes none then).
 """
 
 

@@ -90,6 +90,10 @@ class Persistence:
     def close(self, now: float) -> None:
         """Clean shutdown: write the last changes (sessions just went offline), close."""
         self.write_changes(now)
+        try:
+            self.store.save_packet_ids(self.broker)
+        except sqlite3.Error as exc:
+            self.log.error(f"Error saving persistence file {self.path}: {exc}")
         self.store.close()
         self.broker.persist = None
         self.broker.retained.changes = None

@@ -3,7 +3,9 @@ persistent sessions, written incrementally and loaded at start.
 
 Layout (one SQLite file in WAL mode, `PRAGMA application_id` marks it as midge's):
 
-- `retained(topic, payload, qos, properties, expiry, origin_id)`
+- `retained(topic, payload, qos, properties, expiry, origin_id, origin_username,
+  origin_port)`: with the publisher's client id, username and listener, so that
+  `check_retain_source` can still ask whether it may write the topic after a restart.
 - `messages(id, topic, payload, qos, retain, properties, expiry, origin_id)`: messages
   held by sessions (queued, in flight, incoming QoS 2), stored once however many
   sessions hold them; a message no session holds any more is deleted.
@@ -11,10 +13,18 @@ Layout (one SQLite file in WAL mode, `PRAGMA application_id` marks it as midge's
   username, listener_port, subscriptions, incoming)`: subscriptions and incoming
   QoS 2 packet ids (-> `messages.id`) as JSON.
 - `deliveries(client_id, seq, message_id, qos, retain, sub_ids, packet_id, state)`:
-  outgoing messages, in `seq` order; in flight when `packet_id` is set, else queued.
+  outgoing messages, in `seq` order; queued when `state` is 0, else in flight. A
+  queued QoS 1/2 message has its packet id already (numbered when queued); rows
+  written by an older midge have none, and get one when sent.
   The queue is written incrementally (rows appended at the tail, deleted from the
   head), so a long queue costs nothing per message beyond its own row.
+- `wills(client_id, topic, payload, qos, retain, properties, due)`: the v5 wills
+  waiting for their will delay (`due`) in an offline session; a client that comes back
+  to its session in time after a restart cancels it, as before the restart.
 - `meta(key, value)`: schema version, `saved_at` (wall clock of the last write).
+
+Properties are stored as the property block they came in (order kept). Version 1
+files (no publisher username / listener, no wills) are upgraded in place on open.
 
 Times are stored as wall-clock seconds (the broker's clock is monotonic and
 restarts with the process). See docs/persistence.md for the durability guarantee.
@@ -29,17 +39,20 @@ import time
 from collections import deque
 from itertools import islice
 
-from midge.broker import session_expiry
-from midge.broker.message import Delivery, Message
+from midge.broker import session_expiry, will_delay
+from midge.broker.message import QUEUED, Delivery, Message
 from midge.broker.session import Session
 from midge.broker.subs import Subscription
-from midge.protocol.constants import PacketType
-from midge.protocol.properties import decode_properties, encode_property_block
+from midge.protocol.constants import PacketType, Property
+from midge.protocol.packets import Will
+from midge.protocol.properties import (
+    WILL, decode_properties, encode_properties, encode_varint, read_varint,
+)
 
 _dumps = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
 
 APPLICATION_ID = 0x6D696467  # "midg"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SQLITE_MAGIC = b"SQLite format 3\x00"
 MOSQUITTO_MAGIC = b"\x00\xb5\x00mosquitto db"
 
@@ -47,7 +60,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value);
 CREATE TABLE IF NOT EXISTS retained (
     topic TEXT PRIMARY KEY, payload BLOB NOT NULL, qos INTEGER NOT NULL,
-    properties BLOB, expiry REAL, origin_id TEXT);
+    properties BLOB, expiry REAL, origin_id TEXT, origin_username TEXT, origin_port INTEGER);
+CREATE TABLE IF NOT EXISTS wills (
+    client_id TEXT PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL,
+    qos INTEGER NOT NULL, retain INTEGER NOT NULL, properties BLOB, due REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY, topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER NOT NULL,
     retain INTEGER NOT NULL, properties BLOB, expiry REAL, origin_id TEXT);
@@ -65,13 +81,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
 class _Mirror:
     """What the file holds for one session, so a write touches only what changed."""
 
-    __slots__ = ("queue", "inflight", "incoming_rows", "row")
+    __slots__ = ("queue", "inflight", "incoming_rows", "row", "will")
 
     def __init__(self):
         self.queue: deque = deque()     # (Delivery, seq, message row id), in order
         self.inflight: dict = {}        # packet id -> (Delivery, seq, message row id, state)
         self.incoming_rows: list = []   # message row ids of incoming QoS 2 (rewritten whole)
         self.row = None                 # what the sessions row was written from
+        self.will = None                # the delayed Will the wills row holds
 
 
 class PersistError(Exception):
@@ -130,15 +147,41 @@ def _monotonic(wall_at, now, wall_now):
     return None if wall_at is None else now + (wall_at - wall_now)
 
 
-def _props_blob(props):
-    return encode_property_block(props) if props else None
+def _props_blob(message):
+    """A message's properties as stored: the property block of its forwarded bytes
+    (so the publisher's order survives a restart), None for none."""
+    raw = message.forwarded_properties()
+    return encode_varint(len(raw)) + raw if raw else None
 
 
-def _props(blob):
+def _upgrade_from_1(db) -> None:
+    """Version 1 -> 2: the retained publisher's username and listener (unknown for the
+    messages already stored: check_retain_source skips those, as before), and the
+    wills table (created empty by the schema script)."""
+    db.execute("BEGIN")
+    db.execute("ALTER TABLE retained ADD COLUMN origin_username TEXT")
+    db.execute("ALTER TABLE retained ADD COLUMN origin_port INTEGER")
+    db.execute("UPDATE meta SET value=2 WHERE key='schema'")
+    db.execute("COMMIT")
+
+
+def _origin(message) -> tuple:
+    """(username, listener port) of a message's publisher, (None, None) if unknown."""
+    client = message.origin_client
+    if client is None:
+        return None, None
+    listener = getattr(client, "listener", None)
+    return client.username, (listener.port if listener is not None else None)
+
+
+def _props(blob, packet_type=PacketType.PUBLISH):
+    """(properties, their bytes without the length) of a stored property block."""
     if not blob:
-        return {}
-    props, _ = decode_properties(blob, 0, len(blob), PacketType.PUBLISH)
-    return props
+        return {}, b""
+    blob = bytes(blob)
+    props, _ = decode_properties(blob, 0, len(blob), packet_type)
+    _, start = read_varint(blob, 0, len(blob))
+    return props, blob[start:]
 
 
 class Store:
@@ -174,6 +217,9 @@ class Store:
             db.executescript(_SCHEMA)
             db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
             schema = db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
+            if schema == 1:
+                _upgrade_from_1(db)
+                schema = 2
             if schema != SCHEMA_VERSION:
                 db.close()
                 raise PersistError(f"persistence file {path} has format version {schema}; this "
@@ -209,23 +255,31 @@ class Store:
         db = self.db
         wall_now = self.wall_clock()
         retained = 0
-        for topic, payload, qos, props, expiry, origin in db.execute(
-                "SELECT topic, payload, qos, properties, expiry, origin_id FROM retained"):
+        by_port = {listener.port: listener for listener in listeners}
+        for topic, payload, qos, props, expiry, origin, username, port in db.execute(
+                "SELECT topic, payload, qos, properties, expiry, origin_id, origin_username, "
+                "origin_port FROM retained"):
             expiry_at = _monotonic(expiry, now, wall_now)
             if expiry_at is not None and expiry_at <= now:
                 continue
-            broker.retained.store(Message(topic, bytes(payload), qos, True, _props(props),
-                                          expiry_at, origin))
+            props, raw = _props(props)
+            # The publisher as check_retain_source asks about it (not for messages an
+            # older midge stored without username and listener).
+            publisher = None
+            if origin is not None and port is not None:
+                publisher = OfflineClient(origin, username, by_port.get(port))
+            broker.retained.store(Message(topic, bytes(payload), qos, True, props, expiry_at, origin,
+                                          publisher, raw))
             retained += 1
         messages = {}
         for row_id, topic, payload, qos, retain, props, expiry, origin in db.execute(
                 "SELECT id, topic, payload, qos, retain, properties, expiry, origin_id FROM messages"):
-            message = Message(topic, bytes(payload), qos, bool(retain), _props(props),
-                              _monotonic(expiry, now, wall_now), origin)
+            props, raw = _props(props)
+            message = Message(topic, bytes(payload), qos, bool(retain), props,
+                              _monotonic(expiry, now, wall_now), origin, property_bytes=raw)
             messages[row_id] = message
         saved_at = db.execute("SELECT value FROM meta WHERE key='saved_at'").fetchone()
         saved_at = saved_at[0] if saved_at else wall_now
-        by_port = {listener.port: listener for listener in listeners}
         rows_by_session: dict = {}
         for row in db.execute("SELECT client_id, seq, message_id, qos, retain, sub_ids, packet_id, "
                               "state FROM deliveries ORDER BY client_id, seq"):
@@ -257,8 +311,8 @@ class Store:
                 message = messages[row_id]
                 delivery = Delivery(message, qos, bool(retain), json.loads(sub_ids) if sub_ids else None)
                 size = len(message.payload)
-                if packet_id is not None:
-                    delivery.packet_id = packet_id
+                delivery.packet_id = packet_id
+                if state != QUEUED:
                     delivery.state = state
                     session.own("inflight")[packet_id] = delivery
                     session.inflight_bytes += size
@@ -280,12 +334,22 @@ class Store:
                 broker.timers.add(now + interval - offline_for, session_expiry.KIND, session,
                                   session.expiry_token)
             sessions += 1
+        for client_id, topic, payload, qos, retain, props, due in db.execute(
+                "SELECT client_id, topic, payload, qos, retain, properties, due FROM wills").fetchall():
+            session = broker.sessions.get(client_id)
+            if session is None:
+                continue   # the session expired while the broker was down: so did the will
+            props, raw = _props(props, WILL)
+            will = Will(topic, bytes(payload), qos, bool(retain), props, raw)
+            will_delay.add(broker, session, will, session.last_client, max(0.0, due - wall_now), now)
+            self._mirrors[client_id].will = will
         unheld = [row_id for row_id in messages if row_id not in self._row_refs]
         if expired or unheld or rows_by_session:
             db.execute("BEGIN")
             for client_id in expired + list(rows_by_session):
                 db.execute("DELETE FROM sessions WHERE client_id=?", (client_id,))
                 db.execute("DELETE FROM deliveries WHERE client_id=?", (client_id,))
+                db.execute("DELETE FROM wills WHERE client_id=?", (client_id,))
             for row_id in unheld:
                 db.execute("DELETE FROM messages WHERE id=?", (row_id,))
             db.execute("COMMIT")
@@ -358,9 +422,9 @@ class Store:
                 statements.append(("DELETE FROM retained WHERE topic=?", (topic,)))
             else:
                 statements.append((
-                    "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?, ?)",
-                    (topic, message.payload, message.qos, _props_blob(message.properties),
-                     _wall(message.expiry_at, now, wall_now), message.origin_id)))
+                    "INSERT OR REPLACE INTO retained VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (topic, message.payload, message.qos, _props_blob(message),
+                     _wall(message.expiry_at, now, wall_now), message.origin_id) + _origin(message)))
         session_rows = []
         for session in sessions:
             client_id = session.client_id
@@ -374,7 +438,7 @@ class Store:
             return 0
         db.execute("BEGIN")
         if clear:
-            for table in ("retained", "sessions", "deliveries", "messages"):
+            for table in ("retained", "sessions", "deliveries", "messages", "wills"):
                 db.execute(f"DELETE FROM {table}")
         for sql, args in statements:
             db.execute(sql, args)
@@ -393,7 +457,7 @@ class Store:
             "INSERT INTO messages (topic, payload, qos, retain, properties, expiry, origin_id) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             (message.topic, message.payload, message.qos, int(message.retain),
-             _props_blob(message.properties), _wall(message.expiry_at, now, wall_now),
+             _props_blob(message), _wall(message.expiry_at, now, wall_now),
              message.origin_id))
         row_id = cursor.lastrowid
         assert row_id is not None   # (set by every INSERT)
@@ -417,6 +481,7 @@ class Store:
         if not live:
             db.execute("DELETE FROM sessions WHERE client_id=?", (client_id,))
             db.execute("DELETE FROM deliveries WHERE client_id=?", (client_id,))
+            db.execute("DELETE FROM wills WHERE client_id=?", (client_id,))
             mirror = self._mirrors.pop(client_id, None)
             if mirror is not None:
                 for row_id in mirror.incoming_rows:
@@ -444,6 +509,9 @@ class Store:
         self._write_queue(session, mirror, released, now, wall_now)
         for row_id in released:
             self._release(row_id)
+        if session.will is not mirror.will:
+            self._write_will(session, wall_now, now)
+            mirror.will = session.will
         client = session.client or session.last_client
         # The sessions row changes rarely (connect, subscribe, disconnect, QoS 2 in):
         # skip it when what it is made of is the same objects and values as last time.
@@ -468,6 +536,23 @@ class Store:
                    (client_id, session.expiry_interval, session.protocol,
                     session.next_packet_id, disconnected, username,
                     listener.port if listener is not None else None, _dumps(subs), _dumps(incoming)))
+
+    def _write_will(self, session, wall_now, now) -> None:
+        """The session's delayed will (v5 will delay), or no row when it has none. It is
+        due its delay after the disconnection, in wall-clock time."""
+        will = session.will
+        if will is None:
+            self.db.execute("DELETE FROM wills WHERE client_id=?", (session.client_id,))
+            return
+        delay = will.properties.get(Property.WILL_DELAY_INTERVAL, 0)
+        due = _wall(session.disconnected_at if session.disconnected_at is not None else now,
+                    now, wall_now) + delay
+        raw = will.property_bytes
+        if raw is None:
+            raw = encode_properties(will.properties)
+        self.db.execute("INSERT OR REPLACE INTO wills VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (session.client_id, will.topic, will.payload, will.qos, int(will.retain),
+                         encode_varint(len(raw)) + raw if raw else None, due))
 
     def _write_inflight(self, session, mirror, released, now, wall_now) -> None:
         """Delete acknowledged rows, update changed states, insert newly sent ones."""
@@ -512,20 +597,31 @@ class Store:
         kept = len(stored)
         if kept <= len(queue) and (not kept or queue[kept - 1] is stored[-1][0]):
             if removed_upto is not None:
-                db.execute("DELETE FROM deliveries WHERE client_id=? AND packet_id IS NULL "
+                db.execute("DELETE FROM deliveries WHERE client_id=? AND state=0 "
                            "AND seq<=?", (client_id, removed_upto))
             # The appended tail, read from the right end (no walk over a long queue).
             new = list(islice(reversed(queue), len(queue) - kept))[::-1] if kept else queue
         else:
-            db.execute("DELETE FROM deliveries WHERE client_id=? AND packet_id IS NULL", (client_id,))
+            db.execute("DELETE FROM deliveries WHERE client_id=? AND state=0", (client_id,))
             released.extend(row_id for _, _, row_id in stored)
             stored.clear()
             new = queue
         for delivery in new:
             row_id = self._row_for(delivery.message, now, wall_now)
             self._acquire(row_id)
-            seq = self._insert_delivery(client_id, delivery, row_id, None, 0)
+            seq = self._insert_delivery(client_id, delivery, row_id, delivery.packet_id, QUEUED)
             stored.append((delivery, seq, row_id))
+
+    def save_packet_ids(self, broker) -> None:
+        """Store where each session's packet identifiers go on (at shutdown, as
+        Mosquitto saves last_mid): the sessions row is otherwise rewritten only when
+        the session itself changes, not for every message numbered."""
+        rows = [(session.next_packet_id, client_id) for client_id, session in broker.sessions.items()
+                if client_id in self._mirrors]
+        if rows:
+            self.db.execute("BEGIN")
+            self.db.executemany("UPDATE sessions SET next_packet_id=? WHERE client_id=?", rows)
+            self.db.execute("COMMIT")
 
     def save_all(self, broker, changes, now: float) -> int:
         """SIGUSR1: write every persistent session and retained message again, from

@@ -58,8 +58,8 @@ from midge.protocol.properties import (
 )
 from midge.protocol.topics import MAX_TOPIC_SEPARATORS, too_deep, valid_topic_filter, valid_topic_name
 
-__all__ = ["Decoder", "PreparedPublish", "encode", "encode_publish", "encode_publish_qos0_v3",
-           "prepare_publish"]
+__all__ = ["Decoder", "PreparedPublish", "connack_properties", "encode", "encode_publish",
+           "encode_publish_qos0_v3", "prepare_publish", "publish_property_block"]
 
 # Reason codes each v5 packet may carry (spec 3.4.2.1, 3.5.2.1, 3.6.2.1, 3.7.2.1,
 # 3.14.2.1, 3.15.2.1); anything else from a peer is a protocol error.
@@ -80,6 +80,21 @@ _NO_CHUNKS = cast(list[bytes], ())
 # =============================================================================================
 # Decoding
 # =============================================================================================
+
+def _malformed_in_v5(read):
+    """A v5 SUBSCRIBE or UNSUBSCRIBE that cannot be read is malformed (0x81),
+    whatever the fault (packet identifier 0, no topic filter, a bad property or
+    filter): the code Mosquitto's DISCONNECT gives them. v3 has no code to give."""
+    def decode(self, first, data, pos, stop):
+        try:
+            return read(self, first, data, pos, stop)
+        except MQTTError as exc:
+            if self.version != 5 or isinstance(exc, MalformedPacket):
+                raise
+            raise MalformedPacket(str(exc)) from None
+    decode.__name__ = read.__name__
+    return decode
+
 
 class Decoder:
     """Incremental decoder for one connection.
@@ -244,8 +259,11 @@ class Decoder:
         will = None
         if will_flag:
             will_properties = {}
+            property_bytes = None
             if version == 5:
+                start = pos
                 will_properties, pos = decode_properties(data, pos, stop, WILL)
+                property_bytes = data[pos - _varint_body(will_properties, data, start):pos]
             topic, pos = read_string(data, pos, stop, "will topic")
             if not valid_topic_name(topic):
                 raise TopicNameInvalid(f"invalid will topic {topic!r}")
@@ -253,7 +271,7 @@ class Decoder:
                 raise TopicTooDeep(f"will topic has more than {MAX_TOPIC_SEPARATORS} levels",
                                    ProtocolError.reason_code, connack=False)
             payload, pos = read_binary(data, pos, stop, "will payload")
-            will = Will(topic, payload, will_qos, will_retain, will_properties)
+            will = Will(topic, payload, will_qos, will_retain, will_properties, property_bytes)
         username = password = None
         if has_username:
             username, pos = read_string(data, pos, stop, "username")
@@ -320,22 +338,27 @@ class Decoder:
         if self.version == 5:
             if pos < stop and not data[pos]:  # inlined: no properties, the common case
                 properties = {}
+                property_bytes = b""
                 pos += 1
             else:
                 server = self.role == "server"
+                start = pos
                 properties, pos = decode_properties(data, pos, stop, PacketType.PUBLISH,
                                                     repeat_subscription_id=not server)
                 if server and Property.SUBSCRIPTION_IDENTIFIER in properties:
                     raise ProtocolError("PUBLISH from a client has a subscription identifier")
+                # The properties' own bytes, kept for forwarding (see Publish).
+                property_bytes = data[pos - _varint_body(properties, data, start):pos]
             if not topic and Property.TOPIC_ALIAS not in properties:
                 raise ProtocolError("PUBLISH with an empty topic and no topic alias")
         else:
             properties = {}
+            property_bytes = None
             if not topic:
                 raise ProtocolError("PUBLISH with an empty topic")
         # (x != 0) rather than bool(x): no call, ~2 % of a QoS 0 message's decode.
         return Publish(topic, data[pos:stop], qos, (first & 0x01) != 0, dup != 0, packet_id,
-                       properties)
+                       properties, None, property_bytes)
 
     def _publish_v3(self, first, data, pos, stop):
         """PUBLISH with first byte 0x30 or 0x32 (QoS 0 or 1, no DUP, no RETAIN) from an
@@ -419,6 +442,7 @@ class Decoder:
             raise ProtocolError(f"{what} with packet identifier 0")
         return packet_id, pos + 2
 
+    @_malformed_in_v5
     def _subscribe(self, first, data, pos, stop):
         self._check_flags(first, 0x02)
         packet_id, pos = self._packet_id(data, pos, stop, "SUBSCRIBE")
@@ -459,6 +483,7 @@ class Decoder:
             raise ProtocolError("SUBSCRIBE with no topic filters")
         return Subscribe(packet_id, subscriptions, properties)
 
+    @_malformed_in_v5
     def _unsubscribe(self, first, data, pos, stop):
         self._check_flags(first, 0x02)
         packet_id, pos = self._packet_id(data, pos, stop, "UNSUBSCRIBE")
@@ -617,6 +642,14 @@ def _remaining_length(data: bytes, pos: int, end: int) -> tuple[int, int]:
     raise MalformedPacket("remaining length is longer than 4 bytes")
 
 
+def _varint_body(properties: dict, data: bytes, start: int) -> int:
+    """The length of the property block at `start` (read by decode_properties before):
+    the size of its properties without the length field."""
+    if not properties:
+        return 0
+    return _remaining_length(data, start, len(data))[0]
+
+
 def _expect_end(pos: int, stop: int, what: str) -> None:
     if pos != stop:
         raise MalformedPacket(f"{what} has {stop - pos} unexpected bytes at the end")
@@ -661,6 +694,36 @@ def _encode_connect(packet: Connect, version: int) -> bytes:
     return _frame(0x10, b"".join(parts))
 
 
+def connack_properties(*, topic_alias_maximum: int = 0, server_keep_alive: int | None = None,
+                       assigned_client_identifier: str | None = None,
+                       retain_available: bool = True, maximum_packet_size: int = 0,
+                       receive_maximum: int = 0, maximum_qos: int = 2,
+                       accepted: bool = True) -> dict:
+    """The v5 CONNACK properties a broker states, in the order Mosquitto 2.0 sends them
+    (handle_connect.c then send_connack.c), so that a CONNACK has Mosquitto's bytes:
+    Topic Alias Maximum, Server Keep Alive, Assigned Client Identifier, Retain
+    Available, Maximum Packet Size, Receive Maximum, Maximum QoS. A refusal
+    (`accepted` False) states only the Maximum QoS. 0 / None / the default means
+    "not sent" (Mosquitto sends no Receive Maximum for no limit, 0 or 65535)."""
+    properties: dict = {}
+    if accepted:
+        if topic_alias_maximum:
+            properties[Property.TOPIC_ALIAS_MAXIMUM] = topic_alias_maximum
+        if server_keep_alive is not None:
+            properties[Property.SERVER_KEEP_ALIVE] = server_keep_alive
+        if assigned_client_identifier is not None:
+            properties[Property.ASSIGNED_CLIENT_IDENTIFIER] = assigned_client_identifier
+        if not retain_available:
+            properties[Property.RETAIN_AVAILABLE] = 0
+        if maximum_packet_size:
+            properties[Property.MAXIMUM_PACKET_SIZE] = maximum_packet_size
+        if receive_maximum:
+            properties[Property.RECEIVE_MAXIMUM] = receive_maximum
+    if maximum_qos != 2:
+        properties[Property.MAXIMUM_QOS] = maximum_qos
+    return properties
+
+
 def _encode_connack(packet: Connack, version: int) -> bytes:
     body = bytes((1 if packet.session_present else 0, packet.reason_code))
     if version == 5:
@@ -670,12 +733,20 @@ def _encode_connack(packet: Connack, version: int) -> bytes:
 
 def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = False,
                    dup: bool = False, packet_id: int | None = None,
-                   properties: dict | None = None, version: int = 4) -> bytes:
-    """One PUBLISH packet's bytes, without building a Publish object."""
+                   properties: dict | None = None, version: int = 4,
+                   property_block: bytes | None = None) -> bytes:
+    """One PUBLISH packet's bytes, without building a Publish object. A v5
+    `property_block` (length included, see `publish_property_block`) is used as it
+    is instead of encoding `properties`."""
     if qos and not packet_id:
         raise ValueError(f"a QoS {qos} PUBLISH needs a packet identifier, got {packet_id!r}")
     topic_bytes = topic.encode()
-    properties_block = encode_property_block(properties) if version == 5 else b""
+    if version != 5:
+        properties_block = b""
+    elif property_block is not None:
+        properties_block = property_block
+    else:
+        properties_block = encode_property_block(properties)
     size = 2 + len(topic_bytes) + (2 if qos else 0) + len(properties_block) + len(payload)
     first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
     header = bytes((first, size)) if size < 0x80 else bytes((first,)) + encode_varint(size)
@@ -750,17 +821,52 @@ class PreparedPublish:
 
 
 def prepare_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = False,
-                    properties: dict | None = None, version: int = 4) -> PreparedPublish:
-    """Encode a PUBLISH once for fan-out; see `PreparedPublish`."""
+                    properties: dict | None = None, version: int = 4,
+                    property_block: bytes | None = None) -> PreparedPublish:
+    """Encode a PUBLISH once for fan-out; see `PreparedPublish` (and `encode_publish`
+    for `property_block`)."""
     topic_bytes = topic.encode()
     tail = payload
     if version == 5:
-        tail = encode_property_block(properties) + payload
+        if property_block is None:
+            property_block = encode_property_block(properties)
+        tail = property_block + payload
     size = 2 + len(topic_bytes) + (2 if qos else 0) + len(tail)
     first = 0x30 | (qos << 1) | (0x01 if retain else 0)
     header = bytes((first, size)) if size < 0x80 else bytes((first,)) + encode_varint(size)
     head = header + len(topic_bytes).to_bytes(2, "big") + topic_bytes
     return PreparedPublish(head, bytes(tail), qos)
+
+
+_NO_PROPERTIES_BLOCK = b"\x00"
+_SUBSCRIPTION_IDENTIFIER = bytes((Property.SUBSCRIPTION_IDENTIFIER,))
+_MESSAGE_EXPIRY_INTERVAL = bytes((Property.MESSAGE_EXPIRY_INTERVAL,))
+_TOPIC_ALIAS = bytes((Property.TOPIC_ALIAS,))
+
+
+def publish_property_block(message_properties: bytes, subscription_ids=None,
+                           message_expiry: int | None = None,
+                           topic_alias: int | None = None) -> bytes:
+    """A forwarded v5 PUBLISH's property block (length included), in the order
+    Mosquitto 2.0 writes it (send__real_publish): the subscription identifiers, the
+    message's properties as they came (`message_properties`: their bytes, without
+    length), the message expiry interval left. midge's outgoing topic alias goes last.
+    With nothing to add, the received properties are sent as they are."""
+    if subscription_ids is None and message_expiry is None and topic_alias is None:
+        if not message_properties:
+            return _NO_PROPERTIES_BLOCK
+        return encode_varint(len(message_properties)) + message_properties
+    parts = []
+    if subscription_ids:
+        for identifier in subscription_ids:
+            parts.append(_SUBSCRIPTION_IDENTIFIER + encode_varint(identifier))
+    parts.append(message_properties)
+    if message_expiry is not None:
+        parts.append(_MESSAGE_EXPIRY_INTERVAL + message_expiry.to_bytes(4, "big"))
+    if topic_alias is not None:
+        parts.append(_TOPIC_ALIAS + topic_alias.to_bytes(2, "big"))
+    body = b"".join(parts)
+    return encode_varint(len(body)) + body
 
 
 # First bytes of the acknowledgements, for `encode_success_ack`.

@@ -27,6 +27,9 @@ class Will:
     qos: int = 0
     retain: bool = False
     properties: dict = field(default_factory=dict)
+    # The will properties as received (without their length), when the decoder kept
+    # them: forwarded in the order they came. Not part of the value (compare=False).
+    property_bytes: bytes | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -66,6 +69,9 @@ class Publish:
     # flags, which is also what the broker sends a v3 subscriber of this message.
     # Not part of the packet's value (compare=False).
     wire: bytes | None = field(default=None, compare=False, repr=False)
+    # The v5 properties as received (without their length; b"" for none), kept by the
+    # decoder: a broker forwards them in the order they came, as these bytes.
+    property_bytes: bytes | None = field(default=None, compare=False, repr=False)
 
 
 _new_object = object.__new__
@@ -86,6 +92,7 @@ def publish_qos0(topic: str, payload: bytes, wire: bytes | None = None) -> Publi
     packet.packet_id = None
     packet.properties = {}
     packet.wire = wire
+    packet.property_bytes = None
     return packet
 
 

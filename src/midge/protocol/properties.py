@@ -207,6 +207,14 @@ def encode_property_block(properties: dict | None) -> bytes:
     """The property length followed by the properties (b"\\x00" when there are none)."""
     if not properties:
         return b"\x00"
+    body = encode_properties(properties)
+    return encode_varint(len(body)) + body
+
+
+def encode_properties(properties: dict | None) -> bytes:
+    """The properties without the property length (b"" when there are none)."""
+    if not properties:
+        return b""
     parts = []
     for ident, value in properties.items():
         kind = PROPERTY_SPECS[ident][0]
@@ -218,8 +226,45 @@ def encode_property_block(properties: dict | None) -> bytes:
                 parts.append(head + _encode_value(kind, item))
         else:
             parts.append(head + _encode_value(kind, value))
-    body = b"".join(parts)
-    return encode_varint(len(body)) + body
+    return b"".join(parts)
+
+
+def encode_property(ident: int, value) -> bytes:
+    """One property (identifier and value)."""
+    return bytes((ident,)) + _encode_value(PROPERTY_SPECS[ident][0], value)
+
+
+_FIXED_SIZES = {BYTE: 1, TWO_BYTE: 2, FOUR_BYTE: 4}
+
+
+def properties_without(body: bytes, drop) -> bytes:
+    """The properties of `body` (decoded and checked before: no property length, valid
+    identifiers and values) except those whose identifier is in `drop`, in the order
+    they came and as the bytes they came as: forwarding keeps a publisher's order,
+    user properties where they were, without re-encoding anything."""
+    kept = []
+    keep_from = pos = 0
+    end = len(body)
+    while pos < end:
+        ident = body[pos]
+        start = pos
+        kind = PROPERTY_SPECS[ident][0]
+        pos += 1
+        size = _FIXED_SIZES.get(kind)
+        if size is not None:
+            pos += size
+        elif kind == VARINT:
+            _, pos = read_varint(body, pos, end)
+        else:
+            for _ in range(2 if kind == STRING_PAIR else 1):
+                pos += 2 + ((body[pos] << 8) | body[pos + 1])
+        if ident in drop:
+            kept.append(body[keep_from:start])
+            keep_from = pos
+    if not keep_from:
+        return body
+    kept.append(body[keep_from:])
+    return b"".join(kept)
 
 
 def decode_properties(data: bytes, pos: int, stop: int, packet_type: int,
