@@ -89,8 +89,8 @@ def _malformed_in_v5(read):
         try:
             return read(self, first, data, pos, stop)
         except MQTTError as exc:
-            if self.version != 5 or isinstance(exc, MalformedPacket):
-                raise
+            if self.version != 5 or exc.reason_code == MalformedPacket.reason_code:
+                raise   # (already 0x81, e.g. TopicTooDeep: keep what it says)
             raise MalformedPacket(str(exc)) from None
     decode.__name__ = read.__name__
     return decode
