@@ -61,6 +61,7 @@ class Server:
         self.bridges: list = []  # midge.server.bridge.Bridge
         self.persistence = None   # midge.persist.service.Persistence with `persistence true`
         self.autosave_timer: asyncio.TimerHandle | None = None
+        self.cluster = None   # midge.server.cluster.Cluster with cluster_url or workers
 
     # -- Start and stop -----------------------------------------------------------
 
@@ -80,6 +81,7 @@ class Server:
         self.broker = Broker(self.config, log, security=self.security, now=self.loop.time())
         self.security.spawn = self._spawn
         self._open_persistence()
+        await self._join_cluster()
         for listener in self.config.listeners:
             state = ListenerState(listener, tls=self._tls_context(listener))
             self.listeners.append(state)
@@ -132,6 +134,8 @@ class Server:
             stop_bridges(self.bridges)
         self.broker.shutdown(self.loop.time())
         self.drain()
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.persistence is not None:
             if self.autosave_timer is not None:
                 self.autosave_timer.cancel()
@@ -249,6 +253,26 @@ class Server:
         self.broker.reload(config, self.loop.time())
         self.drain()
         log.notice("Reload complete.")
+
+    # -- Cluster ---------------------------------------------------------------------
+
+    async def _join_cluster(self) -> None:
+        """With cluster_url (or a NATS URL from the `workers` supervisor): join before any
+        listener opens, so the first client already sees the whole cluster."""
+        urls = list(getattr(self.config, "cluster_url", None) or [])
+        embedded = os.environ.get("MIDGE_CLUSTER_URL")
+        if not urls and embedded:
+            urls = [embedded]
+        if not urls:
+            return
+        from midge.server.cluster import Cluster, ClusterError, node_id_for
+
+        self.cluster = Cluster(self, urls, node_id_for(self.config))
+        try:
+            await self.cluster.start()
+        except ClusterError as exc:
+            self.cluster = None
+            raise StartupError(f"Cluster: {exc}") from exc
 
     # -- Persistence -----------------------------------------------------------------
 
