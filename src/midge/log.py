@@ -113,27 +113,27 @@ class Log:
             self._dests = frozenset({"stderr"})
             self._timestamp, self._timestamp_format = True, None
             return
-        self._mask = types_mask(getattr(config, "log_type", ()) or ())
-        self._dests = frozenset(getattr(config, "log_dest", ()) or ())
-        self._timestamp = bool(getattr(config, "log_timestamp", True))
-        self._timestamp_format = getattr(config, "log_timestamp_format", None)
+        self._mask = types_mask(config.log_type)
+        self._dests = frozenset(config.log_dest)
+        self._timestamp = config.log_timestamp
+        self._timestamp_format = config.log_timestamp_format
         if "file" in self._dests:
-            self._file_path = getattr(config, "log_file", None)
+            self._file_path = config.log_file
             try:
                 self._file = open(self._file_path, "a", buffering=1, encoding="utf-8")
             except (OSError, TypeError) as exc:
                 self._dests = frozenset({"stderr"})
                 self._mask = int(LogType.ERROR)
-                reason = getattr(exc, "strerror", None) or exc
+                reason = getattr(exc, "strerror", None) or exc   # (a TypeError has none)
                 self.error(f"Error: Unable to open log file {self._file_path} for writing ({reason}).")
         if "syslog" in self._dests:
             import syslog
 
-            facility = getattr(config, "log_facility", None)
+            facility = config.log_facility
             self._syslog = syslog
             syslog.openlog("midge", syslog.LOG_PID, syslog.LOG_DAEMON if facility is None
                            else getattr(syslog, f"LOG_LOCAL{int(facility)}"))
-        for warning in getattr(config, "warnings", ()) or ():
+        for warning in config.warnings:
             self.warning(f"Warning: {warning}")
 
     def set_topic_publisher(self, publish) -> None:
@@ -291,8 +291,8 @@ class MemoryLog(Log):
 
     def reconfigure(self, config) -> None:
         if config is not None:
-            self._mask = types_mask(getattr(config, "log_type", ()) or ())
-            for warning in getattr(config, "warnings", ()) or ():
+            self._mask = types_mask(config.log_type)
+            for warning in config.warnings:
                 self.warning(f"Warning: {warning}")
 
     def log(self, log_type: LogType, message: str) -> None:

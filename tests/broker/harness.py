@@ -7,79 +7,110 @@ through the wire format.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import atexit
+import shutil
+import tempfile
 
 from midge.broker import Broker
+from midge.config import load_config_string
+from midge.config.model import Config, ListenerConfig
+from midge.log import LogType, MemoryLog as _MemoryLog
 from midge.protocol.codec import Decoder, encode
 from midge.protocol.packets import (
     Connack, Connect, Disconnect, Publish, Puback, Pubcomp, Pubrec, Pubrel, Suback, Subscribe,
     Subscription, Unsuback, Unsubscribe, Will,
 )
+from midge.security import Security
+from midge.security.passwords import hash_password
 
 
-class MemoryLog:
-    """Collects log lines; every type enabled (so formatting code paths run)."""
-
-    def __init__(self):
-        self.lines: list[tuple[object, str]] = []
-
-    def enabled(self, log_type) -> bool:
-        return True
-
-    def log(self, log_type, message):
-        self.lines.append((log_type, message))
-
-    def _make(name):
-        def method(self, message):
-            self.lines.append((name, message))
-        return method
-
-    error = _make("error")
-    warning = _make("warning")
-    notice = _make("notice")
-    info = _make("info")
-    debug = _make("debug")
-    subscribe = _make("subscribe")
-    unsubscribe = _make("unsubscribe")
-    del _make
+class MemoryLog(_MemoryLog):
+    """midge's MemoryLog with every type enabled, and the harness's lookups by name."""
 
     def messages(self, kind=None) -> list[str]:
-        return [m for k, m in self.lines if kind is None or k == kind]
+        if isinstance(kind, str):
+            kind = LogType[kind.upper()]
+        return super().messages(kind)
 
     def has(self, text: str) -> bool:
-        return any(text in m for _, m in self.lines)
+        return self.contains(text)
 
 
-def make_listener(**options):
-    security = SimpleNamespace(allow_anonymous=True, allow_zero_length_clientid=True,
-                               auto_id_prefix="auto-", password_file=None, acl_file=None,
-                               psk_file=None, plugins=[])
-    for name in ("allow_anonymous", "allow_zero_length_clientid", "auto_id_prefix"):
-        if name in options:
-            setattr(security, name, options.pop(name))
-    listener = SimpleNamespace(port=1883, mount_point=None, max_qos=2, max_topic_alias=10,
-                               use_username_as_clientid=False, use_identity_as_username=False,
-                               use_subject_as_username=False, cert_identity_as_username=None,
-                               cert_identity_as_clientid=None, security=security)
-    for name, value in options.items():
-        setattr(listener, name, value)
-    return listener
+# Options that `per_listener_settings false` (the default) keeps global: given to
+# make_listener, they still go to the global part of the config text.
+_SECURITY_OPTIONS = frozenset((
+    "allow_anonymous", "allow_zero_length_clientid", "auto_id_prefix", "password_file",
+    "acl_file", "psk_file",
+))
 
 
-def make_config(**options):
-    """Global options by their mosquitto.conf names; listener options via `listener=`."""
-    listener = options.pop("listener", None) or make_listener()
-    config = SimpleNamespace(
-        max_inflight_messages=20, max_inflight_bytes=0, max_queued_messages=1000,
-        max_queued_bytes=0, queue_qos0_messages=False, upgrade_outgoing_qos=False,
-        message_size_limit=0, max_packet_size=0, max_keepalive=0, retain_available=True,
-        persistent_client_expiration=None, sys_interval=0, connection_messages=True,
-        allow_duplicate_messages=False, clientid_prefixes=None, check_retain_source=False,
-        listeners=[listener], security=listener.security,
-    )
-    for name, value in options.items():
-        setattr(config, name, value)
-    return config
+class ListenerOptions(dict):
+    """Listener options by their mosquitto.conf names, for `make_config(listener=...)`
+    and `Harness.open(listener=...)`."""
+
+
+def make_listener(**options) -> ListenerOptions:
+    return ListenerOptions(options)
+
+
+def _line(name: str, value) -> str:
+    if value is True or value is False:
+        value = "true" if value else "false"
+    return f"{name} {value}\n"
+
+
+def config_text(listener: dict | None = None, **options) -> str:
+    """mosquitto.conf text for the harness: one listener, anonymous allowed unless said."""
+    listener = dict(listener or {})
+    for name in _SECURITY_OPTIONS & listener.keys():
+        options[name] = listener.pop(name)
+    options.setdefault("allow_anonymous", True)
+    options.setdefault("sys_interval", 0)
+    text = "".join(_line(name, value) for name, value in options.items() if value is not None)
+    text += "listener 1883\n"
+    text += "".join(_line(name, value) for name, value in listener.items() if value is not None)
+    return text
+
+
+def make_config(listener: dict | None = None, **options) -> Config:
+    """A real Config from config text: global options by their mosquitto.conf names,
+    listener options via `listener=make_listener(...)`."""
+    return load_config_string(config_text(listener, **options), "harness.conf")
+
+
+def build_listener(options: dict) -> ListenerConfig:
+    """A real ListenerConfig for a second listener of a harness broker."""
+    return make_config(listener=options).listeners[0]
+
+
+_TEMP_DIRS: list[str] = []
+atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in _TEMP_DIRS])
+
+
+def security_files(users: dict[str, bytes] | None = None, acl: str | None = None,
+                   plugin: str | None = None) -> dict[str, str]:
+    """A password file (cheap hashes: 10 iterations), an ACL file and a Python plugin
+    (its source) in a temporary folder, as `password_file` / `acl_file` / `plugin`."""
+    folder = tempfile.mkdtemp(prefix="midge-harness-")
+    _TEMP_DIRS.append(folder)
+    options = {}
+    if users is not None:
+        path = f"{folder}/passwords"
+        with open(path, "w") as f:
+            for name, password in users.items():
+                f.write(f"{name}:{hash_password(password, iterations=10)}\n")
+        options["password_file"] = path
+    if acl is not None:
+        path = f"{folder}/acl"
+        with open(path, "w") as f:
+            f.write(acl)
+        options["acl_file"] = path
+    if plugin is not None:
+        path = f"{folder}/plugin.py"
+        with open(path, "w") as f:
+            f.write(plugin)
+        options["plugin"] = path
+    return options
 
 
 class Conn:
@@ -145,12 +176,23 @@ class Conn:
 
 
 class Harness:
-    def __init__(self, config=None, security=None, now=1000.0, **options):
+    """A broker on a real Config and a real Security. `users`, `acl` (ACL file text) and
+    `plugin` (plugin source) become a password file, an ACL file and a plugin; without
+    users, anonymous clients are let in."""
+
+    def __init__(self, config=None, security=None, now=1000.0, users=None, acl=None, plugin=None,
+                 **options):
         self.now = now
         self.log = MemoryLog()
+        if users is not None or acl is not None or plugin is not None:
+            options.update(security_files(users, acl, plugin))
+            if users is not None:
+                options.setdefault("allow_anonymous", False)
+            options.setdefault("auth_fail_delay", 0)
         self.config = config or make_config(**options)
         self.listener = self.config.listeners[0]
-        self.broker = Broker(self.config, self.log, security=security, now=now)
+        self.security = security or Security(self.config, self.log)
+        self.broker = Broker(self.config, self.log, self.security, now=now)
         self.conns: dict[object, Conn] = {}
         self.port = 40000
 
@@ -172,6 +214,8 @@ class Harness:
 
     def open(self, version=4, listener=None, tls=None) -> Conn:
         self.port += 1
+        if isinstance(listener, ListenerOptions):
+            listener = build_listener(listener)
         client = self.broker.new_client(listener or self.listener, f"127.0.0.1:{self.port}", tls,
                                         None, self.now)
         conn = Conn(self, client, version)
@@ -207,5 +251,5 @@ class Harness:
         self.drain()
 
 
-__all__ = ["Harness", "MemoryLog", "make_config", "make_listener", "Will", "Puback", "Pubrec",
+__all__ = ["Harness", "MemoryLog", "make_config", "make_listener", "security_files", "Will", "Puback", "Pubrec",
            "Pubrel", "Pubcomp", "Publish", "Disconnect", "Connect", "Subscribe", "Subscription"]

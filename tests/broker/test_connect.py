@@ -4,7 +4,8 @@ import pytest
 
 from midge.protocol.constants import Property, ReasonCode
 from midge.protocol.packets import Connack, Connect, Disconnect, Publish, Subscribe, Subscription
-from tests.broker.harness import Harness, make_config, make_listener
+from midge.security import Security
+from tests.broker.harness import Harness, MemoryLog, make_config, make_listener, security_files
 
 V311_V5 = pytest.mark.parametrize("version", [4, 5])
 
@@ -81,27 +82,10 @@ def test_anonymous_refused(version, code):
     assert h.log.has("Client c disconnected, not authorised.")
 
 
-class FakeSecurity:
-    """Stand-in with the Security contract: a fixed user table, optional ACL."""
-
-    def __init__(self, users=None, deny=()):
-        self.users = users or {}
-        self.deny = set(deny)   # (topic, access) pairs
-
-    def authenticate(self, client, username, password):
-        if username is None:
-            return ReasonCode.NOT_AUTHORIZED
-        if self.users.get(username) != password:
-            return ReasonCode.BAD_USER_NAME_OR_PASSWORD
-        return 0
-
-    def acl_check(self, client, topic, access):
-        return (topic, access) not in self.deny
-
-
-@pytest.mark.parametrize("version,code", [(4, 4), (5, ReasonCode.BAD_USER_NAME_OR_PASSWORD)])
+@pytest.mark.parametrize("version,code", [(4, 5), (5, ReasonCode.NOT_AUTHORIZED)])
 def test_bad_password(version, code):
-    h = Harness(security=FakeSecurity({"u": b"right"}))
+    """Mosquitto 2.0 answers a wrong password with "not authorised" (v3 5, v5 0x87)."""
+    h = Harness(users={"u": b"right"})
     h.connect("c", version=version, username="u", password=b"wrong", expect=code)
     h.connect("c", version=version, username="u", password=b"right")
 
@@ -304,9 +288,12 @@ class _Pending:
             callback(result)
 
 
-class AsyncSecurity(FakeSecurity):
-    def __init__(self):
-        super().__init__()
+class AsyncSecurity(Security):
+    """midge's Security whose decision for client "slow" arrives later (as from an
+    async plugin hook)."""
+
+    def __init__(self, config):
+        super().__init__(config, MemoryLog())
         self.pending = []
 
     def authenticate(self, client, username, password):
@@ -319,8 +306,9 @@ class AsyncSecurity(FakeSecurity):
 
 @pytest.mark.parametrize("result,code", [(0, 0), (ReasonCode.NOT_AUTHORIZED, 5)])
 def test_async_authentication_holds_following_packets(result, code):
-    security = AsyncSecurity()
-    h = Harness(security=security)
+    config = make_config()
+    security = AsyncSecurity(config)
+    h = Harness(config=config, security=security)
     sub = h.connect("sub")
     sub.subscribe("t")
     conn = h.open(4)
@@ -334,11 +322,15 @@ def test_async_authentication_holds_following_packets(result, code):
     assert delivered == ([b"after connect"] if result == 0 else [])
 
 
-class ThrottledSecurity(FakeSecurity):
-    def __init__(self, delay):
-        super().__init__({"u": b"p"})
+class ThrottledSecurity(Security):
+    """midge's Security with a fixed login delay, recording the failures it is told of."""
+
+    def __init__(self, config, delay):
+        super().__init__(config, MemoryLog())
         self.delay = delay
         self.failures = []
+
+    throttling = True
 
     def login_delay(self, host, now):
         return self.delay
@@ -351,13 +343,14 @@ class ThrottledSecurity(FakeSecurity):
 
 
 def test_login_delay_postpones_connack():
-    security = ThrottledSecurity(2.0)
-    h = Harness(security=security)
+    config = make_config(**security_files(users={"u": b"p"}), allow_anonymous=False)
+    security = ThrottledSecurity(config, 2.0)
+    h = Harness(config=config, security=security)
     conn = h.open(4)
     conn.send(Connect(4, "c", True, 60, "u", b"wrong"))
     assert conn.take() == []
     h.advance(1.9)
     assert conn.take() == []
     h.advance(0.2)
-    assert conn.take()[0].reason_code == 4
+    assert conn.take()[0].reason_code == 5   # Mosquitto 2.0: "not authorised"
     assert security.failures == ["127.0.0.1"]

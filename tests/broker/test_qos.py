@@ -224,9 +224,7 @@ def test_message_size_limit(version):
 
 @V311_V5
 def test_acl_denied_publish(version):
-    from midge.broker.broker import WRITE
-    from tests.broker.test_connect import FakeSecurity
-    h = Harness(security=FakeSecurity({"u": b"p"}, deny={("t", WRITE)}))
+    h = Harness(users={"u": b"p"}, acl="user u\ntopic read #\n")
     sub = h.connect("sub", username="u", password=b"p")
     sub.subscribe("t", 1)
     pub = h.connect("pub", version=version, username="u", password=b"p")

@@ -6,6 +6,7 @@ from midge.config import load_config_string
 from midge.log import Log, LogType, MemoryLog
 from midge.protocol.constants import Property, ReasonCode
 from midge.protocol.packets import Disconnect, Subscribe, Subscription
+from midge.security import Security
 from tests.broker.harness import Harness
 
 
@@ -60,20 +61,16 @@ def test_reload_applies_limits_and_connection_messages():
 
 
 def test_reload_kicks_clients_no_longer_allowed():
-    class Security:
+    class Withdrawing(Security):
+        """midge's Security, told by the test when the clients lost their right in."""
         allowed = True
-
-        def authenticate(self, client, username, password):
-            return 0
-
-        def acl_check(self, client, topic, access):
-            return True
 
         def still_allowed(self, client):
             return self.allowed
 
-    security = Security()
-    h = Harness(config=_config(), security=security)
+    config = _config()
+    security = Withdrawing(config, MemoryLog())
+    h = Harness(config=config, security=security)
     v5 = h.connect("v5", version=5)
     v3 = h.connect("v3")
     security.allowed = False
@@ -112,7 +109,7 @@ def test_log_dest_topic_publishes_log_lines():
     config = _config("log_dest topic\nlog_type all\n")
     log = Log(config, stream=io.StringIO())
     h = Harness(config=config)
-    h.broker = type(h.broker)(config, log, now=h.now)
+    h.broker = type(h.broker)(config, log, h.security, now=h.now)
     h.log = log
     sub = h.connect("sub")
     sub.send(Subscribe(1, [Subscription("$SYS/broker/log/#", 0)]))

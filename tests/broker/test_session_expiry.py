@@ -58,7 +58,7 @@ def test_v3_persistent_session_never_expires_by_default():
 
 
 def test_persistent_client_expiration():
-    h = Harness(persistent_client_expiration=3600)
+    h = Harness(persistent_client_expiration="1h")
     h.connect("s", clean_start=False).disconnect()
     h.advance(3599)
     assert "s" in h.broker.sessions
@@ -68,9 +68,9 @@ def test_persistent_client_expiration():
 
 
 def test_v5_never_expiring_session_uses_persistent_client_expiration():
-    h = Harness(persistent_client_expiration=60)
+    h = Harness(persistent_client_expiration="1h")
     h.connect("s", version=5, properties=_expiry(0xFFFFFFFF)).disconnect()
-    h.advance(61)
+    h.advance(3601)
     assert "s" not in h.broker.sessions
 
 

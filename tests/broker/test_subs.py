@@ -132,27 +132,28 @@ def test_subscribe_qos_capped_at_max_qos(version):
     assert sub.subscribe("t", 2).reason_codes == [1]
 
 
+# The ACL file does not gate SUBSCRIBE (Mosquitto 2.0); a plugin's acl_check does.
+_DENY_SUBSCRIBE_SECRET = """
+def acl_check(client, topic, access):
+    return (topic, access) != ("secret", 4)
+"""
+
+
 def test_v5_invalid_filter_and_acl_denied():
-    from tests.broker.test_connect import FakeSecurity
-    from midge.broker.broker import SUBSCRIBE
-    h = Harness(security=FakeSecurity({"u": b"p"}, deny={("secret", SUBSCRIBE)}))
-    sub = h.connect("sub", version=5, username="u", password=b"p")
+    h = Harness(plugin=_DENY_SUBSCRIBE_SECRET)
+    sub = h.connect("sub", version=5)
     sub.send(Subscribe(1, [SubRequest("secret", 1), SubRequest("ok", 1)]))
     assert sub.take()[0].reason_codes == [ReasonCode.NOT_AUTHORIZED, 1]
 
 
 def test_v3_acl_denied_subscribe_is_0x80():
-    from tests.broker.test_connect import FakeSecurity
-    from midge.broker.broker import SUBSCRIBE
-    h = Harness(security=FakeSecurity({"u": b"p"}, deny={("secret", SUBSCRIBE)}))
-    sub = h.connect("sub", version=4, username="u", password=b"p")
+    h = Harness(plugin=_DENY_SUBSCRIBE_SECRET)
+    sub = h.connect("sub", version=4)
     assert sub.subscribe("secret", 1).reason_codes == [0x80]
 
 
 def test_acl_read_checked_per_delivery():
-    from tests.broker.test_connect import FakeSecurity
-    from midge.broker.broker import READ
-    h = Harness(security=FakeSecurity({"u": b"p"}, deny={("t/hidden", READ)}))
+    h = Harness(users={"u": b"p"}, acl="user u\ntopic readwrite #\ntopic deny t/hidden\n")
     sub = h.connect("sub", username="u", password=b"p")
     sub.subscribe("t/#")
     pub = h.connect("pub", username="u", password=b"p")

@@ -141,13 +141,12 @@ def test_will_properties_passed_through():
 
 
 def test_will_acl_checked_at_publish_time():
-    from midge.broker.broker import WRITE
-    from tests.broker.test_connect import FakeSecurity
-    security = FakeSecurity({"u": b"p"})
-    h = Harness(security=security)
+    h = Harness(users={"u": b"p"}, acl="user u\ntopic readwrite will/#\n")
     w = h.connect("watcher", username="u", password=b"p")
     w.subscribe("will/#")
     conn = h.connect("c", username="u", password=b"p", will=Will("will/c", b"gone"))
-    security.deny.add(("will/c", WRITE))
+    with open(h.config.security.acl_file, "w") as f:   # write access withdrawn after CONNECT
+        f.write("user u\ntopic read will/#\n")
+    h.security.reload(h.config)
     conn.lose()
     assert w.take() == []

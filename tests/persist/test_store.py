@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from midge.security import Security
 from midge.persist import Changes, PersistError, Store
 from midge.protocol.constants import Property
 from midge.protocol.packets import Puback, Pubcomp, Publish, Pubrec, Pubrel
@@ -211,14 +212,14 @@ class TestSessions:
         assert rows(h2, "SELECT count(*) FROM sessions") == [(0,)]
 
     def test_persistent_client_expiration_applies_to_never_expiring_sessions(self, db):
-        h = PersistHarness(db, persistent_client_expiration=3600)
+        h = PersistHarness(db, persistent_client_expiration="1h")
         h.connect("sub", clean_start=False).disconnect()
-        h2 = h.restart(db, seconds_later=3599, persistent_client_expiration=3600)
+        h2 = h.restart(db, seconds_later=3599, persistent_client_expiration="1h")
         assert h2.loaded == (0, 1)
         h2.store.close()
-        h = PersistHarness(db, persistent_client_expiration=3600)
+        h = PersistHarness(db, persistent_client_expiration="1h")
         h.connect("sub", clean_start=False).disconnect()
-        assert h.restart(db, seconds_later=3601, persistent_client_expiration=3600).loaded == (0, 0)
+        assert h.restart(db, seconds_later=3601, persistent_client_expiration="1h").loaded == (0, 0)
 
 
 class TestCost:
@@ -297,7 +298,7 @@ def test_damaged_file_is_refused_naming_it(tmp_path):
     store.db.execute("INSERT INTO sessions VALUES ('c', 4294967295, 4, 1, NULL, NULL, NULL, 'not json', '[]')")
     store.close()
     config = make_config(persistence=True, persistence_file="midge.db", persistence_location=str(tmp_path))
-    broker = Broker(config, MemoryLog())
+    broker = Broker(config, MemoryLog(), Security(config, MemoryLog()))
     with pytest.raises(PersistError, match="is damaged"):
         Persistence(config, MemoryLog(), broker, 0.0)
 
@@ -439,7 +440,7 @@ class TestService:
         config = make_config(persistence=True, persistence_file="midge.db",
                              persistence_location=str(tmp_path), **options)
         log = MemoryLog()
-        broker = Broker(config, log)
+        broker = Broker(config, log, Security(config, log))
         return Persistence(config, log, broker, 0.0), broker, log
 
     def test_autosave_interval_is_seconds_between_checkpoints(self, tmp_path):

@@ -1,10 +1,13 @@
-"""Fakes for the security tests: a log that records, config and client stand-ins."""
+"""For the security tests: a log that records, midge's real config types, and the
+connection attributes Security reads."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import pytest
+
+from midge.config.model import Config, ListenerConfig, PluginConfig, SecurityConfig
 
 
 class RecordingLog:
@@ -30,45 +33,17 @@ class RecordingLog:
         return "\n".join(m for _, m in self.lines)
 
 
-@dataclass
-class PluginSpec:
-    path: str
-    options: dict = field(default_factory=dict)
-
-
-@dataclass
-class SecurityConfig:
-    allow_anonymous: bool = False
-    password_file: str | None = None
-    acl_file: str | None = None
-    psk_file: str | None = None
-    allow_zero_length_clientid: bool = True
-    auto_id_prefix: str = "auto-"
-    plugins: list = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class ListenerConfig:
-    port: int = 1883
-    bind_address: str | None = None
-    path: str | None = None
-    security: SecurityConfig = field(default_factory=SecurityConfig)
-
-
-@dataclass(eq=False)
-class Config:
-    security: SecurityConfig = field(default_factory=SecurityConfig)
-    listeners: list = field(default_factory=list)
-    per_listener_settings: bool = False
-    auth_fail_delay: float = 0.5
-    auth_fail_delay_max: float = 8.0
+def PluginSpec(path: str, options: dict | None = None) -> PluginConfig:
+    return PluginConfig(path, dict(options or {}))
 
 
 @dataclass(eq=False)
 class Client:
+    """What Security reads of a connection (the broker's Client has these and more)."""
+
     client_id: str = "client"
     username: str | None = None
-    listener: object = None
+    listener: ListenerConfig = field(default_factory=ListenerConfig)
     peer: str = "127.0.0.1:5000"
     tls: object = None
     bridge: object = None

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import time
 
+from midge.config.model import Config
+from midge.log import Log
 from midge.broker import keepalive, session_expiry, sys_tree, will_delay
 from midge.broker.client import CLOSED, CONNECTED, Client
 from midge.broker.database import Database
@@ -39,14 +41,10 @@ from midge.broker.subs import SubscriptionTree
 from midge.broker.timers import TimerHeap
 from midge.log import LogType
 from midge.protocol import packets as p
+from midge.protocol.codec import PUBREL_BYTE, encode_success_ack
 from midge.protocol.constants import Property, ReasonCode
 
-from midge.security import READ, SUBSCRIBE, WRITE
-
-try:
-    from midge.security import UNSUBSCRIBE
-except ImportError:  # pragma: no cover
-    UNSUBSCRIBE = 8
+from midge.security import SUBSCRIBE, UNSUBSCRIBE, WRITE, Security, dollar_topic_allowed
 
 _CONNECT_KIND = "connect"
 
@@ -85,13 +83,14 @@ HANDLERS_CONNECTED = dict(_HANDLERS)
 class Broker(Database):
     """The broker core; `Database` (database.py) holds the per-session message queues."""
 
-    def __init__(self, config, log, security=None, now: float = 0.0, wall_clock=time.time):
+    def __init__(self, config: Config, log: Log, security: Security, now: float = 0.0,
+                 wall_clock=time.time):
         self.config = config
         self.log = log
         self.security = security
         # Plugin notifications (on_connect / on_disconnect / on_message) cost a call per
         # message; only make them when a plugin is loaded.
-        self.notify_plugins = bool(getattr(security, "has_plugins", False))
+        self.notify_plugins = security.has_plugins
         self.wall_clock = wall_clock
         self.limits = Limits(config)
         self._listener_limits: dict[int, tuple[object, ListenerLimits]] = {}
@@ -111,9 +110,7 @@ class Broker(Database):
         self.router = None    # midge.broker.router.Router in a cluster (server/cluster.py sets it)
         self.now = now   # latest time the server gave us (for log lines published to $SYS)
         self.sys = sys_tree.SysTree(self, now)
-        set_publisher = getattr(log, "set_topic_publisher", None)
-        if set_publisher is not None:
-            set_publisher(self._publish_log_line)
+        log.set_topic_publisher(self._publish_log_line)
 
     def _publish_log_line(self, topic: str, payload: bytes) -> None:
         """`log_dest topic`: each log line to $SYS/broker/log/..., QoS 0, not retained,
@@ -189,22 +186,20 @@ class Broker(Database):
 
     def reload(self, config, now: float) -> None:
         """SIGHUP: Mosquitto's reloaded options, plus the limits Mosquitto forgets to apply."""
-        self.notify_plugins = bool(getattr(self.security, "has_plugins", False))
+        self.notify_plugins = self.security.has_plugins
         self.config = config
         self.limits = Limits(config)
         self._listener_limits.clear()
         self.debug = self.log.enabled(LogType.DEBUG)
         self.sys.reconfigure(now)
-        security = self.security
-        still_allowed = getattr(security, "still_allowed", None) if security is not None else None
-        if still_allowed is not None:
-            for client in list(self.clients):
-                try:
-                    allowed = still_allowed(client)
-                except Exception:
-                    allowed = False
-                if not allowed:
-                    client.close(now, "administrative", reason_code=ReasonCode.ADMINISTRATIVE_ACTION)
+        still_allowed = self.security.still_allowed
+        for client in list(self.clients):
+            try:
+                allowed = still_allowed(client)
+            except Exception:
+                allowed = False
+            if not allowed:
+                client.close(now, "administrative", reason_code=ReasonCode.ADMINISTRATIVE_ACTION)
 
     def shutdown(self, now: float) -> None:
         """SIGTERM: tell v5 clients the server is going away, close every connection."""
@@ -348,7 +343,7 @@ class Broker(Database):
         """Retransmit unacknowledged PUBLISH (DUP) and PUBREL in order, then the queue."""
         for delivery in session.inflight.values():
             if delivery.state == WAIT_COMP:
-                client.send_bytes(bytes((0x62, 2, delivery.packet_id >> 8, delivery.packet_id & 0xFF)))
+                client.send_bytes(encode_success_ack(PUBREL_BYTE, delivery.packet_id))
             else:
                 data = self.encode_publish(client, delivery.message, delivery.qos, delivery.retain,
                                            True, delivery.packet_id, delivery.sub_ids, now)
@@ -358,40 +353,16 @@ class Broker(Database):
     # -- Access checks -------------------------------------------------------------------
 
     def may_publish(self, client, topic: str) -> bool:
-        if topic.startswith("$"):
-            if topic.startswith("$share/"):
-                return False
-            if topic.startswith("$SYS/"):
-                parts = topic.split("/")
-                # Bridges may report their state; nothing else in $SYS is writable.
-                if not (len(parts) == 5 and parts[1] == "broker" and parts[2] == "connection"
-                        and parts[4] == "state"):
-                    return False
-        security = self.security
-        if security is None or client is None:
-            return True
-        return security.acl_check(client, topic, WRITE)
+        """WRITE access, with Mosquitto's `$` rules (security/)."""
+        if client is None:
+            return dollar_topic_allowed(topic, WRITE)
+        return self.security.acl_check(client, topic, WRITE)
 
     def may_subscribe(self, client, topic_filter: str) -> bool:
-        security = self.security
-        if security is None:
-            return True
-        return security.acl_check(client, topic_filter, SUBSCRIBE)
+        return self.security.acl_check(client, topic_filter, SUBSCRIBE)
 
     def may_unsubscribe(self, client, topic_filter: str) -> bool:
-        security = self.security
-        if security is None:
-            return True
-        return security.acl_check(client, topic_filter, UNSUBSCRIBE)
-
-    def _may_read(self, session, topic: str) -> bool:
-        security = self.security
-        if security is None:
-            return True
-        client = session.client or session.last_client
-        if client is None:
-            return True
-        return security.acl_check(client, topic, READ)
+        return self.security.acl_check(client, topic_filter, UNSUBSCRIBE)
 
     # -- Routing -------------------------------------------------------------------------
 
@@ -406,120 +377,14 @@ class Broker(Database):
             routed = self.router.route(message, now)   # other nodes' share (router.py)
         if message.retain:
             self.retained.store(message)
-        limits = self.limits
-        if limits.allow_duplicate_messages:
+        if self.limits.allow_duplicate_messages:
             return self._publish_per_subscription(message, now) or routed
         entries, groups = self.subs.match_sessions(message.topic)
         if not entries and not groups:
             return routed
-        origin = message.origin_id
-        upgrade = limits.upgrade_outgoing_qos
-        msg_qos = message.qos
-        msg_retain = message.retain
-        topic = message.topic
-        security = self.security
-        check_read = security is not None
-        # No ACL file or plugin anywhere: acl_check(READ) allows every client with an ID,
-        # so deliveries to a connected client skip the call; it is still asked for a
-        # session without any client. Saves 4 % of QoS 0, 14 % of fan-out.
-        # (try, not getattr(..., False): 35 ns less per message; the stand-ins of the
-        # tests have no such flag)
-        read_open = False
-        if check_read:
-            try:
-                read_open = security.acl_open
-            except AttributeError:
-                pass
-        debug = self.debug
-        cache = None      # encoded bytes shared by recipients with identical packets
-        plain = None      # the commonest packet (QoS 0, v3, no mount point, no retain flag)
-        pending = self._pending
-        sent = 0
-        sent_bytes = 0
-        for session, sub_qos, rap, ids, no_local, subs in entries:
-            if no_local and origin is not None and session.client_id == origin:
-                # Only this session's subscriptions without No Local count (v5 3.8.3.1).
-                subs = [sub for sub in subs if not sub.no_local]
-                if not subs:
-                    continue
-                sub_qos = max(sub.qos for sub in subs)
-                rap = any(sub.retain_as_published for sub in subs)
-                ids = [sub.identifier for sub in subs if sub.identifier is not None] or None
-            if check_read and not read_open and not security.acl_check(
-                    session.client or session.last_client, topic, READ):
-                continue   # (inlined _may_read: one call less per delivery)
-            qos = sub_qos if upgrade else (msg_qos if msg_qos < sub_qos else sub_qos)
-            retain = msg_retain and rap
-            client = session.client
-            if (qos == 0 and ids is None and client is not None and client.state == CONNECTED
-                    and not debug and not client.topic_alias_max_out):
-                # The common case inlined (QoS 0 to a connected client): saves a call and
-                # the per-recipient counter updates. Paused clients too: a subscriber
-                # slower than its publisher is paused most of the time (bench: most QoS 0
-                # deliveries took Database._deliver, 12-20 % of the CPU).
-                if client.write_paused:
-                    # As in Database._deliver: the paused transport is Mosquitto's full
-                    # per-client queue; beyond max_queued_messages QoS 0 is dropped.
-                    max_queued = limits.max_queued_messages
-                    if max_queued and client.paused_qos0 >= max_queued:
-                        self.stats.publish_dropped += 1
-                        continue
-                    client.paused_qos0 += 1
-                if not retain and client.version != 5 and not client.mount_point:
-                    # Encoded once per message, straight from the codec (no cache key, no
-                    # Database.encode_publish call; in-process: QoS 0 2.42 -> 2.31 us/msg,
-                    # fan-out 1 -> 10 5.2 -> 4.5 us/msg), or not at all: the received bytes.
-                    # (No size check: only a v5 client sets a Maximum Packet Size.)
-                    if plain is None:
-                        plain = wire or self.encode_qos0_v3(topic, message.payload, False)
-                    data = plain
-                else:
-                    # Encode once per (version, retain, mount point): every recipient of
-                    # this message with the same key gets the very same bytes object.
-                    if cache is None:
-                        cache = {}
-                    key = (client.version, retain, client.mount_point)
-                    data = cache.get(key)
-                    if data is None:
-                        data = cache[key] = self.encode_publish(client, message, 0, retain, False, None, None, now)
-                    if client.max_packet_out and len(data) > client.max_packet_out:
-                        self.stats.publish_dropped += 1
-                        continue
-                client.output.append(data)
-                if not client.pending:
-                    client.pending = True
-                    pending.append(client)
-                sent += 1
-                sent_bytes += len(data)
-                continue
-            if read_open and client is None and not security.acl_check(session.last_client, topic, READ):
-                # (an open ACL allows READ to every client with an ID, which a connected
-                # client always has: only an offline session's last client is asked;
-                # in-process QoS 1 6.8 -> 6.45 us/msg)
-                continue
-            if cache is None:
-                cache = {}
-            self._deliver(session, message, qos, retain, ids, now, cache)
-        if sent:
-            stats = self.stats
-            stats.messages_sent += sent
-            stats.bytes_sent += sent_bytes
-            stats.publish_sent += sent
-            stats.publish_bytes_sent += sent * len(message.payload)
+        cache = self.deliver(message, entries, now, wire)
         if groups:
-            if cache is None:
-                cache = {}
-            for group in groups:
-                sub = group.pick()
-                if sub is None:
-                    continue
-                session = sub.session
-                if check_read and not self._may_read(session, topic):
-                    continue
-                qos = sub.qos if upgrade else min(msg_qos, sub.qos)
-                ids = [sub.identifier] if sub.identifier is not None else None
-                self._deliver(session, message, qos, msg_retain and sub.retain_as_published, ids, now,
-                              cache)
+            self.deliver(message, _group_picks(groups), now, None, cache)
         return True
 
     def publish_remote(self, message: Message, now: float) -> bool:
@@ -537,39 +402,28 @@ class Broker(Database):
         subs, groups = self.subs.match(message.topic)
         if not subs and not groups:
             return False
-        origin = message.origin_id
-        upgrade = self.limits.upgrade_outgoing_qos
-        msg_qos = message.qos
-        topic = message.topic
-        cache: dict = {}
+        copies = []
         per_session: dict = {}
         for sub in subs:
             session = sub.session
-            if sub.no_local and origin is not None and session.client_id == origin:
-                continue
             if session.protocol != 5:
-                if self._may_read(session, topic):
-                    qos = sub.qos if upgrade else min(msg_qos, sub.qos)
-                    self._deliver(session, message, qos, message.retain and sub.retain_as_published,
-                                  None, now, cache)
+                copies.append((session, sub.qos, sub.retain_as_published, None, sub.no_local, (sub,)))
                 continue
-            entry = per_session.setdefault(session, [0, False, []])
+            entry = per_session.get(session)
+            if entry is None:
+                entry = per_session[session] = [sub.qos, sub.retain_as_published, None, sub.no_local, []]
             entry[0] = max(entry[0], sub.qos)
             entry[1] = entry[1] or sub.retain_as_published
-            if sub.identifier is not None and sub.identifier not in entry[2]:
-                entry[2].append(sub.identifier)
-        for session, (sub_qos, rap, ids) in per_session.items():
-            if not self._may_read(session, topic):
-                continue
-            qos = sub_qos if upgrade else min(msg_qos, sub_qos)
-            self._deliver(session, message, qos, message.retain and rap, ids or None, now, cache)
-        for group in groups:
-            sub = group.pick()
-            if sub is None or not self._may_read(sub.session, topic):
-                continue
-            qos = sub.qos if upgrade else min(msg_qos, sub.qos)
-            ids = [sub.identifier] if sub.identifier is not None else None
-            self._deliver(sub.session, message, qos, message.retain and sub.retain_as_published, ids, now, cache)
+            if sub.identifier is not None:
+                if entry[2] is None:
+                    entry[2] = [sub.identifier]
+                elif sub.identifier not in entry[2]:
+                    entry[2].append(sub.identifier)
+            entry[3] = entry[3] or sub.no_local
+            entry[4].append(sub)
+        copies.extend((session, *entry) for session, entry in per_session.items())
+        cache = self.deliver(message, copies, now)
+        self.deliver(message, _group_picks(groups), now, None, cache)
         return True
 
     def send_retained(self, client: Client, sub, now: float) -> None:
@@ -578,21 +432,28 @@ class Broker(Database):
         if not messages:
             return
         session = client.session
-        upgrade = self.limits.upgrade_outgoing_qos
         ids = [sub.identifier] if sub.identifier is not None else None
-        # No ACL anywhere (`acl_open`): READ is allowed to this subscriber, which has an ID.
-        check_read = self.security is not None and not getattr(self.security, "acl_open", False)
-        check_source = self.security is not None and self.limits.check_retain_source
+        check_source = self.limits.check_retain_source
+        entry = ((session, sub.qos, True, ids, False, None),)
         for message in messages:
             if message.expired(now):
                 self.retained.store(Message(message.topic, b"", 0, True, {}))
                 continue
-            if check_read and not self._may_read(session, message.topic):
-                continue
             if check_source and message.origin_client is not None and not self.security.acl_check(
                     message.origin_client, message.topic, WRITE):
                 continue   # check_retain_source: the publisher lost its write access
-            qos = sub.qos if upgrade else min(message.qos, sub.qos)
-            self._deliver(session, message, qos, True, ids, now, {})
+            self.deliver(message, entry, now, None, None, True)
+
+
+def _group_picks(groups) -> list:
+    """One member of each `$share` group (round robin), as delivery entries."""
+    picks = []
+    for group in groups:
+        sub = group.pick()
+        if sub is not None:
+            picks.append((sub.session, sub.qos, sub.retain_as_published,
+                          [sub.identifier] if sub.identifier is not None else None, False, None))
+    return picks
+
 
 __all__ = ["Broker"]

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 from midge.broker.client import CLOSED, CONNECTED
-from midge.broker.limits import security_value
 from midge.broker.session import NEVER
 from midge.log import LogType
+from midge.protocol.codec import CONNACK_V3_ACCEPTED
 from midge.protocol.constants import ConnackCode, Property, ReasonCode
 from midge.protocol.packets import Connack
 from midge.security.throttle import peer_host
@@ -28,10 +28,6 @@ _V3_CODES = {
 
 # Mosquitto logs its protocol enum, not the protocol level: 3.1 -> p1, 3.1.1 -> p2, 5 -> p5.
 _LOG_PROTOCOL = {3: 1, 4: 2, 5: 5}
-
-# The CONNACK a 3.1 / 3.1.1 client gets on success, by session present: the same bytes
-# for every such client, so they are not encoded per connect.
-_V3_CONNACK_ACCEPTED = {False: b"\x20\x02\x00\x00", True: b"\x20\x02\x01\x00"}
 
 
 def _refuse(client, now, v5_code, v3_code, kind="refused") -> None:
@@ -62,10 +58,7 @@ def _clientid_from_tls(listener, tls):
     if tls is None:
         return None
     from midge.security import identity
-    func = getattr(identity, "clientid_from_tls", None)
-    if func is not None:
-        return func(listener, tls)
-    return None
+    return identity.clientid_from_tls(listener, tls)
 
 
 def handle_connect(client, packet, now) -> None:
@@ -75,8 +68,7 @@ def handle_connect(client, packet, now) -> None:
         return
     broker = client.broker
     security = broker.security
-    if (security is not None and not client.connect_delayed and getattr(security, "throttling", True)
-            and hasattr(security, "login_delay")):
+    if not client.connect_delayed and security.throttling:
         # Brute-force slow-down (security/throttle.py): an address with recent failed
         # logins gets its CONNACK later, whatever the outcome.
         delay = security.login_delay(peer_host(client.peer), now)
@@ -85,7 +77,6 @@ def handle_connect(client, packet, now) -> None:
             client.deferred = [packet]
             broker.defer_connect(client, now + delay)
             return
-    config = broker.config
     listener = client.listener
     limits = broker.limits
     version = packet.protocol_version
@@ -118,11 +109,11 @@ def handle_connect(client, packet, now) -> None:
         if version == 3 or (version == 4 and not packet.clean_start):
             _refuse(client, now, ReasonCode.CLIENT_IDENTIFIER_NOT_VALID, ConnackCode.IDENTIFIER_REJECTED)
             return
-        if not security_value(listener, config, "allow_zero_length_clientid", True):
+        listener_limits = broker.listener_limits(listener)
+        if not listener_limits.allow_zero_length_clientid:
             _refuse(client, now, ReasonCode.UNSPECIFIED_ERROR, ConnackCode.IDENTIFIER_REJECTED)
             return
-        prefix = security_value(listener, config, "auto_id_prefix", "auto-")
-        client_id = prefix + _random_id()
+        client_id = listener_limits.auto_id_prefix + _random_id()
         assigned = True
     elif version == 3 and len(client_id) > 23:
         # MQTT 3.1 section 3.1: a client identifier is 1 to 23 characters (Mosquitto: rc 2).
@@ -163,38 +154,32 @@ def handle_connect(client, packet, now) -> None:
         _after_authentication(client, packet, now, session_expiry, assigned)
         return
     client.username = username
-    security = broker.security
-    if security is None:
-        anonymous = security_value(listener, config, "allow_anonymous", True)
-        reason = 0 if anonymous else ReasonCode.NOT_AUTHORIZED
-    else:
-        reason = security.authenticate(client, username, packet.password)
-        if not isinstance(reason, int):
-            # An async plugin hook decides later (security.PendingAuth): hold every
-            # packet that follows until it has.
-            client.deferred = []
+    reason = broker.security.authenticate(client, username, packet.password)
+    if not isinstance(reason, int):
+        # An async plugin hook decides later (security.PendingAuth): hold every
+        # packet that follows until it has.
+        client.deferred = []
 
-            def finished(result, client=client):
-                if client.state == CLOSED:
-                    return
-                when = client.last_activity  # no clock in the core: the latest known time
-                client.deferred_resume_pending = True
-                _authentication_result(client, packet, when, session_expiry, assigned, result)
-                client.resume_deferred(when)
-            reason.on_done(finished)
-            return
+        def finished(result, client=client):
+            if client.state == CLOSED:
+                return
+            when = client.last_activity  # no clock in the core: the latest known time
+            client.deferred_resume_pending = True
+            _authentication_result(client, packet, when, session_expiry, assigned, result)
+            client.resume_deferred(when)
+        reason.on_done(finished)
+        return
     _authentication_result(client, packet, now, session_expiry, assigned, reason)
 
 
 def _authentication_result(client, packet, now, session_expiry, assigned, reason) -> None:
     security = client.broker.security
     if reason:
-        if security is not None and hasattr(security, "record_failure"):
-            security.record_failure(peer_host(client.peer), now)
+        security.record_failure(peer_host(client.peer), now)
         _refuse_auth(client, now, reason)
         return
     # `throttling` is False while no address has failed logins: nothing to clear.
-    if security is not None and getattr(security, "throttling", True) and hasattr(security, "record_success"):
+    if security.throttling:
         security.record_success(peer_host(client.peer))
     _after_authentication(client, packet, now, session_expiry, assigned)
 
@@ -291,7 +276,7 @@ def _on_authorised(client, packet, now, session_expiry, assigned, connack_props)
         client.send_packet(Connack(session_present, 0, connack_props))
     else:
         # MQTT 3.1 has no session present flag: that CONNACK byte is reserved (0).
-        broker.write(client, _V3_CONNACK_ACCEPTED[session_present and client.version == 4])
+        broker.write(client, CONNACK_V3_ACCEPTED[session_present and client.version == 4])
     broker.client_connected(client, now)
 
     if limits.connection_messages and log.enabled(LogType.NOTICE):

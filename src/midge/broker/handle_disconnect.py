@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from midge.protocol.codec import PINGRESP
 from midge.protocol.constants import Property, ReasonCode
-
-PINGRESP = b"\xd0\x00"  # constant packet, built once
 
 
 def handle_disconnect(client, packet, now) -> None:

@@ -369,13 +369,11 @@ class Router:
             sub = shared.pick()
             if sub is None:
                 continue
-            session = sub.session
-            if broker.security is not None and not broker._may_read(session, message.topic):
-                continue
-            upgrade = broker.limits.upgrade_outgoing_qos
-            qos = sub.qos if upgrade else min(message.qos, sub.qos)
-            ids = [sub.identifier] if sub.identifier is not None else None
-            broker._deliver(session, message, qos, message.retain and sub.retain_as_published, ids, now, {})
+            # The broker's one delivery policy (QoS, READ access, encode cache), as for
+            # a local $share pick.
+            entry = (sub.session, sub.qos, sub.retain_as_published,
+                     [sub.identifier] if sub.identifier is not None else None, False, None)
+            broker.deliver(message, (entry,), now)
         self.routed_in += len(messages)
         return len(messages)
 

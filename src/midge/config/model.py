@@ -67,14 +67,13 @@ class SecurityConfig(_Scoped):
         self._apply(values)
 
 
-def uses_tls_username(listener) -> bool:
+def uses_tls_username(listener: ListenerConfig) -> bool:
     """True when the listener takes usernames from TLS (the CONNECT username is ignored).
 
     Here rather than in security/identity.py, which imports `cryptography`: a broker
     without TLS asks this on every CONNECT and must not load it (~10 MiB)."""
-    return bool(getattr(listener, "use_identity_as_username", False)
-                or getattr(listener, "use_subject_as_username", False)
-                or getattr(listener, "cert_identity_as_username", None))
+    return bool(listener.use_identity_as_username or listener.use_subject_as_username
+                or listener.cert_identity_as_username)
 
 
 class ListenerConfig(_Scoped):
@@ -95,6 +94,11 @@ class ListenerConfig(_Scoped):
     def tls_enabled(self) -> bool:
         """TLS is on with certfile and keyfile, or with psk_hint (Mosquitto's rule)."""
         return bool((self.certfile and self.keyfile) or self.psk_hint)
+
+    @property
+    def key(self) -> tuple:
+        """What identifies a listener across reloads: port, address, Unix socket path."""
+        return (self.port, self.bind_address, self.path)
 
     @property
     def name(self) -> str:

@@ -21,7 +21,7 @@ class Persistence:
         self.path = store_path(config)
         self.store = Store(self.path, log)
         try:
-            retained, sessions = self.store.load(broker, now, getattr(config, "listeners", ()))
+            retained, sessions = self.store.load(broker, now, config.listeners)
         except (sqlite3.Error, ValueError, TypeError, KeyError) as exc:
             self.store.db.close()
             raise PersistError(f"persistence file {self.path} is damaged ({exc}); move it aside "
@@ -37,8 +37,8 @@ class Persistence:
     def configure(self, config) -> None:
         """autosave_interval / autosave_on_changes: when to checkpoint the WAL into the
         main file (changes themselves are written continuously)."""
-        self.on_changes = bool(getattr(config, "autosave_on_changes", False))
-        interval = getattr(config, "autosave_interval", 1800) or 0
+        self.on_changes = config.autosave_on_changes
+        interval = config.autosave_interval
         self.autosave_interval = 0 if self.on_changes else interval
         self.checkpoint_every = interval if self.on_changes else 0
         self._since_checkpoint = 0
@@ -91,7 +91,7 @@ class Persistence:
 def open_persistence(config, log, broker, now: float) -> Persistence | None:
     """The persistence service when `persistence true`, else None; PersistError if the
     file cannot be used."""
-    if not getattr(config, "persistence", False):
+    if not config.persistence:
         return None
     return Persistence(config, log, broker, now)
 

@@ -88,15 +88,16 @@ class OfflineClient:
         self.listener = listener
         self.acl_cache = None
         self.tls = None
+        self.bridge = None
         self.is_bridge = False
         self.version = 4
-        self.mount_point = getattr(listener, "mount_point", None) or ""
+        self.mount_point = (listener.mount_point or "") if listener is not None else ""
 
 
 def store_path(config) -> str:
     """`persistence_location` + `persistence_file`, as Mosquitto joins them."""
-    name = getattr(config, "persistence_file", None) or "mosquitto.db"
-    location = getattr(config, "persistence_location", None)
+    name = config.persistence_file
+    location = config.persistence_location
     return os.path.join(location, name) if location else name
 
 
@@ -224,7 +225,7 @@ class Store:
             messages[row_id] = message
         saved_at = db.execute("SELECT value FROM meta WHERE key='saved_at'").fetchone()
         saved_at = saved_at[0] if saved_at else wall_now
-        by_port = {getattr(listener, "port", None): listener for listener in listeners}
+        by_port = {listener.port: listener for listener in listeners}
         rows_by_session: dict = {}
         for row in db.execute("SELECT client_id, seq, message_id, qos, retain, sub_ids, packet_id, "
                               "state FROM deliveries ORDER BY client_id, seq"):
@@ -457,13 +458,15 @@ class Store:
         subs = [(key, sub.filter, sub.qos, sub.no_local, sub.retain_as_published,
                  sub.retain_handling, sub.identifier, sub.group)
                 for key, sub in session.subscriptions.items()]
-        listener = getattr(client, "listener", None)
+        # The session's last connection (None for a session nobody connected to yet).
+        username = client.username if client is not None else None
+        listener = client.listener if client is not None else None
         disconnected = None if session.client is not None else _wall(
             session.disconnected_at, now, wall_now)
         db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                    (client_id, session.expiry_interval, session.protocol,
-                    session.next_packet_id, disconnected, getattr(client, "username", None),
-                    getattr(listener, "port", None), _dumps(subs), _dumps(incoming)))
+                    session.next_packet_id, disconnected, username,
+                    listener.port if listener is not None else None, _dumps(subs), _dumps(incoming)))
 
     def _write_inflight(self, session, mirror, released, now, wall_now) -> None:
         """Delete acknowledged rows, update changed states, insert newly sent ones."""
@@ -495,7 +498,7 @@ class Store:
         insert the ones appended; anything else (e.g. QoS 0 dropped from the middle
         when the client went offline) rewrites the queue."""
         stored = mirror.queue
-        if not stored and not getattr(session, "queued", True):
+        if not stored and not session.queued:
             return   # (reading session.queue would allocate the deque of a session that never queued)
         db = self.db
         client_id = session.client_id

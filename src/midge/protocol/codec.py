@@ -746,12 +746,31 @@ def prepare_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = Fal
     return PreparedPublish(head, bytes(tail), qos)
 
 
+# First bytes of the acknowledgements, for `encode_success_ack`.
+PUBACK_BYTE = 0x40
+PUBREC_BYTE = 0x50
+PUBREL_BYTE = 0x62
+PUBCOMP_BYTE = 0x70
+
+
+def encode_success_ack(first: int, packet_id: int) -> bytes:
+    """PUBACK / PUBREC / PUBREL / PUBCOMP with success and no properties: the same
+    4 bytes in v3, v4 and v5 (v5 3.4.2.1 omits the reason code). The broker's
+    per-message path calls this instead of building an ack object for `encode`."""
+    return bytes((first, 2, packet_id >> 8, packet_id & 0xFF))
+
+
+# The success CONNACK of a 3.1 / 3.1.1 client, by session present: the same bytes for
+# every such client, built once (`encode(Connack(...), 4)` gives the same).
+CONNACK_V3_ACCEPTED = {False: b"\x20\x02\x00\x00", True: b"\x20\x02\x01\x00"}
+
+
 def _encode_ack(first: int):
     """PUBACK / PUBREC / PUBREL / PUBCOMP; v5 omits a success code with no properties."""
     def encode_ack(packet, version: int) -> bytes:
-        packet_id = packet.packet_id.to_bytes(2, "big")
         if version != 5 or (not packet.reason_code and not packet.properties):
-            return bytes((first, 2)) + packet_id
+            return encode_success_ack(first, packet.packet_id)
+        packet_id = packet.packet_id.to_bytes(2, "big")
         if not packet.properties:
             return bytes((first, 3)) + packet_id + bytes((packet.reason_code,))
         return _frame(first, packet_id + bytes((packet.reason_code,))
@@ -811,22 +830,22 @@ def _encode_code_and_properties(first: int):
 
 
 _PINGREQ = b"\xc0\x00"
-_PINGRESP = b"\xd0\x00"
+PINGRESP = b"\xd0\x00"
 
 _ENCODERS = {
     PacketType.CONNECT: _encode_connect,
     PacketType.CONNACK: _encode_connack,
     PacketType.PUBLISH: _encode_publish,
-    PacketType.PUBACK: _encode_ack(0x40),
-    PacketType.PUBREC: _encode_ack(0x50),
-    PacketType.PUBREL: _encode_ack(0x62),
-    PacketType.PUBCOMP: _encode_ack(0x70),
+    PacketType.PUBACK: _encode_ack(PUBACK_BYTE),
+    PacketType.PUBREC: _encode_ack(PUBREC_BYTE),
+    PacketType.PUBREL: _encode_ack(PUBREL_BYTE),
+    PacketType.PUBCOMP: _encode_ack(PUBCOMP_BYTE),
     PacketType.SUBSCRIBE: _encode_subscribe,
     PacketType.SUBACK: _encode_suback,
     PacketType.UNSUBSCRIBE: _encode_unsubscribe,
     PacketType.UNSUBACK: _encode_unsuback,
     PacketType.PINGREQ: lambda packet, version: _PINGREQ,
-    PacketType.PINGRESP: lambda packet, version: _PINGRESP,
+    PacketType.PINGRESP: lambda packet, version: PINGRESP,
     PacketType.DISCONNECT: _encode_code_and_properties(0xE0),
     PacketType.AUTH: _encode_code_and_properties(0xF0),
 }

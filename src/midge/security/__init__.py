@@ -7,7 +7,7 @@ throttle in throttle.py, and TLS identity -> username in identity.py.
 
 from midge.security.acl import READ, SUBSCRIBE, UNSUBSCRIBE, WRITE
 from midge.security.manager import (BAD_USERNAME_OR_PASSWORD, NOT_AUTHORIZED, SUCCESS, PendingAuth, Security,
-                                    SecurityError)
+                                    SecurityError, dollar_topic_allowed)
 
-__all__ = ["Security", "SecurityError", "PendingAuth", "READ", "WRITE", "SUBSCRIBE", "UNSUBSCRIBE",
+__all__ = ["Security", "SecurityError", "PendingAuth", "dollar_topic_allowed", "READ", "WRITE", "SUBSCRIBE", "UNSUBSCRIBE",
            "SUCCESS", "NOT_AUTHORIZED", "BAD_USERNAME_OR_PASSWORD"]

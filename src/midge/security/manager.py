@@ -27,13 +27,13 @@ import os
 from dataclasses import dataclass, field
 
 from midge.config.errors import ConfigError
-from midge.config.model import uses_tls_username
+from midge.config.model import SecurityConfig, uses_tls_username
 from midge.security.acl import (READ, SUBSCRIBE, UNSUBSCRIBE, WRITE, AclFile, AclFileError, CompiledAcl,
                                 compile_for, load_acl_file, topic_matches)
 from midge.security.passwords import PasswordFileError, PasswordHash, load_password_file
 from midge.security.plugins import Plugin, PluginError, load_plugin
 from midge.security.psk import PskFileError, hex_to_key, load_psk_file
-from midge.security.throttle import DEFAULT_DELAY, DEFAULT_DELAY_MAX, LoginThrottle
+from midge.security.throttle import LoginThrottle
 
 SUCCESS = 0
 BAD_USERNAME_OR_PASSWORD = 0x86
@@ -70,7 +70,7 @@ class SecurityContext:
 
     @property
     def allow_anonymous(self) -> bool:
-        return bool(getattr(self.settings, "allow_anonymous", False))
+        return self.settings.allow_anonymous
 
 
 
@@ -127,22 +127,8 @@ class PendingAuth:
         return self.result
 
 
-def _setting(settings, name: str, default=None):
-    return getattr(settings, name, default) if settings is not None else default
-
-
-def _plugin_specs(settings) -> list[tuple[str, dict]]:
-    specs = []
-    for plugin in _setting(settings, "plugins", None) or []:
-        path = getattr(plugin, "path", None) or str(plugin)
-        options = dict(getattr(plugin, "options", None) or {})
-        specs.append((path, options))
-    return specs
-
-
-def _listener_key(listener) -> tuple:
-    return (getattr(listener, "port", None), getattr(listener, "bind_address", None),
-            getattr(listener, "path", None))
+def _plugin_specs(settings: SecurityConfig) -> list[tuple[str, dict]]:
+    return [(plugin.path, dict(plugin.options)) for plugin in settings.plugins]
 
 
 class Security:
@@ -163,29 +149,29 @@ class Security:
 
     def _load(self, config):
         """Build the contexts for `config`; SecurityError if anything cannot load."""
-        per_listener = bool(getattr(config, "per_listener_settings", False))
-        global_settings = getattr(config, "security", None)
+        per_listener = config.per_listener_settings
+        global_settings = config.security
         loaded: dict[int, SecurityContext] = {}
         global_context = self._context(global_settings, loaded)
         by_listener: dict[tuple, SecurityContext] = {}
         if per_listener:
-            for listener in getattr(config, "listeners", None) or []:
-                settings = getattr(listener, "security", None) or global_settings
-                by_listener[_listener_key(listener)] = self._context(settings, loaded)
+            for listener in config.listeners:
+                settings = listener.security
+                by_listener[listener.key] = self._context(settings, loaded)
         return global_context, by_listener, per_listener
 
-    def _context(self, settings, loaded: dict[int, SecurityContext]) -> SecurityContext:
+    def _context(self, settings: SecurityConfig, loaded: dict[int, SecurityContext]) -> SecurityContext:
         if id(settings) in loaded:
             return loaded[id(settings)]
         context = SecurityContext(settings)
         try:
-            password_file = _setting(settings, "password_file")
+            password_file = settings.password_file
             if password_file:
                 context.passwords = load_password_file(password_file, self.log)
-            acl_file = _setting(settings, "acl_file")
+            acl_file = settings.acl_file
             if acl_file:
                 context.acl = load_acl_file(acl_file, self.log)
-            psk_file = _setting(settings, "psk_file")
+            psk_file = settings.psk_file
             if psk_file:
                 context.psk = load_psk_file(psk_file)
             for path, options in _plugin_specs(settings):
@@ -234,17 +220,17 @@ class Security:
     def context_for_listener(self, listener) -> SecurityContext:
         if not self._per_listener or listener is None:
             return self._global
-        return self._by_listener.get(_listener_key(listener), self._global)
+        return self._by_listener.get(listener.key, self._global)
 
     # -- Authentication --------------------------------------------------------------
 
     def authenticate(self, client, username: str | None, password: bytes | None):
         """0 when the client may connect, else a v5 reason code (or a PendingAuth)."""
-        if getattr(client, "bridge", None):
+        if client.bridge:
             # The local side of a bridge midge itself runs (server/bridge.py sets
             # `client.bridge`; no remote peer can). Mosquitto never authenticates it either.
             return SUCCESS
-        listener = getattr(client, "listener", None)
+        listener = client.listener
         if uses_tls_username(listener):
             # Mosquitto: the TLS identity replaces the password check entirely.
             return SUCCESS if _tls_username(client) is not None else BAD_USERNAME_OR_PASSWORD
@@ -349,12 +335,12 @@ class Security:
         user must still be listed. midge keeps no passwords in memory, so a user whose
         hash line changed must reconnect with the (new) password.
         """
-        if getattr(client, "bridge", None):
+        if client.bridge:
             return True
-        if uses_tls_username(getattr(client, "listener", None)):
+        if uses_tls_username(client.listener):
             return _tls_username(client) is not None  # authenticated by its TLS identity
-        context = self.context_for_listener(getattr(client, "listener", None))
-        username = getattr(client, "username", None) or None
+        context = self.context_for_listener(client.listener)
+        username = client.username or None
         if username is None:
             return context.allow_anonymous
         if context.passwords is None:
@@ -362,16 +348,16 @@ class Security:
         entry = context.passwords.get(username)
         if entry is None:
             return False
-        state = getattr(client, "acl_cache", None)
-        previous = getattr(state, "password_line", None)
+        state = client.acl_cache
+        previous = state.password_line if state is not None else None
         return previous is None or previous == entry.line
 
     # -- Authorization ---------------------------------------------------------------
 
     def _client_state(self, client, context: SecurityContext) -> ClientSecurity:
-        client_id = getattr(client, "client_id", None)
-        username = getattr(client, "username", None) or None
-        state = getattr(client, "acl_cache", None)
+        client_id = client.client_id
+        username = client.username or None
+        state = client.acl_cache
         if (state.__class__ is ClientSecurity and state.generation == self.generation
                 and state.client_id == client_id and state.username == username):
             return state
@@ -379,16 +365,13 @@ class Security:
         fresh = ClientSecurity(self.generation, client_id, username, compiled)
         if state.__class__ is ClientSecurity:
             fresh.password_line = state.password_line
-        try:
-            client.acl_cache = fresh
-        except AttributeError:
-            pass  # the client cannot carry the cache: still correct, only slower
+        client.acl_cache = fresh
         return fresh
 
     def acl_check(self, client, topic: str, access: int) -> bool:
         """May `client` READ (receive) / WRITE (publish) / SUBSCRIBE `topic`?"""
         # Hot path (every delivery): a cached answer for this client, topic and access.
-        state = getattr(client, "acl_cache", None)
+        state = client.acl_cache
         if (state.__class__ is ClientSecurity and state.generation == self.generation
                 and state.client_id == client.client_id and state.username == (client.username or None)):
             result = state.results.get((topic, access))
@@ -397,17 +380,17 @@ class Security:
         return self._acl_decide(client, topic, access)
 
     def _acl_decide(self, client, topic: str, access: int) -> bool:
-        if getattr(client, "bridge", None):
+        if client.bridge:
             return True  # connections midge itself makes as a bridge are not checked
-        if not getattr(client, "client_id", None):
+        if not client.client_id:
             return False
-        context = self.context_for_listener(getattr(client, "listener", None))
+        context = self.context_for_listener(client.listener)
         if context.acl is None and context.acl_plugins:
-            if topic.startswith("$") and not _dollar_allowed(topic, access):
+            if topic.startswith("$") and not dollar_topic_allowed(topic, access):
                 return False
             return self._plugins_acl(context, client, topic, access)  # not cached
         state = self._client_state(client, context)
-        if topic.startswith("$") and not _dollar_allowed(topic, access):
+        if topic.startswith("$") and not dollar_topic_allowed(topic, access):
             result = False
         elif context.acl is None or access & (SUBSCRIBE | UNSUBSCRIBE):
             result = True  # the file ACL grants subscriptions; READ is checked per message
@@ -473,7 +456,7 @@ class Security:
 
     def notify(self, event: str, client, *args) -> None:
         """Tell plugins about on_connect / on_disconnect / on_message; never raises."""
-        context = self.context_for_listener(getattr(client, "listener", None))
+        context = self.context_for_listener(client.listener)
         for plugin in context.plugins:
             hook = plugin.hook(event)
             if hook is None:
@@ -514,15 +497,13 @@ class Security:
 
 
 def _throttle_settings(config) -> tuple[float, float]:
-    delay = getattr(config, "auth_fail_delay", DEFAULT_DELAY)
-    delay_max = getattr(config, "auth_fail_delay_max", DEFAULT_DELAY_MAX)
-    return float(delay or 0.0), float(delay_max or 0.0)
+    return config.auth_fail_delay, config.auth_fail_delay_max
 
 
 def _tls_username(client) -> str | None:
     from midge.security.identity import username_from_tls
 
-    return username_from_tls(getattr(client, "listener", None), getattr(client, "tls", None))
+    return username_from_tls(client.listener, client.tls)
 
 
 def _auth_code(outcome) -> int | None:
@@ -538,8 +519,10 @@ def _auth_code(outcome) -> int | None:
     return NOT_AUTHORIZED
 
 
-def _dollar_allowed(topic: str, access: int) -> bool:
-    """Mosquitto's built-in rules for `$` topics (`acl__check_dollar`)."""
+def dollar_topic_allowed(topic: str, access: int) -> bool:
+    """Mosquitto's built-in rules for `$` topics (`acl__check_dollar`), their one home:
+    nothing in `$SYS` is writable but a bridge's `$SYS/broker/connection/NAME/state`,
+    and `$share/...` is never a topic to publish to."""
     if topic.startswith("$SYS"):
         if access == WRITE:
             return topic_matches(_SYS_STATE_FILTER, topic.split("/"))
@@ -555,5 +538,5 @@ def _discard(awaitable) -> None:
         close()
 
 
-__all__ = ["Security", "SecurityError", "PendingAuth", "READ", "WRITE", "SUBSCRIBE", "UNSUBSCRIBE",
+__all__ = ["Security", "SecurityError", "PendingAuth", "dollar_topic_allowed", "READ", "WRITE", "SUBSCRIBE", "UNSUBSCRIBE",
            "SUCCESS", "NOT_AUTHORIZED", "BAD_USERNAME_OR_PASSWORD"]

@@ -91,8 +91,8 @@ class Connection(asyncio.Protocol):
         if state.websockets:
             from midge.server.websocket import WebSocketStage
 
-            self.stages.append(WebSocketStage(self.peer, getattr(listener, "http_dir", None)))
-        timeout = getattr(listener, "tls_handshake_timeout", 10.0) or 0
+            self.stages.append(WebSocketStage(self.peer, listener.http_dir))
+        timeout = listener.tls_handshake_timeout
         if timeout > 0:
             self.handshake_timer = server.loop.call_later(timeout, self._handshake_timed_out)
 
@@ -244,7 +244,7 @@ class Connection(asyncio.Protocol):
                 from midge.server.tls_diagnostics import success_line
 
                 log.debug(success_line(info, self.peer, self.listener_state.listener.name))
-            if getattr(self.listener_state.listener, "require_ocsp", False):
+            if self.listener_state.listener.require_ocsp:
                 self.waiting = True
                 task = self.server.loop.create_task(self.listener_state.tls.check_revocation(info))
                 task.add_done_callback(self._revocation_checked)

@@ -34,7 +34,7 @@ class ListenerState:
     websockets: bool = False  # `protocol websockets`: a WebSocket stage on every connection
 
     def __post_init__(self):
-        self.websockets = getattr(self.listener, "protocol", "mqtt") == "websockets"
+        self.websockets = self.listener.protocol == "websockets"
 
 
 class StartupError(Exception):
@@ -148,7 +148,7 @@ class Server:
         for state in self.listeners:
             for srv in state.servers:
                 await srv.wait_closed()
-            if state.listener.port == 0 and getattr(state.listener, "path", None):
+            if state.listener.port == 0 and state.listener.path:
                 try:
                     os.unlink(state.listener.path)
                 except OSError:
@@ -227,19 +227,19 @@ class Server:
         except ConfigError as exc:
             log.error(f"Reload failed, keeping the running configuration: {exc}")
             return
-        old_keys = [_listener_key(s.listener) for s in self.listeners]
-        new_keys = [_listener_key(listener) for listener in config.listeners]
+        old_keys = [s.listener.key for s in self.listeners]
+        new_keys = [listener.key for listener in config.listeners]
         if old_keys != new_keys:
             log.warning("Reload: listeners were added, removed or moved; restart midge to apply that. "
                         "Other changes are applied.")
-        by_key = {_listener_key(listener): listener for listener in config.listeners}
+        by_key = {listener.key: listener for listener in config.listeners}
         log.reconfigure(config)
         try:
             self.security.reload(config)
         except Exception as exc:
             log.error(f"Reload of password/ACL/PSK files failed, keeping the old ones: {exc}")
         for state in self.listeners:
-            new_listener = by_key.get(_listener_key(state.listener))
+            new_listener = by_key.get(state.listener.key)
             if new_listener is None:
                 continue
             state.listener = new_listener
@@ -305,7 +305,7 @@ class Server:
         a restart (the state lives in one open file)."""
         old, new = self.config, config
         keys = ("persistence", "persistence_file", "persistence_location")
-        if any(getattr(old, k, None) != getattr(new, k, None) for k in keys):
+        if any(getattr(old, k) != getattr(new, k) for k in keys):   # (option names)
             self.log.warning("Reload: persistence, persistence_file and persistence_location "
                              "changes take effect after a restart.")
         if self.persistence is not None:
@@ -313,15 +313,13 @@ class Server:
             self._arm_autosave()
 
     def _dump_subscriptions(self) -> None:
-        dump = getattr(self.broker, "dump_subscriptions", None)
-        if dump is not None:
-            for line in dump():
-                self.log.notice(line)
+        for line in self.broker.dump_subscriptions():
+            self.log.notice(line)
 
     # -- TLS ------------------------------------------------------------------------
 
     def _tls_context(self, listener):
-        if not getattr(listener, "tls_enabled", False):
+        if not listener.tls_enabled:
             return None
         from midge.server.tls import TlsListenerContext, TlsSetupError
 
@@ -343,7 +341,7 @@ class Server:
     def _sweep_revoked(self) -> None:
         """disconnect_on_revocation: drop live connections whose certificate went bad."""
         for state in self.listeners:
-            if state.tls is None or not getattr(state.listener, "disconnect_on_revocation", False):
+            if state.tls is None or not state.listener.disconnect_on_revocation:
                 continue
             live = [(c, c.tls_info) for c in self.connections
                     if c.listener_state is state and c.client is not None and c.tls_info is not None]
@@ -367,7 +365,7 @@ class Server:
         self.drain()
 
     def _start_tls_watcher(self) -> None:
-        interval = getattr(self.config, "tls_watch_interval", 0) or 0
+        interval = self.config.tls_watch_interval
         if interval <= 0 or not any(s.tls is not None for s in self.listeners):
             return
         from midge.server.tls_reload import TlsFileWatcher
@@ -384,10 +382,6 @@ class Server:
             self.tls_watcher = self.loop.call_later(interval, tick)
 
         self.tls_watcher = self.loop.call_later(interval, tick)
-
-
-def _listener_key(listener) -> tuple:
-    return (listener.port, listener.bind_address, getattr(listener, "path", None))
 
 
 def run(config, log: Log, config_path: str | None, ports=(), verbose=False) -> int:
