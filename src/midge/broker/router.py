@@ -393,14 +393,17 @@ class Router:
         if group is None:
             count = self.local_filters.get(topic_filter, 0)
             self.local_filters[topic_filter] = count + 1
-            if count:
-                return
         else:
             key = (group, topic_filter)
             count = self.local_shared.get(key, 0)
             self.local_shared[key] = count + 1
-            if count:
-                return
+        if count:
+            # Known here already, but its announcement may still be unacknowledged:
+            # the edge holds this SUBACK too while any announcement is in flight.
+            if client is not None and self.hold is not None and self.nodes:
+                self.hold(client, False)
+            return
+        if group is not None:
             self._shared_member(key, self.node_id, True)
         self.changes.append(("+", topic_filter, group))
         if client is not None and self.hold is not None and self.nodes:

@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     log = Log(config)
     if args.daemon:
         _daemonise()
-    pid_file = getattr(config, "pid_file", None)
+    pid_file = None if os.environ.get("MIDGE_WORKER") else getattr(config, "pid_file", None)
     if pid_file:
         try:
             with open(pid_file, "w") as f:
@@ -70,6 +70,21 @@ def main(argv: list[str]) -> int:
         except OSError as exc:
             log.error(f"Error: Unable to write pid file {pid_file}: {exc.strerror}")
             return 1
+
+    if config.workers > 1 and not os.environ.get("MIDGE_WORKER"):
+        from midge.server.workers import supervise
+
+        worker_argv = (["-c", config_path] if config_path else []) + [f"-p{port}" for port in args.port]
+        if args.verbose:
+            worker_argv.append("-v")
+        try:
+            return supervise(config, log, worker_argv)
+        finally:
+            if pid_file:
+                try:
+                    os.unlink(pid_file)
+                except OSError:
+                    pass
 
     from midge.server.server import run
 

@@ -413,13 +413,21 @@ class Cluster:
             for client_id, wall, clean in connects:
                 self._control({"t": "c", "client": client_id, "wall": wall, "clean": clean})
 
-    def _hold(self, client) -> None:
+    def _hold(self, client, changed: bool = True) -> None:
         """Hold this client's output (a SUBACK, a PUBACK) until every other node has
         acknowledged what it changed (a new filter, a retained message)."""
         conn = client.io
-        if conn is not None and hasattr(conn, "cluster_wait") and self.connected and not conn.cluster_wait:
+        if conn is None or not hasattr(conn, "cluster_wait") or not self.connected or conn.cluster_wait:
+            return
+        if changed:
             conn.cluster_wait = True
             self._held.append(conn)
+        elif self._held:
+            conn.cluster_wait = True   # rides with the announcement not sent yet
+            self._held.append(conn)
+        elif self._syncs:
+            conn.cluster_wait = True   # rides with the latest announcement in flight
+            self._syncs[next(reversed(self._syncs))][1].append(conn)
 
     async def _on_ack(self, msg) -> None:
         try:
