@@ -7,7 +7,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "midge"
 FORBIDDEN = {"asyncio", "socket", "ssl", "selectors", "uvloop"}
-SANS_IO = ["protocol", "broker", "config", "security", "persist"]
+SANS_IO = ["protocol", "broker", "config", "security", "persist", "bridge"]
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -200,7 +200,10 @@ class Harness:
         for client in self.broker.take_pending():
             conn = self.conns.get(id(client))
             if conn is None:
-                client.output.clear()
+                if client.io is not None:
+                    client.io.flush()  # an in-process peer (a bridge's LocalLink) reads its own output
+                else:
+                    client.output.clear()
                 continue
             if client.output:
                 data = b"".join(client.output)

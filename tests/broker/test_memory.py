@@ -30,7 +30,8 @@ def test_closed_clients_are_not_kept_alive(ending):
 
 
 def test_idle_sessions_share_one_empty_mapping_until_they_write():
-    from midge.broker.session import NO_ENTRIES, Session
+    from midge.broker.session import Session
+    from midge.empty import EMPTY_MAP as NO_ENTRIES
 
     h = Harness()
     conn = h.connect("idle")

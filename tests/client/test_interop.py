@@ -316,3 +316,23 @@ def test_topic_aliases_from_the_broker(broker):
         assert run(mosquitto("pub", "-p", port, "-t", "alias/same/topic", "-m", payload)).returncode == 0
     rc, out, err = finish(ours)
     assert (rc, out) == (0, b"alias/same/topic 1\nalias/same/topic 2\nalias/same/topic 3\n"), err
+
+
+def test_disconnect_properties_are_sent(broker):
+    """`-D disconnect ...` reaches the DISCONNECT: a session expiry of 0 there ends the
+    session that CONNECT's -x 60 kept (without it, the next connection finds it)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from tests.clients import PahoClient
+
+    keep = Properties(PacketTypes.CONNECT)
+    keep.SessionExpiryInterval = 60
+    for extra, session_present in (([], True), (["-D", "disconnect", "session-expiry-interval", "0"], False)):
+        result = run(midge("sub", "-p", str(broker.port), "-V", "5", "-i", "dprops", "-x", "60",
+                           "-t", "d/p", "-E", *extra))
+        assert result.returncode == 0, result.stderr
+        client = PahoClient(broker.port, "dprops", version=5, clean=False, properties=keep, connect=False)
+        _, flags, reason, _ = client.connect()
+        client.disconnect()
+        assert (reason, flags.session_present) == (0, session_present), extra

@@ -178,8 +178,8 @@ def test_sighup_applies_autosave_and_asks_for_a_restart_for_the_file(tmp_path):
         (tmp_path / "midge.conf").write_text(config(port, tmp_path, "persistence_file other.db\n"))
         mark = broker.mark()
         broker.signal(signal.SIGHUP)
-        broker.wait_for_log("persistence_file and persistence_location changes take effect after "
-                            "a restart", start=mark)
+        broker.wait_for_log("persistence_file: changed from 'mosquitto.db' to 'other.db'; takes effect "
+                            "after a restart", start=mark)
         run("mosquitto_pub", port, "-t", "a/ret", "-m", "x", "-r")   # still persisting
     finally:
         assert broker.stop() == 0, broker.output

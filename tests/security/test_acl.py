@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from midge.security.acl import (DENY, READ, WRITE, AclEntry, AclFileError, compile_for, parse_acl,
-                                topic_matches)
+from midge.protocol.topics import levels_match
+from midge.security.acl import DENY, READ, WRITE, AclEntry, AclFileError, compile_for, parse_acl
 
 
 def allowed(text: str, topic: str, access: int, client_id: str = "cid", username: str | None = None) -> bool:
@@ -59,7 +59,7 @@ class TestMatching:
         ("a//b", "a//b", True), ("+/+", "/b", True),
     ])
     def test_topic_matches(self, filter_, topic, expected):
-        assert topic_matches(tuple(filter_.split("/")), topic.split("/")) is expected
+        assert levels_match(tuple(filter_.split("/")), topic.split("/")) is expected
 
 
 class TestEvaluation:

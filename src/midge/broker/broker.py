@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import time
 
-from midge.config.model import Config
+from midge.config.model import Config, ListenerConfig
 from midge.log import Log
 from midge.broker import keepalive, session_expiry, sys_tree, will_delay
 from midge.broker.client import CLOSED, CONNECTED, Client
@@ -94,6 +94,7 @@ class Broker(Database):
         self.wall_clock = wall_clock
         self.limits = Limits(config)
         self._listener_limits: dict[int, tuple[object, ListenerLimits]] = {}
+        self.internal_listener = _internal_listener(config)
         self.handlers_connected = HANDLERS_CONNECTED  # for handle_connect (no import cycle)
         self.debug = log.enabled(LogType.DEBUG)
         self.sessions: dict[str, Session] = {}
@@ -128,11 +129,20 @@ class Broker(Database):
         return entry[1]
 
     def new_client(self, listener, peer: str, tls=None, io=None, now: float = 0.0) -> Client:
+        """A connection; `listener` None for one midge makes itself (a bridge's local end)."""
         self.now = now
+        if listener is None:
+            listener = self.internal_listener
         client = Client(self, listener, peer, tls, io, now, HANDLERS_BEFORE_CONNECT)
         self.stats.sockets += 1
         keepalive.add(self, client, now)
         return client
+
+    def queued_messages(self, client_id: str) -> int:
+        """How many messages wait in the session `client_id` (0 without one): what a
+        lazy bridge compares with its `threshold`."""
+        session = self.sessions.get(client_id)
+        return session.queued if session is not None else 0
 
     def take_pending(self) -> list[Client]:
         pending = self._pending
@@ -190,6 +200,7 @@ class Broker(Database):
         self.config = config
         self.limits = Limits(config)
         self._listener_limits.clear()
+        self.internal_listener = _internal_listener(config)
         self.debug = self.log.enabled(LogType.DEBUG)
         self.sys.reconfigure(now)
         still_allowed = self.security.still_allowed
@@ -443,6 +454,15 @@ class Broker(Database):
                     message.origin_client, message.topic, WRITE):
                 continue   # check_retain_source: the publisher lost its write access
             self.deliver(message, entry, now, None, None, True)
+
+
+def _internal_listener(config: Config) -> ListenerConfig:
+    """The listener of connections midge makes itself (a bridge's local end): every
+    listener option at its default, the global security options, and port -1, which
+    no socket has (a persisted session of such a client maps to no listener)."""
+    listener = ListenerConfig(port=-1)
+    listener.security = config.security
+    return listener
 
 
 def _group_picks(groups) -> list:

@@ -8,9 +8,8 @@ closed and the error logged.
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 from midge.broker import keepalive
+from midge.empty import EMPTY_MAP
 from midge.log import LogType
 from midge.protocol import errors
 from midge.protocol.codec import Decoder, encode
@@ -22,9 +21,6 @@ EXPECT_CONNECT = 0
 CONNECTED = 1
 CLOSED = 2
 
-# Topic alias maps start as this shared read-only empty mapping and become a dict when
-# the first alias is set (two empty dicts are 128 bytes per connection; aliases are rare).
-NO_ALIASES = MappingProxyType({})
 
 # Mosquitto gives a connection that has not sent CONNECT the default keepalive of 60 s.
 PRE_CONNECT_KEEPALIVE = 60
@@ -94,8 +90,8 @@ class Client:
         self.receive_maximum = 65535        # the client's, for our outgoing QoS 1/2
         self.max_packet_out = 0             # the client's maximum packet size (0 = none)
         self.topic_alias_max_out = 0
-        self.aliases_in: dict[int, str] = NO_ALIASES
-        self.aliases_out: dict[str, int] = NO_ALIASES   # topic -> alias we set (v5, per connection)
+        self.aliases_in: dict[int, str] = EMPTY_MAP   # a dict of its own from the first alias
+        self.aliases_out: dict[str, int] = EMPTY_MAP   # topic -> alias we set (v5, per connection)
         self.alias_set_by_last = None
         self.request_problem_info = True
         self.paused_qos0 = 0
@@ -187,8 +183,8 @@ class Client:
     def _peer_error(self, error, now) -> None:
         log = self.broker.log
         if self.state == EXPECT_CONNECT:
-            version = getattr(error, "protocol_version", None)
             if isinstance(error, errors.UnsupportedProtocolVersion):
+                version = error.protocol_version
                 # Mosquitto answers an unknown protocol level with CONNACK rc 1 (v3 format),
                 # and a v5 client with 0x84.
                 if version == 5:
@@ -197,16 +193,13 @@ class Client:
                 else:
                     self.version = 4
                     self.send_packet(Connack(False, 1))
-            elif self.decoder_version() == 5:
+            elif self.decoder.version == 5:
                 self.version = 5
                 self.send_packet(Connack(False, error.reason_code))
         if log.enabled(LogType.NOTICE) and self.broker.limits.connection_messages:
             log.notice(f"Client {self.id_for_log} sent a bad packet: {error}")
         self.close(now, _close_kind_for(error), reason_code=error.reason_code,
                    reason_string=str(error) or None)
-
-    def decoder_version(self):
-        return getattr(self.decoder, "version", None)
 
     def protocol_error(self, now, reason_code=ReasonCode.PROTOCOL_ERROR, message=None,
                        kind="protocol") -> None:

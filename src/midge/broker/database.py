@@ -8,17 +8,38 @@ A mixin of `Broker`: it uses the broker's `limits`, `stats`, `debug`, `log` and
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from midge.broker.client import CONNECTED
 from midge.broker.message import WAIT_ACK, Delivery
-from midge.broker.session import NO_ENTRIES
+from midge.empty import EMPTY_MAP
 from midge.protocol.codec import (
     encode_publish as codec_encode_publish, encode_publish_qos0_v3, prepare_publish,
 )
 from midge.protocol.constants import Property
 from midge.security import READ
 
+if TYPE_CHECKING:   # for the annotations of what the mixin uses of Broker
+    from midge.broker.limits import Limits
+    from midge.broker.stats import Stats
+    from midge.log import Log
+    from midge.persist.changes import Changes
+    from midge.security import Security
+
 
 class Database:
+    # What the mixin uses of `Broker` (set by Broker.__init__).
+    limits: Limits
+    stats: Stats
+    security: Security
+    log: Log
+    debug: bool
+    persist: Changes | None
+    _pending: list
+
+    def write(self, client, data: bytes) -> None:
+        raise NotImplementedError   # Broker.write
+
     def _topic_and_props(self, client, message, sub_ids, now):
         """The topic as this client sees it and the v5 properties of this hop."""
         topic = message.topic
@@ -50,7 +71,7 @@ class Database:
         if len(client.aliases_out) < client.topic_alias_max_out:
             alias = len(client.aliases_out) + 1
             if not client.aliases_out:
-                client.aliases_out = {}  # was the shared empty mapping (client.NO_ALIASES)
+                client.aliases_out = {}  # was the shared EMPTY_MAP
             client.aliases_out[topic] = alias
             client.alias_set_by_last = topic
             props = dict(props) if props else {}
@@ -252,7 +273,7 @@ class Database:
         delivery.packet_id = packet_id
         delivery.state = WAIT_ACK
         inflight = session.inflight
-        if inflight is NO_ENTRIES:
+        if inflight is EMPTY_MAP:
             inflight = session.own("inflight")
         inflight[packet_id] = delivery
         session.inflight_bytes += len(delivery.message.payload)

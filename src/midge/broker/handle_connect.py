@@ -122,7 +122,8 @@ def handle_connect(client, packet, now) -> None:
     client.client_id = client_id
 
     prefixes = limits.clientid_prefixes
-    if prefixes and not client_id.startswith(prefixes):
+    # midge's own bridge is exempt: Mosquitto's bridge context never passes this check.
+    if prefixes and client.bridge is None and not client_id.startswith(prefixes):
         _refuse(client, now, ReasonCode.NOT_AUTHORIZED, ConnackCode.NOT_AUTHORIZED, kind="not_authorised")
         return
 

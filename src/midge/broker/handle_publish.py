@@ -48,7 +48,7 @@ def handle_publish(client, packet, now) -> None:
                 return
             if topic:
                 if not client.aliases_in:
-                    client.aliases_in = {}  # was the shared empty mapping (client.NO_ALIASES)
+                    client.aliases_in = {}  # was the shared EMPTY_MAP
                 client.aliases_in[alias] = topic
             else:
                 topic = client.aliases_in.get(alias)

@@ -35,7 +35,7 @@ def handle_subscribe(client, packet, now) -> None:
     debug = broker.debug
     if debug:
         log.debug(f"Received SUBSCRIBE from {client.client_id}")
-    codes = []
+    codes: list[int] = []
     retained_for = []
     for request in packet.subscriptions:
         split = _split(request.topic_filter)
@@ -83,7 +83,7 @@ def handle_unsubscribe(client, packet, now) -> None:
     log_unsubscribe = log.enabled(LogType.UNSUBSCRIBE)
     if broker.debug:
         log.debug(f"Received UNSUBSCRIBE from {client.client_id}")
-    codes = []
+    codes: list[int] = []
     for requested in packet.topic_filters:
         split = _split(requested)
         if split is None:

@@ -131,7 +131,7 @@ class RetainStore:
 
     def expire(self, now) -> int:
         """Drop retained messages whose expiry has passed; return how many."""
-        expired = []
+        expired: list = []   # Message objects
         self._all(self._root, expired)
         removed = 0
         for message in expired:

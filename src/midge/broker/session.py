@@ -5,24 +5,12 @@ from __future__ import annotations
 
 from collections import deque
 
+from midge.empty import EMPTY_MAP
+from midge.security.subject import Subject
+
 NEVER = 0xFFFFFFFF  # v5 session expiry interval meaning "does not expire"
 
 
-class _NoEntries(dict):
-    """The shared empty mapping a session's `subscriptions`, `inflight` and
-    `incoming_qos2` start as: reads, `pop` and `clear` work, writes raise. A writer
-    replaces it with the session's own dict first (`Session.own`). Three empty dicts
-    are ~240 bytes per session, and most idle sessions never fill one."""
-
-    __slots__ = ()
-
-    def _refuse(self, *args, **kwargs):
-        raise TypeError("a session's shared empty mapping is read-only: call Session.own() first")
-
-    __setitem__ = setdefault = update = __ior__ = _refuse
-
-
-NO_ENTRIES = _NoEntries()
 
 
 class Session:
@@ -36,15 +24,15 @@ class Session:
     def __init__(self, client_id: str):
         self.client_id = client_id
         self.client = None                 # the connected Client, or None
-        # The three maps start as the shared NO_ENTRIES; `own` gives the session its dict.
-        self.subscriptions: dict = NO_ENTRIES  # full filter (with $share prefix) -> Subscription
-        self.inflight: dict = NO_ENTRIES       # packet id -> Delivery, in send order
+        # The three maps start as the shared EMPTY_MAP; `own` gives the session its dict.
+        self.subscriptions: dict = EMPTY_MAP  # full filter (with $share prefix) -> Subscription
+        self.inflight: dict = EMPTY_MAP       # packet id -> Delivery, in send order
         self.inflight_bytes = 0
         # Deliveries waiting for a free inflight slot; created on first use (`queue`):
         # an empty deque is 760 bytes, most sessions never queue (RSS per idle client).
         self._queue: deque | None = None
         self.queue_bytes = 0
-        self.incoming_qos2: dict = NO_ENTRIES  # packet id -> Message (or None when dropped) until PUBREL
+        self.incoming_qos2: dict = EMPTY_MAP  # packet id -> Message (or None when dropped) until PUBREL
         self.next_packet_id = 1
         self.expiry_interval = 0           # seconds; NEVER = no expiry
         self.expiry_token = 0
@@ -53,13 +41,13 @@ class Session:
         self.will_token = 0
         self.disconnected_at = None
         self.protocol = 4                  # protocol level of the last connection
-        self.last_client = None            # last Client object (ACL checks while offline)
+        self.last_client: Subject | None = None   # last connection (ACL checks while offline)
 
     def own(self, name: str) -> dict:
         """The session's own `subscriptions`, `inflight` or `incoming_qos2` dict, for
         writing (created on the first write)."""
         mapping = getattr(self, name)
-        if mapping is NO_ENTRIES:
+        if mapping is EMPTY_MAP:
             mapping = {}
             setattr(self, name, mapping)
         return mapping

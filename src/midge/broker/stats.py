@@ -9,6 +9,20 @@ class Stats:
         "sockets", "connections", "clients_expired", "clients_maximum",
     )
 
+    messages_received: int
+    messages_sent: int
+    publish_received: int
+    publish_sent: int
+    publish_dropped: int
+    bytes_received: int
+    bytes_sent: int
+    publish_bytes_received: int
+    publish_bytes_sent: int
+    sockets: int
+    connections: int
+    clients_expired: int
+    clients_maximum: int
+
     def __init__(self):
         for name in self.__slots__:
             setattr(self, name, 0)

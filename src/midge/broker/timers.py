@@ -5,11 +5,10 @@ Cancelling or moving a deadline only bumps the owner's token; stale heap entries
 are skipped when they surface. This keeps the per-packet cost of keepalive at
 one float store (the entry is re-armed only when it fires early).
 
-Stale entries must not keep their owners alive for long (a closed client holds its
-connection, transport and TLS object: ~5.6 KiB TCP, ~55 KiB TLS, for up to 90 s).
-Owners that come and go (clients) are therefore stored as weak references by their
-modules, and `discarded()` counts known-stale entries so that `next_deadline` can drop
-them all in one pass once they are the majority of the heap.
+What the heap holds keeps its owner alive until the entry surfaces, so no entry holds
+a client: keepalive keeps one entry per one-second bucket (keepalive.py), will delay
+and session expiry hold the Session (small; the client is gone), and a held CONNECT
+(login delay, at most `auth_fail_delay_max`) holds its client for that long only.
 """
 
 from __future__ import annotations
@@ -19,28 +18,15 @@ import itertools
 
 
 class TimerHeap:
-    # Compact only past this many stale entries: below it a rebuild costs more than it frees.
-    COMPACT_MIN = 256
-
     def __init__(self):
         self._heap: list = []
         self._seq = itertools.count()
-        self._stale = 0
-
-    def discarded(self) -> None:
-        """An entry already in the heap went stale (its owner cancelled or moved it)."""
-        self._stale += 1
 
     def add(self, deadline: float, kind: str, owner, token) -> None:
         heapq.heappush(self._heap, (deadline, next(self._seq), kind, owner, token))
 
     def next_deadline(self, is_live) -> float | None:
         heap = self._heap
-        if self._stale > self.COMPACT_MIN and self._stale * 2 > len(heap):
-            # O(n) once per n/2 cancellations: amortised O(1) per cancelled entry.
-            heap[:] = [entry for entry in heap if is_live(entry[2], entry[3], entry[4])]
-            heapq.heapify(heap)
-            self._stale = 0
         while heap:
             deadline, _, kind, owner, token = heap[0]
             if is_live(kind, owner, token):
@@ -58,4 +44,3 @@ class TimerHeap:
 
     def clear(self) -> None:
         self._heap.clear()
-        self._stale = 0

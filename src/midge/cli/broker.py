@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
     log = Log(config)
     if args.daemon:
         _daemonise()
-    pid_file = None if os.environ.get("MIDGE_WORKER") else getattr(config, "pid_file", None)
+    pid_file = None if os.environ.get("MIDGE_WORKER") else config.pid_file
     if pid_file:
         try:
             with open(pid_file, "w") as f:
@@ -86,13 +86,15 @@ def main(argv: list[str]) -> int:
                 except OSError:
                     pass
 
+    from midge.security import SecurityError
     from midge.server.server import run
 
     try:
         return run(config, log, config_path, ports=args.port, verbose=args.verbose)
     except ConfigError as exc:  # e.g. a password file that cannot be read
         log.error(f"Error: {exc}")
-        return CONFIG_ERROR_EXIT
+        # Mosquitto's exit codes: 13 for a security file it cannot open, else 3.
+        return exc.exit_code if isinstance(exc, SecurityError) else CONFIG_ERROR_EXIT
     except OSError as exc:
         log.error(f"Error: {exc}")
         return 1

@@ -1,8 +1,15 @@
-"""Flags shared by `midge pub`, `midge sub` and `midge rr` (mosquitto_pub/sub/rr 2.0).
+"""Flags of `midge pub`, `midge sub` and `midge rr` (mosquitto_pub/sub/rr 2.0).
+
+`FLAGS` is the one table of flags: each `Flag` says which tools accept it, what value
+it takes, which `ClientConfig` field it sets, how its value is checked and what the
+help says. The parser, the usage lines and the help text are all read from it.
 
 `parse(tool, argv)` reads the defaults file, then `argv`, then checks the result
 the way mosquitto's `client_config_load` does, and returns a `ClientConfig` or
 raises `UsageError` (message printed, exit 1). `HelpRequested` means `--help`.
+Error messages are worded as mosquitto's, so scripts and habits carry over; where
+mosquitto quietly takes a bad value (atoi("x") is 0, an empty topic, a property
+value MQTT forbids), midge refuses it with the message of that flag.
 
 Defaults file: midge reads `$XDG_CONFIG_HOME/midge_pub` (or `~/.config/midge_pub`)
 when it exists, otherwise Mosquitto's `mosquitto_pub` in the same place, so an
@@ -12,67 +19,17 @@ existing setup keeps working and midge can have its own. Only one file is read.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from urllib.parse import unquote
 
-from midge.client.options import ClientOptions, TlsOptions
-from midge.protocol.constants import Property
-from midge.protocol.packets import Connect, Will
-
-PROPERTY_NAMES = {
-    "payload-format-indicator": Property.PAYLOAD_FORMAT_INDICATOR,
-    "message-expiry-interval": Property.MESSAGE_EXPIRY_INTERVAL,
-    "content-type": Property.CONTENT_TYPE,
-    "response-topic": Property.RESPONSE_TOPIC,
-    "correlation-data": Property.CORRELATION_DATA,
-    "subscription-identifier": Property.SUBSCRIPTION_IDENTIFIER,
-    "session-expiry-interval": Property.SESSION_EXPIRY_INTERVAL,
-    "assigned-client-identifier": Property.ASSIGNED_CLIENT_IDENTIFIER,
-    "server-keep-alive": Property.SERVER_KEEP_ALIVE,
-    "authentication-method": Property.AUTHENTICATION_METHOD,
-    "authentication-data": Property.AUTHENTICATION_DATA,
-    "request-problem-information": Property.REQUEST_PROBLEM_INFORMATION,
-    "will-delay-interval": Property.WILL_DELAY_INTERVAL,
-    "request-response-information": Property.REQUEST_RESPONSE_INFORMATION,
-    "response-information": Property.RESPONSE_INFORMATION,
-    "server-reference": Property.SERVER_REFERENCE,
-    "reason-string": Property.REASON_STRING,
-    "receive-maximum": Property.RECEIVE_MAXIMUM,
-    "topic-alias-maximum": Property.TOPIC_ALIAS_MAXIMUM,
-    "topic-alias": Property.TOPIC_ALIAS,
-    "maximum-qos": Property.MAXIMUM_QOS,
-    "retain-available": Property.RETAIN_AVAILABLE,
-    "user-property": Property.USER_PROPERTY,
-    "maximum-packet-size": Property.MAXIMUM_PACKET_SIZE,
-    "wildcard-subscription-available": Property.WILDCARD_SUBSCRIPTION_AVAILABLE,
-    "subscription-identifier-available": Property.SUBSCRIPTION_IDENTIFIER_AVAILABLE,
-    "shared-subscription-available": Property.SHARED_SUBSCRIPTION_AVAILABLE,
-}
-
-P = Property
-ALLOWED_PROPERTIES = {  # which properties a client may put on which packet (MQTT 5 §2.2.2.2)
-    "connect": {P.SESSION_EXPIRY_INTERVAL, P.RECEIVE_MAXIMUM, P.MAXIMUM_PACKET_SIZE,
-                P.TOPIC_ALIAS_MAXIMUM, P.REQUEST_RESPONSE_INFORMATION,
-                P.REQUEST_PROBLEM_INFORMATION, P.USER_PROPERTY, P.AUTHENTICATION_METHOD,
-                P.AUTHENTICATION_DATA},
-    "publish": {P.PAYLOAD_FORMAT_INDICATOR, P.MESSAGE_EXPIRY_INTERVAL, P.TOPIC_ALIAS,
-                P.RESPONSE_TOPIC, P.CORRELATION_DATA, P.USER_PROPERTY, P.CONTENT_TYPE},
-    "will": {P.PAYLOAD_FORMAT_INDICATOR, P.MESSAGE_EXPIRY_INTERVAL, P.CONTENT_TYPE,
-             P.RESPONSE_TOPIC, P.CORRELATION_DATA, P.WILL_DELAY_INTERVAL, P.USER_PROPERTY},
-    "subscribe": {P.SUBSCRIPTION_IDENTIFIER, P.USER_PROPERTY},
-    "unsubscribe": {P.USER_PROPERTY},
-    "disconnect": {P.SESSION_EXPIRY_INTERVAL, P.REASON_STRING, P.SERVER_REFERENCE, P.USER_PROPERTY},
-    "auth": {P.AUTHENTICATION_METHOD, P.AUTHENTICATION_DATA, P.REASON_STRING, P.USER_PROPERTY},
-}
-INT_LIMITS = {P.PAYLOAD_FORMAT_INDICATOR: 0xFF, P.REQUEST_PROBLEM_INFORMATION: 0xFF,
-              P.REQUEST_RESPONSE_INFORMATION: 0xFF, P.MAXIMUM_QOS: 0xFF, P.RETAIN_AVAILABLE: 0xFF,
-              P.WILDCARD_SUBSCRIPTION_AVAILABLE: 0xFF, P.SUBSCRIPTION_IDENTIFIER_AVAILABLE: 0xFF,
-              P.SHARED_SUBSCRIPTION_AVAILABLE: 0xFF, P.SERVER_KEEP_ALIVE: 0xFFFF,
-              P.RECEIVE_MAXIMUM: 0xFFFF, P.TOPIC_ALIAS_MAXIMUM: 0xFFFF, P.TOPIC_ALIAS: 0xFFFF,
-              P.MESSAGE_EXPIRY_INTERVAL: 0xFFFFFFFF, P.SESSION_EXPIRY_INTERVAL: 0xFFFFFFFF,
-              P.WILL_DELAY_INTERVAL: 0xFFFFFFFF, P.MAXIMUM_PACKET_SIZE: 0xFFFFFFFF,
-              P.SUBSCRIPTION_IDENTIFIER: 268435455}
-BINARY_PROPERTIES = {P.CORRELATION_DATA, P.AUTHENTICATION_DATA}
+from midge.cli.clientconfig import NEVER_EXPIRES, PROPERTY_PACKETS, ClientConfig
+from midge.protocol.constants import PacketType, Property
+from midge.protocol.errors import MalformedPacket
+from midge.protocol.properties import (BINARY, BYTE, FOUR_BYTE, PROPERTY_SPECS, STRING, TWO_BYTE,
+                                       VARINT, WILL, check_string)
+from midge.protocol.topics import valid_topic_filter, valid_topic_name
 
 TOOLS = ("pub", "sub", "rr")
 
@@ -98,126 +55,446 @@ class VersionRequested(Exception):
     """`--version` was given."""
 
 
-@dataclass
-class ClientConfig:
-    tool: str
-    # Connection
-    host: str | None = None
-    port: int | None = None
-    unix_path: str | None = None
-    transport: str = "tcp"
-    bind_address: str | None = None
-    client_id: str | None = None
-    id_prefix: str | None = None
-    keepalive: int = 60
-    clean_session: bool = True
-    session_expiry: int | None = None
-    protocol_version: int = 4
-    version_given: bool = False
-    username: str | None = None
-    password: str | None = None
-    will_topic: str | None = None
-    will_payload: bytes | None = None
-    will_qos: int = 0
-    will_retain: bool = False
-    qos: int = 0
-    max_inflight: int = 20
-    nodelay: bool = False
-    proxy: str | None = None
-    debug: bool = False
-    quiet: bool = False
-    properties: dict = field(default_factory=lambda: {name: {} for name in ALLOWED_PROPERTIES})
-    # TLS
-    cafile: str | None = None
-    capath: str | None = None
-    certfile: str | None = None
-    keyfile: str | None = None
-    keyform: str | None = None
-    tls_version: str | None = None
-    ciphers: str | None = None
-    insecure: bool = False
-    alpn: list = field(default_factory=list)
-    use_os_certs: bool = False
-    psk: str | None = None
-    psk_identity: str | None = None
-    tls_engine: str | None = None
-    tls_engine_kpass_sha1: str | None = None
-    # Topics and messages
-    topics: list = field(default_factory=list)
-    message_mode: str | None = None  # "m", "f", "s", "l", "n"
-    message: bytes | None = None
-    file: str | None = None
-    retain: bool = False
-    repeat: int = 1
-    repeat_delay: float = 0.0
-    # sub / rr
-    filter_outs: list = field(default_factory=list)
-    unsub_topics: list = field(default_factory=list)
-    msg_count: int = 0
-    timeout: int = 0
-    exit_after_sub: bool = False
-    no_retain: bool = False
-    retained_only: bool = False
-    remove_retained: bool = False
-    retain_as_published: bool = False
-    random_filter: int = 10000  # per ten thousand
-    eol: bool = True
-    verbose: bool = False
-    format: str | None = None
-    pretty: bool = False
-    response_topic: str | None = None
+# -- the flag table ------------------------------------------------------------
 
-    # -- what the library needs ------------------------------------------
+ALL = frozenset(TOOLS)
+PUB, SUB, RR = frozenset({"pub"}), frozenset({"sub"}), frozenset({"rr"})
+PUB_RR, SUB_RR = frozenset({"pub", "rr"}), frozenset({"sub", "rr"})
 
-    def client_options(self) -> ClientOptions:
-        tls = None
-        if self.cafile or self.capath or self.psk or self.use_os_certs or self.certfile:
-            tls = TlsOptions(
-                cafile=self.cafile, capath=self.capath, certfile=self.certfile,
-                keyfile=self.keyfile, keyform=self.keyform or "pem", min_version=self.tls_version,
-                ciphers=self.ciphers, insecure=self.insecure, alpn=list(self.alpn),
-                use_os_certs=self.use_os_certs,
-                psk=bytes.fromhex(self.psk) if self.psk else None, psk_identity=self.psk_identity,
-                engine=self.tls_engine)
-        port = self.port
-        if port is None:
-            port = 8883 if tls is not None else 1883
-        return ClientOptions(host=self.host or "localhost", port=port, unix_path=self.unix_path,
-                             transport=self.transport, bind_address=self.bind_address,
-                             nodelay=self.nodelay, tls=tls, proxy=self.proxy)
 
-    def connect_packet(self) -> Connect:
-        props = dict(self.properties["connect"])
-        if self.protocol_version == 5:
-            if self.session_expiry is not None:
-                props[P.SESSION_EXPIRY_INTERVAL] = self.session_expiry
-            elif not self.clean_session:
-                props[P.SESSION_EXPIRY_INTERVAL] = 0xFFFFFFFF
-            if self.tool == "sub" and 0 < self.msg_count < 20 and P.RECEIVE_MAXIMUM not in props:
-                props[P.RECEIVE_MAXIMUM] = self.msg_count
-        will = None
-        if self.will_topic is not None:
-            will = Will(self.will_topic, self.will_payload or b"", self.will_qos, self.will_retain,
-                        dict(self.properties["will"]) if self.protocol_version == 5 else {})
-        return Connect(
-            protocol_version=self.protocol_version, client_id=self.resolved_client_id(),
-            clean_start=self.clean_session, keepalive=self.keepalive, username=self.username,
-            password=None if self.password is None else self.password.encode(),
-            will=will, properties=props,
-            protocol_name="MQIsdp" if self.protocol_version == 3 else "MQTT")
+@dataclass(frozen=True, slots=True)
+class Flag:
+    """One flag. `names[0]` is how help and errors name it; the others are aliases."""
 
-    def resolved_client_id(self) -> str:
-        if self.client_id is not None:
-            return self.client_id
-        if self.id_prefix is not None:
-            return f"{self.id_prefix}{os.getpid()}"
-        if self.protocol_version == 3:  # 3.1 forbids empty identifiers: make one up
-            import secrets
-            import string
+    names: tuple[str, ...]
+    tools: frozenset
+    help: str | dict  # text (lines after the first are indented), or {tool: text}
+    arg: str | None = None  # what the usage line calls its value; None: takes no value
+    noun: str | None = None  # "Error: -h argument given but no <noun> specified." (default: arg)
+    missing: str | None = None  # that whole message, where mosquitto words it differently
+    field: str | None = None  # dotted ClientConfig attribute it sets ("options.tls.cafile")
+    convert: Callable | None = None  # value text -> field value; raises UsageError
+    const: object = True  # what a flag without a value stores in `field`
+    action: Callable | None = None  # (parser, flag) when a flag does more than set one field
 
-            alphabet = string.ascii_letters + string.digits
-            return "mosq-" + "".join(secrets.choice(alphabet) for _ in range(18))
-        return ""
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+    def help_for(self, tool: str) -> str:
+        return self.help[tool] if isinstance(self.help, dict) else self.help
+
+    def missing_message(self) -> str:
+        return "Error: " + (self.missing or f"{self.name} argument given but no {self.noun or self.arg} specified.")
+
+
+def _integer(low: int, high: int, error: str, blank_lines: int = 2) -> Callable[[str], int]:
+    """Converter for a whole number in [low, high]; `error` may show it as {}."""
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise UsageError("Error: " + error.format(text), blank_lines=blank_lines) from None
+        if not low <= value <= high:
+            raise UsageError("Error: " + error.format(value), blank_lines=blank_lines)
+        return value
+    return convert
+
+
+def _repeat_delay(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise UsageError("Error: --repeat-delay argument must be >=0.0.")
+    return value
+
+
+def _random_filter(text: str) -> int:
+    """Per ten thousand; mosquitto_sub takes anything above 100 as 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0.1:
+        raise UsageError("Error: --random-filter chance must be between 0.1-100.0")
+    return min(int(value * 100), 10000)
+
+
+_C_INTEGER = re.compile(r"\s*[+-]?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+
+
+def _session_expiry(text: str) -> int:
+    """-x: a C integer (strtol base 0: 0x1F, 017, 15), -1 or ∞ for "never expires"."""
+    if text == "∞":
+        return NEVER_EXPIRES
+    if not _C_INTEGER.fullmatch(text):
+        raise UsageError("Error: session-expiry-interval not a number.")
+    digits = text.strip()
+    sign = -1 if digits.startswith("-") else 1
+    digits = digits.lstrip("+-")
+    base = 16 if digits[:2].lower() == "0x" else 8 if digits.startswith("0") and len(digits) > 1 else 10
+    value = sign * int(digits, base)
+    if not -1 <= value <= NEVER_EXPIRES:
+        raise UsageError("Error: session-expiry-interval out of range.")
+    return NEVER_EXPIRES if value == -1 else value
+
+
+def _valid_utf8(text: str) -> bool:
+    """What mosquitto_validate_utf8 accepts (the broker's own rule for strings)."""
+    try:
+        text.encode()
+        check_string(text, "argument")
+    except (UnicodeEncodeError, MalformedPacket):
+        return False
+    return True
+
+
+def _topic(text: str, flag: str, kind: str, subscribe: bool) -> str:
+    """Check a topic name or filter given to `flag` as the broker would."""
+    if not _valid_utf8(text):
+        raise UsageError(f"Error: Malformed UTF-8 in {flag} argument.")
+    if subscribe:
+        if not valid_topic_filter(text):
+            raise UsageError(f"Error: Invalid {kind} '{text}', are all '+' and '#' wildcards correct?",
+                             blank_lines=1)
+    elif not valid_topic_name(text):
+        raise UsageError(f"Error: Invalid {kind} '{text}', does it contain '+' or '#'?", blank_lines=1)
+    return text
+
+
+def _add_topic(cfg: ClientConfig, topic: str, flag: str) -> None:
+    """-t and the topic of -L: sub subscribes to every one, pub and rr use the last."""
+    if cfg.tool == "sub":
+        cfg.topics.append(_topic(topic, flag, "subscription topic", subscribe=True))
+    else:
+        cfg.topics = [_topic(topic, flag, "publish topic", subscribe=False)]
+
+
+# -- actions: flags that do more than set one field --
+
+def _topic_flag(p: _Parser, flag: Flag) -> None:
+    _add_topic(p.cfg, p.take(flag), flag.name)
+
+
+def _message_flag(mode: str) -> Callable:
+    """-m, -f, -s, -l, -n: one message source only (mosquitto checks that first)."""
+    def action(p: _Parser, flag: Flag) -> None:
+        if p.cfg.message_mode is not None:
+            raise UsageError("Error: Only one type of message can be sent at once.")
+        p.cfg.message_mode = mode
+        if flag.arg is not None:
+            p.store(flag)
+    return action
+
+
+def _client_id_flag(p: _Parser, flag: Flag) -> None:
+    """-i and -I exclude each other (checked before the value, as mosquitto does)."""
+    if p.cfg.given & {"-i", "-I"} - {flag.name}:
+        raise UsageError("Error: -i and -I argument cannot be used together.")
+    p.store(flag)
+
+
+def _format(text: str) -> str:
+    from midge.cli.output import check_format
+
+    error = check_format(text)
+    if error:
+        raise UsageError(f"Error: {error}", blank_lines=1)
+    return text
+
+
+def _proxy(url: str) -> str:
+    from midge.client.socks import ProxyError, parse_proxy_url
+
+    try:
+        parse_proxy_url(url)
+    except ProxyError as exc:
+        raise UsageError(f"Error: {exc}", blank_lines=1) from None
+    return url
+
+
+def _psk(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"Error: Invalid PSK '{text}': hexadecimal digits expected.") from None
+
+
+def _protocol_version(text: str) -> int:
+    versions = {"mqttv31": 3, "31": 3, "mqttv311": 4, "311": 4, "mqttv5": 5, "5": 5}
+    if text not in versions:
+        raise UsageError("Error: Invalid protocol version argument given.")
+    return versions[text]
+
+
+URL_PORTS = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
+
+
+def _url_flag(p: _Parser, flag: Flag) -> None:
+    """-L mqtt(s)|ws(s)://[user[:password]@]host[:port]/topic"""
+    cfg, options = p.cfg, p.cfg.options
+    scheme, sep, rest = p.take(flag).partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in URL_PORTS:
+        raise UsageError("Error: unsupported URL scheme.")
+    authority, slash, topic = rest.partition("/")
+    if not slash or not topic:
+        raise UsageError("Error: Invalid URL for -L argument specified - topic missing.", blank_lines=1)
+    _add_topic(cfg, topic, "-L topic")
+    if "@" in authority:
+        credentials, _, authority = authority.rpartition("@")
+        user, colon, password = credentials.partition(":")
+        cfg.username = unquote(user)
+        if colon:
+            cfg.password = unquote(password)
+    if authority.startswith("["):  # midge accepts [v6]:port; mosquitto cannot
+        host, _, port_text = authority[1:].partition("]")
+        port_text = port_text.lstrip(":")
+    else:
+        host, _, port_text = authority.partition(":")
+    options.host = host
+    options.port = _PORT(port_text) if port_text else URL_PORTS[scheme]
+    if scheme in ("mqtts", "wss"):
+        options.tls.use_os_certs = True
+    if scheme in ("ws", "wss"):
+        options.transport = "websockets"
+
+
+_PROPERTY_BY_NAME = {prop.name.lower().replace("_", "-"): prop for prop in Property}
+_COMMANDS = {**{kind.name.lower(): kind for kind in PacketType}, "will": WILL}
+_INT_LIMITS = {BYTE: 0xFF, TWO_BYTE: 0xFFFF, FOUR_BYTE: 0xFFFFFFFF, VARINT: 268_435_455}
+
+
+def _property_flag(p: _Parser, flag: Flag) -> None:
+    """-D command identifier value: names, packets and types from protocol/properties.py."""
+    if p.left() < 3:
+        raise UsageError(flag.missing_message())
+    command, name = p.take(flag), p.take(flag)
+    kind = _COMMANDS.get(command)
+    if kind is None:
+        raise UsageError("Error: Invalid command given in --property argument.")
+    ident = _PROPERTY_BY_NAME.get(name)
+    if ident is None:
+        raise UsageError("Error: Invalid property name given in --property argument.")
+    wire_type, packets, check = PROPERTY_SPECS[ident]
+    if kind not in packets:
+        raise UsageError(f"Error: {name} property not allowed for {command} in --property argument.")
+    if command not in PROPERTY_PACKETS or (kind == PacketType.PUBLISH and ident == Property.SUBSCRIPTION_IDENTIFIER):
+        # a packet this client never sends, or a property only a server may send in it
+        raise UsageError(f"Error: {name} property not supported for {command} in --property argument.")
+    where = "Will" if kind == WILL else command.upper()
+    props = p.cfg.properties[command]
+    if ident == Property.USER_PROPERTY:
+        key = p.take(flag)
+        text = p.take(flag)
+        if not (_valid_utf8(key) and _valid_utf8(text)):
+            raise UsageError("Error: Malformed UTF-8 in --property argument.")
+        props.setdefault(ident, []).append((key, text))
+    else:
+        text = p.take(flag)
+        if wire_type in _INT_LIMITS:
+            try:
+                value = int(text)
+            except ValueError:
+                value = -1
+            if not 0 <= value <= _INT_LIMITS[wire_type]:
+                raise UsageError(f"Error: Property value ({text}) out of range for property {name}.")
+        elif len(os.fsencode(text)) > 0xFFFF:
+            raise UsageError(f"Error: Property value too long for property {name}.")
+        elif wire_type == BINARY:
+            value = os.fsencode(text)
+        else:
+            if wire_type == STRING and not _valid_utf8(text):
+                raise UsageError("Error: Malformed UTF-8 in --property argument.")
+            value = text
+        if ident in props:
+            raise UsageError(f"Error in {where} properties: Duplicate property in property list",
+                             blank_lines=1)
+        if check is not None and check(value) is not None:
+            raise UsageError(f"Error in {where} properties: A network protocol error occurred "
+                             "when communicating with the broker.", blank_lines=1)
+        props[ident] = value
+    p.cfg.protocol_version = 5  # properties need MQTT v5
+
+
+def _help_flag(p: _Parser, flag: Flag) -> None:
+    raise HelpRequested()
+
+
+def _version_flag(p: _Parser, flag: Flag) -> None:
+    raise VersionRequested()
+
+
+_PORT = _integer(1, 65535, "Invalid port given: {}", blank_lines=1)
+_QOS = _integer(0, 2, "Invalid QoS given: {}", blank_lines=1)
+
+FLAGS: tuple[Flag, ...] = (
+    Flag(("-A",), ALL, "bind the outgoing socket to this host/ip address. Use to control which interface\n"
+         "the client communicates over.", arg="bind_address", noun="address", field="options.bind_address"),
+    Flag(("-c", "--disable-clean-session"), ALL,
+         "disable clean session/enable persistent client mode\n"
+         "When this argument is used, the broker will be instructed not to clean existing sessions\n"
+         "for the same client id when the client connects, and sessions will never expire when the\n"
+         "client disconnects. MQTT v5 clients can change their session expiry interval with the -x\n"
+         "argument.", field="clean_session", const=False),
+    Flag(("-C",), SUB, "disconnect and exit after receiving the 'msg_count' messages.",
+         arg="msg_count", noun="count", field="msg_count",
+         convert=_integer(1, 2**31 - 1, 'Invalid message count "{}".')),
+    Flag(("-d", "--debug"), ALL, "enable debug messages.", field="debug"),
+    Flag(("-D", "--property"), ALL, "Define MQTT v5 properties: -D command identifier value, e.g.\n"
+         "-D publish user-property key value, -D connect session-expiry-interval 60.\n"
+         "Implies -V 5.", arg="command identifier value",
+         missing="--property argument given but not enough arguments specified.", action=_property_flag),
+    Flag(("-e",), RR, "Response topic. The client will subscribe to this topic to wait for a response.",
+         arg="response-topic", noun="response topic", field="response_topic",
+         convert=lambda text: _topic(text, "-e", "response topic", subscribe=False)),
+    Flag(("-E",), SUB, "Exit once all subscriptions have been acknowledged by the broker.",
+         field="exit_after_sub"),
+    Flag(("-f", "--file"), PUB_RR, "send the contents of a file as the message.", arg="file",
+         field="file", action=_message_flag("f")),
+    Flag(("-F",), SUB_RR, "output format: %t topic, %p payload, %j/%J JSON, %x hex, @H strftime, ...\n"
+         "(see mosquitto_sub(1)).", arg="format", field="format", convert=_format),
+    Flag(("-h", "--host"), ALL, "mqtt host to connect to. Defaults to localhost.", arg="host",
+         field="options.host"),
+    Flag(("-i", "--id"), ALL, "id to use for this client. Defaults to an id assigned by the broker.",
+         arg="id", field="client_id", action=_client_id_flag),
+    Flag(("-I", "--id-prefix"), ALL, "define the client id as id_prefix appended with the process id. Useful for when the\n"
+         "broker is using the clientid_prefixes option.", arg="id_prefix", noun="id prefix",
+         field="id_prefix", action=_client_id_flag),
+    Flag(("-k", "--keepalive"), ALL, "keep alive in seconds for this client. Defaults to 60.",
+         arg="keepalive", field="keepalive",
+         convert=_integer(5, 65535, "Invalid keepalive given, it must be between 5 and 65535 inclusive.")),
+    Flag(("-L", "--url"), ALL, "specify user, password, hostname, port and topic as a URL in the form:\n"
+         "mqtt(s)://[username[:password]@]host[:port]/topic, or ws(s)://... for MQTT over WebSocket.",
+         arg="URL", action=_url_flag),
+    Flag(("-l", "--stdin-line"), PUB, "read messages from stdin, sending a separate message for each line.",
+         action=_message_flag("l")),
+    Flag(("-m", "--message"), PUB_RR, "message payload to send.", arg="message", field="message",
+         convert=os.fsencode, action=_message_flag("m")),
+    Flag(("-M",), ALL, "the maximum inflight messages for QoS 1/2. Defaults to 20.", arg="max_inflight",
+         missing="-M argument given but max_inflight not specified.", field="max_inflight",
+         convert=_integer(1, 2**31 - 1, "Maximum inflight messages must be greater than 0.")),
+    Flag(("-n", "--null-message"), PUB_RR, "send a null (zero length) message.", action=_message_flag("n")),
+    Flag(("-N",), SUB_RR, "do not add an end of line character when printing the payload.",
+         field="eol", const=False),
+    Flag(("-p", "--port"), ALL, "network port to connect to. Defaults to 1883 for plain MQTT and 8883 for MQTT over TLS.",
+         arg="port", field="options.port", convert=_PORT),
+    Flag(("-P", "--pw"), ALL, "provide a password", arg="password", field="password"),
+    Flag(("-q", "--qos"), ALL, {"pub": "quality of service level to use for all messages. Defaults to 0.",
+                                "sub": "quality of service level to use for the subscription. Defaults to 0.",
+                                "rr": "quality of service level to use for communications. Defaults to 0."},
+         arg="qos", noun="QoS", field="qos", convert=_QOS),
+    Flag(("-r", "--retain"), PUB, "message should be retained.", field="retain"),
+    Flag(("-R",), SUB_RR, "do not print stale messages (those with retain set).", field="no_retain"),
+    Flag(("-s", "--stdin-file"), PUB_RR, "read message from stdin, sending the entire input as a message.",
+         action=_message_flag("s")),
+    Flag(("-t", "--topic"), ALL, {"pub": "mqtt topic to publish to.",
+                                  "sub": "mqtt topic to subscribe to. May be repeated multiple times.",
+                                  "rr": "topic where the request message will be sent."},
+         arg="topic", action=_topic_flag),
+    Flag(("-T", "--filter-out"), SUB, "topic string to filter out of results. May be repeated.",
+         arg="filter_out", noun="topic filter", field="filter_outs+",
+         convert=lambda text: _topic(text, "-T", "filter topic", subscribe=True)),
+    Flag(("-u", "--username"), ALL, "provide a username", arg="username", field="username"),
+    Flag(("-U", "--unsubscribe"), SUB, "unsubscribe from a topic. May be repeated.", arg="topic",
+         noun="unsubscribe topic", field="unsub_topics+",
+         convert=lambda text: _topic(text, "-U", "unsubscribe topic", subscribe=True)),
+    Flag(("-v", "--verbose"), SUB_RR, {"sub": "print published messages verbosely.",
+                                       "rr": "print received messages verbosely."}, field="verbose"),
+    Flag(("-V", "--protocol-version"), ALL,
+         {"pub": "specify the version of the MQTT protocol to use when connecting.\n"
+                 "Can be mqttv5, mqttv311 or mqttv31. Defaults to mqttv311.",
+          "sub": "specify the version of the MQTT protocol to use when connecting.\n"
+                 "Can be mqttv5, mqttv311 or mqttv31. Defaults to mqttv311.",
+          "rr": "specify the version of the MQTT protocol to use when connecting.\n"
+                "Defaults to 5 (midge rr needs it: the response topic is an MQTT v5 property)."},
+         arg="protocol-version", missing="--protocol-version argument given but no version specified.",
+         field="protocol_version", convert=_protocol_version),
+    Flag(("-W",), SUB_RR, {"sub": "Specifies a timeout in seconds how long to process incoming MQTT messages.",
+                           "rr": "Specifies a timeout in seconds how long to wait for a response."},
+         arg="timeout_secs", noun="timeout", field="timeout",
+         convert=_integer(1, 2**31 - 1, 'Invalid timeout "{}".')),
+    Flag(("-x",), ALL, "Set the session-expiry-interval property on the CONNECT packet. Applies to MQTT v5\n"
+         "clients only. Set to 0-4294967294 to specify the session will expire in that many\n"
+         "seconds after the client disconnects, or use -1, 4294967295, or ∞ for a session\n"
+         "that does not expire. Defaults to -1 if -c is also given, or 0 if -c not given.",
+         arg="session-expiry", noun="session expiry interval", field="session_expiry",
+         convert=_session_expiry),
+    Flag(("--help",), ALL, "display this message.", action=_help_flag),
+    Flag(("--version",), ALL, "display the version.", action=_version_flag),
+    Flag(("--nodelay",), ALL, "disable Nagle's algorithm, to reduce socket sending latency at the possible\n"
+         "expense of more packets being sent.", field="options.nodelay"),
+    Flag(("--pretty",), SUB_RR, "print formatted output rather than minimised output when using the\n"
+         "JSON output format option.", field="pretty"),
+    Flag(("--quiet",), ALL, "don't print error messages.", field="quiet"),
+    Flag(("--random-filter",), SUB, "only print a percentage of received messages. Set to 100 to have all\n"
+         "messages printed, 50.0 to have half of the messages received on average\n"
+         "printed, and so on.", arg="chance", field="random_filter", convert=_random_filter),
+    Flag(("--remove-retained",), SUB, "send a message to the server to clear any received retained messages\n"
+         "Use -T to filter out messages you do not want to be cleared.", field="remove_retained"),
+    Flag(("--repeat",), PUB, "if publish mode is -f, -m, -n or -s, then repeat the publish N times.",
+         arg="N", noun="count", field="repeat", convert=_integer(1, 2**31 - 1, "--repeat argument must be >0.")),
+    Flag(("--repeat-delay",), PUB, "if using --repeat, wait time seconds between publishes. Defaults to 0.",
+         arg="time", field="repeat_delay", convert=_repeat_delay),
+    Flag(("--retain-as-published",), SUB_RR, "MQTT v5: ask the broker to keep the retain flag of each message\n"
+         "as it was published.", field="retain_as_published"),
+    Flag(("--retained-only",), SUB, "only handle messages with the retained flag set, and exit when the\n"
+         "first non-retained message is received.", field="retained_only"),
+    Flag(("--unix",), ALL, "connect to a broker through a unix domain socket instead of a TCP socket,\n"
+         "e.g. /tmp/mosquitto.sock", arg="path", noun="socket path", field="options.unix_path"),
+    Flag(("--will-payload",), ALL, "payload for the client Will, which is sent by the broker in case of\n"
+         "unexpected disconnection. If not given and will-topic is set, a zero\n"
+         "length message will be sent.", arg="payload", noun="will payload", field="will_payload",
+         convert=os.fsencode),
+    Flag(("--will-qos",), ALL, "QoS level for the client Will.", arg="qos", noun="will QoS", field="will_qos",
+         convert=_integer(0, 2, "Invalid will QoS {}.")),
+    Flag(("--will-retain",), ALL, "if given, make the client Will retained.", field="will_retain"),
+    Flag(("--will-topic",), ALL, "the topic on which to publish the client Will.", arg="topic",
+         noun="will topic", field="will_topic",
+         convert=lambda text: _topic(text, "--will-topic", "will topic", subscribe=False)),
+    Flag(("--cafile",), ALL, "path to a file containing trusted CA certificates to enable encrypted\n"
+         "communication.", arg="file", field="options.tls.cafile"),
+    Flag(("--capath",), ALL, "path to a directory containing trusted CA certificates to enable encrypted\n"
+         "communication.", arg="dir", noun="directory", field="options.tls.capath"),
+    Flag(("--cert",), ALL, "client certificate for authentication, if required by server.", arg="file",
+         field="options.tls.certfile"),
+    Flag(("--key",), ALL, "client private key for authentication, if required by server.", arg="file",
+         field="options.tls.keyfile"),
+    Flag(("--keyform",), ALL, 'keyfile type, can be either "pem" or "engine" (midge supports pem only).',
+         arg="keyform", field="options.tls.keyform"),
+    Flag(("--ciphers",), ALL, "openssl compatible list of TLS ciphers to support.", arg="ciphers",
+         field="options.tls.ciphers"),
+    Flag(("--tls-version",), ALL, "TLS protocol version, can be one of tlsv1.3 tlsv1.2 or tlsv1.1.\n"
+         "Defaults to tlsv1.2 if available.", arg="version", field="options.tls.min_version"),
+    Flag(("--insecure",), ALL, "do not check that the server certificate hostname matches the remote\n"
+         "hostname (the certificate chain is still checked). Using this option means that you\n"
+         "cannot be sure that the remote host is the server you wish to connect to and so is\n"
+         "insecure. Do not use this option in a production environment.", field="options.tls.insecure"),
+    Flag(("--tls-alpn",), ALL, "offer this ALPN protocol during the TLS handshake.", arg="protocol",
+         field="options.tls.alpn+"),
+    Flag(("--tls-engine",), ALL, "If set, enables the use of a TLS engine device (not supported by midge:\n"
+         "Python's ssl module cannot use OpenSSL engines).", arg="engine", noun="engine_id",
+         field="options.tls.engine"),
+    Flag(("--tls-engine-kpass-sha1",), ALL, "SHA1 of the key password to be used with the selected SSL engine.",
+         arg="sha1", noun="kpass sha1", field=None),
+    Flag(("--tls-use-os-certs",), ALL, "Load and trust OS provided CA certificates.",
+         field="options.tls.use_os_certs"),
+    Flag(("--psk",), ALL, "pre-shared-key in hexadecimal (no leading 0x) to enable TLS-PSK mode.",
+         arg="hex-key", noun="key", field="options.tls.psk", convert=_psk),
+    Flag(("--psk-identity",), ALL, "client identity string for TLS-PSK mode.", arg="identity",
+         field="options.tls.psk_identity"),
+    Flag(("--proxy",), ALL, "SOCKS5 proxy URL of the form:\n"
+         "socks5h://[username[:password]@]hostname[:port]\n"
+         'Only "none" and "username" authentication is supported.', arg="socks-url", noun="proxy url",
+         field="options.proxy", convert=_proxy),
+)
+
+# The flags each tool accepts, by every name.
+FLAGS_BY_TOOL: dict[str, dict[str, Flag]] = {
+    tool: {name: flag for flag in FLAGS if tool in flag.tools for name in flag.names} for tool in TOOLS
+}
 
 
 # -- parsing --------------------------------------------------------------
@@ -269,481 +546,194 @@ def parse(tool: str, argv: list[str], use_defaults: bool = True) -> ClientConfig
 
 
 class _Parser:
+    """Walks argv once, applying each flag's table entry to `cfg`."""
+
     def __init__(self, cfg: ClientConfig, argv: list[str]):
         self.cfg = cfg
         self.argv = argv
         self.index = 0
+        self.flags = FLAGS_BY_TOOL[cfg.tool]
 
-    def value(self, flag: str, what: str) -> str:
-        if self.index + 1 >= len(self.argv):
-            raise UsageError(f"Error: {flag} argument given but no {what} specified.")
+    def left(self) -> int:
+        """How many arguments follow the current one."""
+        return len(self.argv) - self.index - 1
+
+    def take(self, flag: Flag) -> str:
+        """The next argument: the current flag's value."""
+        if not self.left():
+            raise UsageError(flag.missing_message())
         self.index += 1
         return self.argv[self.index]
-
-    def integer(self, flag: str, what: str) -> int:
-        text = self.value(flag, what)
-        try:
-            return int(text)
-        except ValueError:
-            raise UsageError(f"Error: Invalid {what} '{text}' given for {flag}.") from None
 
     def run(self) -> None:
         while self.index < len(self.argv):
             arg = self.argv[self.index]
+            flag = self.flags.get(arg)
+            if flag is None:
+                raise UsageError(f"Error: Unknown option '{arg}'.", blank_lines=1)
             try:
-                self.option(arg)
+                self.apply(flag)
             except UsageError as exc:
                 if exc.blank_lines is None:
                     exc.blank_lines = 2
                 raise
+            self.cfg.given.add(flag.name)
             self.index += 1
 
-    def option(self, arg: str) -> None:  # noqa: C901 - one flat table of flags
-        cfg, tool = self.cfg, self.cfg.tool
-        pub, sub, rr = tool == "pub", tool == "sub", tool == "rr"
-        if arg in ("-A",):
-            cfg.bind_address = self.value(arg, "address")
-        elif arg in ("-c", "--disable-clean-session"):
-            cfg.clean_session = False
-        elif arg == "--cafile":
-            cfg.cafile = self.value(arg, "certificate")
-        elif arg == "--capath":
-            cfg.capath = self.value(arg, "certificate directory")
-        elif arg == "--cert":
-            cfg.certfile = self.value(arg, "certificate")
-        elif arg == "--ciphers":
-            cfg.ciphers = self.value(arg, "ciphers")
-        elif arg in ("-C",) and sub:
-            cfg.msg_count = self.integer(arg, "count")
-            if cfg.msg_count < 1:
-                raise UsageError(f'Error: Invalid message count "{cfg.msg_count}".')
-        elif arg in ("-d", "--debug"):
-            cfg.debug = True
-        elif arg in ("-D", "--property"):
-            self.property(arg)
-        elif arg in ("-e",) and rr:
-            cfg.response_topic = self.value(arg, "response topic")
-            _check_topic(cfg.response_topic, subscribe=False, what="response topic")
-        elif arg in ("-E",) and sub:
-            cfg.exit_after_sub = True
-        elif arg in ("-f", "--file") and not sub:
-            self.message_mode("f")
-            cfg.file = self.value(arg, "file")
-        elif arg in ("-F",) and not pub:
-            cfg.format = self.value(arg, "format")
-            from midge.cli.output import check_format
-
-            error = check_format(cfg.format)
-            if error:
-                raise UsageError(f"Error: {error}", blank_lines=1)
-        elif arg == "--help":
-            raise HelpRequested()
-        elif arg == "--version":
-            raise VersionRequested()
-        elif arg in ("-h", "--host"):
-            cfg.host = self.value(arg, "host")
-        elif arg == "--insecure":
-            cfg.insecure = True
-        elif arg in ("-i", "--id"):
-            if cfg.id_prefix is not None:
-                raise UsageError("Error: -i and -I argument cannot be used together.")
-            cfg.client_id = self.value(arg, "id")
-        elif arg in ("-I", "--id-prefix"):
-            if cfg.client_id is not None:
-                raise UsageError("Error: -i and -I argument cannot be used together.")
-            cfg.id_prefix = self.value(arg, "id prefix")
-        elif arg in ("-k", "--keepalive"):
-            cfg.keepalive = self.integer(arg, "keepalive")
-            if not 5 <= cfg.keepalive <= 65535:
-                raise UsageError(f"Error: Invalid keepalive given, it must be between 5 and 65535 inclusive.")
-        elif arg == "--key":
-            cfg.keyfile = self.value(arg, "key")
-        elif arg == "--keyform":
-            cfg.keyform = self.value(arg, "keyform")
-        elif arg in ("-L", "--url"):
-            self.url(self.value(arg, "URL"))
-        elif arg in ("-l", "--stdin-line") and pub:
-            self.message_mode("l")
-        elif arg in ("-m", "--message") and not sub:
-            self.message_mode("m")
-            cfg.message = os.fsencode(self.value(arg, "message"))
-        elif arg in ("-M",):
-            cfg.max_inflight = self.integer(arg, "max_inflight")
-            if cfg.max_inflight < 1:
-                raise UsageError("Error: Maximum inflight messages must be greater than 0.")
-        elif arg in ("-n", "--null-message") and not sub:
-            self.message_mode("n")
-        elif arg in ("-N",) and not pub:
-            cfg.eol = False
-        elif arg == "--nodelay":
-            cfg.nodelay = True
-        elif arg in ("-p", "--port"):
-            cfg.port = self.integer(arg, "port")
-            if not 0 < cfg.port < 65536:
-                raise UsageError(f"Error: Invalid port given: {cfg.port}")
-        elif arg in ("-P", "--pw"):
-            cfg.password = self.value(arg, "password")
-        elif arg == "--pretty" and not pub:
-            cfg.pretty = True
-        elif arg == "--proxy":
-            cfg.proxy = self.value(arg, "proxy URL")
-            from midge.client.socks import ProxyError, parse_proxy_url
-
-            try:
-                parse_proxy_url(cfg.proxy)
-            except ProxyError as exc:
-                raise UsageError(f"Error: {exc}.") from None
-        elif arg == "--psk":
-            cfg.psk = self.value(arg, "key")
-            try:
-                bytes.fromhex(cfg.psk)
-            except ValueError:
-                raise UsageError(f"Error: Invalid PSK '{cfg.psk}': hexadecimal digits expected.") from None
-        elif arg == "--psk-identity":
-            cfg.psk_identity = self.value(arg, "identity")
-        elif arg in ("-q", "--qos"):
-            cfg.qos = self.integer(arg, "QoS")
-            if not 0 <= cfg.qos <= 2:
-                raise UsageError(f"Error: Invalid QoS given: {cfg.qos}", blank_lines=1)
-        elif arg == "--quiet":
-            cfg.quiet = True
-        elif arg in ("-r", "--retain") and pub:
-            cfg.retain = True
-        elif arg in ("-R",) and not pub:
-            cfg.no_retain = True
-        elif arg == "--random-filter" and sub:
-            text = self.value(arg, "filter")
-            try:
-                value = float(text)
-            except ValueError:
-                value = -1
-            if value < 0.1:  # mosquitto_sub takes anything above 100 as 100
-                raise UsageError("Error: --random-filter chance must be between 0.1-100.0")
-            cfg.random_filter = min(int(value * 100), 10000)
-        elif arg == "--remove-retained" and sub:
-            cfg.remove_retained = True
-        elif arg == "--repeat" and pub:
-            cfg.repeat = self.integer(arg, "repeat count")
-            if cfg.repeat < 1:
-                raise UsageError(f"Error: --repeat argument must be >0.")
-        elif arg == "--repeat-delay" and pub:
-            text = self.value(arg, "delay")
-            try:
-                cfg.repeat_delay = float(text)
-            except ValueError:
-                cfg.repeat_delay = -1
-            if cfg.repeat_delay < 0:
-                raise UsageError(f"Error: --repeat-delay argument must be >=0.0.")
-        elif arg == "--retain-as-published" and not pub:
-            cfg.retain_as_published = True
-        elif arg == "--retained-only" and sub:
-            cfg.retained_only = True
-        elif arg in ("-s", "--stdin-file") and not sub:
-            self.message_mode("s")
-        elif arg in ("-t", "--topic"):
-            topic = self.value(arg, "topic")
-            _check_topic(topic, subscribe=sub)
-            if sub:
-                cfg.topics.append(topic)
-            else:
-                cfg.topics = [topic]  # pub and rr: the last -t wins, as in mosquitto_pub
-        elif arg in ("-T", "--filter-out") and sub:
-            topic = self.value(arg, "topic filter")
-            _check_topic(topic, subscribe=True, what="filter topic")
-            cfg.filter_outs.append(topic)
-        elif arg == "--tls-alpn":
-            cfg.alpn.append(self.value(arg, "protocol"))
-        elif arg == "--tls-engine":
-            cfg.tls_engine = self.value(arg, "TLS engine")
-        elif arg == "--tls-engine-kpass-sha1":
-            cfg.tls_engine_kpass_sha1 = self.value(arg, "kpass sha1")
-        elif arg == "--tls-use-os-certs":
-            cfg.use_os_certs = True
-        elif arg == "--tls-version":
-            cfg.tls_version = self.value(arg, "version")
-        elif arg in ("-U", "--unsubscribe") and sub:
-            topic = self.value(arg, "unsubscribe topic")
-            _check_topic(topic, subscribe=True)
-            cfg.unsub_topics.append(topic)
-        elif arg in ("-u", "--username"):
-            cfg.username = self.value(arg, "username")
-        elif arg == "--unix":
-            cfg.unix_path = self.value(arg, "unix socket path")
-        elif arg in ("-v", "--verbose") and not pub:
-            cfg.verbose = True
-        elif arg in ("-V", "--protocol-version"):
-            text = self.value(arg, "protocol version")
-            versions = {"mqttv31": 3, "31": 3, "mqttv311": 4, "311": 4, "mqttv5": 5, "5": 5}
-            if text not in versions:
-                raise UsageError(f"Error: Invalid protocol version argument given.")
-            cfg.protocol_version = versions[text]
-            cfg.version_given = True
-        elif arg in ("-W",) and not pub:
-            cfg.timeout = self.integer(arg, "timeout")
-            if cfg.timeout < 1:
-                raise UsageError(f"Error: Invalid timeout \"{cfg.timeout}\".")
-        elif arg == "--will-payload":
-            cfg.will_payload = os.fsencode(self.value(arg, "payload"))
-        elif arg == "--will-qos":
-            cfg.will_qos = self.integer(arg, "will QoS")
-            if not 0 <= cfg.will_qos <= 2:
-                raise UsageError(f"Error: Invalid will QoS {cfg.will_qos}.")
-        elif arg == "--will-retain":
-            cfg.will_retain = True
-        elif arg == "--will-topic":
-            cfg.will_topic = self.value(arg, "will topic")
-            _check_topic(cfg.will_topic, subscribe=False, what="will topic")
-        elif arg in ("-x",):
-            text = self.value(arg, "session expiry interval")
-            if text in ("∞", "-1"):
-                cfg.session_expiry = 0xFFFFFFFF
-            else:
-                try:
-                    cfg.session_expiry = int(text)
-                except ValueError:
-                    raise UsageError("Error: session-expiry-interval not a number.") from None
-                if not 0 <= cfg.session_expiry <= 0xFFFFFFFF:
-                    raise UsageError(f"Error: session-expiry-interval not a valid value ({text}).")
+    def apply(self, flag: Flag) -> None:
+        if flag.action is not None:
+            flag.action(self, flag)
         else:
-            raise UsageError(f"Error: Unknown option '{arg}'.", blank_lines=1)
+            self.store(flag)
 
-    def message_mode(self, mode: str) -> None:
-        if self.cfg.message_mode is not None and self.cfg.message_mode != mode:
-            raise UsageError("Error: Only one type of message can be sent at once.")
-        self.cfg.message_mode = mode
-
-    def property(self, flag: str) -> None:
-        command = self.value(flag, "property command")
-        name = self.value(flag, "property identifier")
-        if command not in ALLOWED_PROPERTIES:
-            raise UsageError("Error: Invalid command given in --property argument.")
-        ident = PROPERTY_NAMES.get(name)
-        if ident is None:
-            raise UsageError("Error: Invalid property name given in --property argument.")
-        if ident not in ALLOWED_PROPERTIES[command]:
-            raise UsageError(f"Error: {name} property not allowed for {command} in --property argument.")
-        props = self.cfg.properties[command]
-        if ident == P.USER_PROPERTY:
-            key = self.value(flag, "property key")
-            value = self.value(flag, "property value")
-            props.setdefault(ident, []).append((key, value))
+    def store(self, flag: Flag) -> None:
+        """Set the flag's field to its (converted) value, or to `const` if it takes none."""
+        if flag.arg is None:
+            value = flag.const
         else:
-            text = self.value(flag, "property value")
-            if ident in INT_LIMITS:
-                try:
-                    value = int(text, 0)
-                except ValueError:
-                    value = -1
-                if not 0 <= value <= INT_LIMITS[ident]:
-                    raise UsageError(f"Error: Invalid value {text} for property {name}.")
-            elif ident in BINARY_PROPERTIES:
-                value = os.fsencode(text)
-            else:
-                value = text
-            if ident in props:
-                raise UsageError(f"Error: Duplicate property {name} for {command}.")
-            props[ident] = value
-        self.cfg.protocol_version = 5  # properties need MQTT v5
-
-    def url(self, url: str) -> None:
-        cfg = self.cfg
-        scheme, sep, rest = url.partition("://")
-        if not sep:
-            raise UsageError("Error: unsupported URL scheme.")
-        scheme = scheme.lower()
-        defaults = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
-        if scheme not in defaults:
-            raise UsageError("Error: unsupported URL scheme.")
-        authority, slash, topic = rest.partition("/")
-        if not slash or not topic:
-            raise UsageError("Error: Invalid URL for -L argument specified - topic missing.", blank_lines=1)
-        if "@" in authority:
-            credentials, _, authority = authority.rpartition("@")
-            user, colon, password = credentials.partition(":")
-            cfg.username = unquote(user)
-            if colon:
-                cfg.password = unquote(password)
-        if authority.startswith("["):  # midge accepts [v6]:port; mosquitto cannot
-            host, _, port_text = authority[1:].partition("]")
-            port_text = port_text.lstrip(":")
+            text = self.take(flag)
+            value = flag.convert(text) if flag.convert is not None else text
+        if flag.field is None:
+            return  # accepted and checked, but nothing in midge uses it
+        *path, last = flag.field.split(".")
+        target = self.cfg
+        for name in path:
+            target = getattr(target, name)
+        if last.endswith("+"):  # a list the flag adds to
+            getattr(target, last[:-1]).append(value)
         else:
-            host, _, port_text = authority.partition(":")
-        cfg.host = host
-        cfg.port = int(port_text) if port_text else defaults[scheme]
-        if scheme in ("mqtts", "wss"):
-            cfg.use_os_certs = True
-        if scheme in ("ws", "wss"):
-            cfg.transport = "websockets"
-        if cfg.tool == "sub":
-            cfg.topics.append(topic)
-        else:
-            cfg.topics = [topic]
-
-
-def _check_topic(topic: str, subscribe: bool, what: str = "topic") -> None:
-    if subscribe:
-        parts = topic.split("/")
-        ok = topic != "" and all(
-            (p in ("+", "#") or ("+" not in p and "#" not in p)) for p in parts
-        ) and ("#" not in parts[:-1])
-        if not ok:
-            kind = "subscription topic" if what == "topic" else what
-            raise UsageError(f"Error: Invalid {kind} '{topic}', are all '+' and '#' wildcards correct?",
-                             blank_lines=1)
-    else:
-        if topic == "" or "+" in topic or "#" in topic:
-            kind = "publish topic" if what == "topic" else what
-            raise UsageError(f"Error: Invalid {kind} '{topic}', does it contain '+' or '#'?", blank_lines=1)
-    if "\0" in topic:
-        raise UsageError(f"Error: Invalid {what} '{topic}'.", blank_lines=1)
+            setattr(target, last, value)
 
 
 def check(cfg: ClientConfig) -> None:
-    """Whole-configuration checks (mosquitto's client_config_load)."""
-    tool = cfg.tool
+    """Whole-configuration checks, in the order of mosquitto's client_config_load; then
+    TLS is switched on or off and the port left unset becomes 1883 or 8883."""
+    tool, given, tls = cfg.tool, cfg.given, cfg.options.tls
     if cfg.will_payload is not None and cfg.will_topic is None:
         raise UsageError("Error: Will payload given, but no will topic given.")
     if cfg.will_retain and cfg.will_topic is None:
         raise UsageError("Error: Will retain given, but no will topic given.")
-    if (cfg.certfile is None) != (cfg.keyfile is None):
+    if (tls.certfile is None) != (tls.keyfile is None):
         raise UsageError("Error: Both certfile and keyfile must be provided if one of them is set.")
-    if cfg.keyform is not None and cfg.keyfile is None:
+    if "--keyform" in given and tls.keyfile is None:
         raise UsageError("Error: If keyform is set, keyfile must be also specified.")
-    if cfg.keyform is not None and cfg.keyform not in ("pem", "engine"):
-        raise UsageError(f"Error: Invalid keyform \"{cfg.keyform}\": use pem or engine.")
-    if cfg.tls_version is not None and cfg.tls_version not in ("tlsv1.3", "tlsv1.2", "tlsv1.1"):
-        raise UsageError("Error: Problem setting TLS options, check the options are valid.", hint=False)
-    if cfg.tls_engine_kpass_sha1 is not None and (cfg.keyform is None or cfg.tls_engine is None):
+    if "--tls-engine-kpass-sha1" in given and ("--keyform" not in given or tls.engine is None):
         raise UsageError("Error: when using tls-engine-kpass-sha1, both tls-engine and keyform must also be provided.")
-    if (cfg.cafile or cfg.capath) and cfg.psk:
+    if (tls.cafile or tls.capath) and tls.psk is not None:
         raise UsageError("Error: Only one of --psk or --cafile/--capath may be used at once.")
-    if cfg.password is not None and cfg.username is None:
-        # MQTT has no password without a user name; mosquitto fails when setting them.
-        raise UsageError("Error: Problem setting username and/or password.", hint=False)
-    if cfg.psk and not cfg.psk_identity:
+    if tls.psk is not None and not tls.psk_identity:
         raise UsageError("Error: --psk-identity required if --psk used.")
-    if cfg.certfile and not (cfg.cafile or cfg.capath or cfg.use_os_certs):
-        cfg.use_os_certs = True  # a client certificate alone still means TLS
-    if cfg.port == 8883 and not (cfg.cafile or cfg.capath or cfg.psk):
-        cfg.use_os_certs = True
-    if not cfg.clean_session and cfg.protocol_version != 5 and cfg.client_id is None and cfg.id_prefix is None:
+    anonymous = cfg.id_prefix is not None or cfg.client_id is None  # no fixed client id
+    if cfg.protocol_version == 5:
+        if cfg.session_expiry_interval() == NEVER_EXPIRES and anonymous:
+            raise UsageError("Error: You must provide a client id if you are using an infinite session expiry interval.")
+    elif not cfg.clean_session and anonymous:
         raise UsageError("Error: You must provide a client id if you are using the -c option.")
-    if cfg.protocol_version != 5:
-        if tool == "rr":
-            raise UsageError("Error: midge rr needs MQTT v5 (the Response Topic property).")
+    if cfg.protocol_version != 5 and tool == "rr":
+        raise UsageError("Error: midge rr needs MQTT v5 (the Response Topic property).")
     if tool == "pub":
         if not cfg.topics or cfg.message_mode is None:
             raise UsageError("Error: Both topic and message must be supplied.", show_usage=True)
     elif tool == "sub":
         if not cfg.topics:
             raise UsageError("Error: You must specify a topic to subscribe to.")
-    else:
-        if not cfg.topics or not cfg.response_topic or cfg.message_mode is None:
-            raise UsageError("Error: All of topic, message, and response topic must be supplied.")
+    elif not cfg.topics or not cfg.response_topic or cfg.message_mode is None:
+        raise UsageError("Error: All of topic, message, and response topic must be supplied.")
+    # What mosquitto finds only when it applies the options (its messages, without the hint).
+    if cfg.password is not None and cfg.username is None:
+        # MQTT has no password without a user name; mosquitto fails when setting them.
+        raise UsageError("Error: Problem setting username and/or password.", hint=False)
+    if tls.keyform not in ("pem", "engine"):
+        raise UsageError("Error: Problem setting key form, it must be one of 'pem' or 'engine'.", hint=False)
+    if tls.min_version is not None and tls.min_version not in ("tlsv1.3", "tlsv1.2", "tlsv1.1"):
+        raise UsageError("Error: Problem setting TLS options, check the options are valid.", hint=False)
+    _settle_tls_and_port(cfg)
+
+
+def _settle_tls_and_port(cfg: ClientConfig) -> None:
+    """--cafile, --capath, --psk or --tls-use-os-certs mean TLS, and so does port 8883
+    alone (with the OS's CAs), as in mosquitto. midge adds: a client certificate alone
+    means TLS too, and an unset port is 8883 whenever TLS is on (mosquitto: only with
+    --cafile, --capath or --psk), else 1883."""
+    options, tls = cfg.options, cfg.options.tls
+    port_given = bool(cfg.given & {"-p", "-L"})
+    if tls.certfile and not (tls.cafile or tls.capath):
+        tls.use_os_certs = True
+    if port_given and options.port == 8883 and not (tls.cafile or tls.capath or tls.psk):
+        tls.use_os_certs = True
+    if not (tls.cafile or tls.capath or tls.psk or tls.use_os_certs):
+        options.tls = None
+    if not port_given:
+        options.port = 8883 if options.tls is not None else 1883
 
 
 # -- help and error reporting ------------------------------------------------
 
 SUMMARY = {
-    "pub": "midge pub is a simple MQTT client that publishes a message on a single topic and exits.",
-    "sub": "midge sub is a simple MQTT client that subscribes to a set of topics and prints all messages it receives.",
-    "rr": "midge rr is an MQTT v5 request/response client: it sends a request and waits for one response.",
+    "pub": "midge pub is a simple MQTT client that will publish a message on a single topic and exit.",
+    "sub": "midge sub is a simple MQTT client that will subscribe to a set of topics and print all messages it receives.",
+    "rr": "midge rr is an MQTT v5 client that publishes a request message and waits for a response.",
 }
-USAGE = {
-    "pub": "Usage: midge pub {[-h host] [--unix path] [-p port] [-u username] [-P password] -t topic | -L URL}\n"
-           "                 {-f file | -l | -n | -m message | -s}\n"
-           "                 [-c] [-k keepalive] [-q qos] [-r] [--repeat N] [--repeat-delay time] [-x session-expiry]\n",
-    "sub": "Usage: midge sub {[-h host] [--unix path] [-p port] [-u username] [-P password] -t topic | -L URL [-t topic]}\n"
-           "                 [-c] [-k keepalive] [-q qos] [-x session-expiry-interval]\n"
-           "                 [-C msg_count] [-E] [-R] [--retained-only] [--remove-retained] [-T filter_out] [-U topic ...]\n"
-           "                 [-F format] [-W timeout_secs] [-N] [-v] [--pretty] [--random-filter chance]\n",
-    "rr": "Usage: midge rr {[-h host] [--unix path] [-p port] [-u username] [-P password] -t topic | -L URL}\n"
-          "                -e response-topic {-f file | -n | -m message | -s}\n"
-          "                [-c] [-k keepalive] [-q qos] [-R] [-F format] [-W timeout_secs] [-N] [-v] [--pretty]\n",
+# The usage lines: each flag is written bare and gets its value name from the table.
+_TOOL_USAGE = {
+    "pub": ["{[-h] [--unix] [-p] [-u] [-P] -t | -L}",
+            "{-f | -l | -n | -m | -s}",
+            "[-c] [-k] [-q] [-r] [--repeat] [--repeat-delay] [-x]"],
+    "sub": ["{[-h] [--unix] [-p] [-u] [-P] -t | -L [-t]}",
+            "[-c] [-k] [-q] [-x]",
+            "[-C] [-E] [-R] [--retained-only] [--remove-retained] [-T] [-U ...]",
+            "[-F] [-W] [-N] [-v] [--pretty]",
+            "[--random-filter] [--retain-as-published]"],
+    "rr": ["{[-h] [--unix] [-p] [-u] [-P] -t | -L} -e",
+           "{-f | -n | -m | -s}",
+           "[-c] [-k] [-q] [-R] [-x]",
+           "[-F] [-W] [-N] [-v] [--pretty] [--retain-as-published]"],
 }
-COMMON_USAGE = (
-    "                 [-A bind_address] [--nodelay] [-i id] [-I id_prefix] [-d] [--quiet] [-M max_inflight]\n"
-    "                 [-V protocol-version] [--will-topic [--will-payload payload] [--will-qos qos] [--will-retain]]\n"
-    "                 [{--cafile file | --capath dir} [--cert file] [--key file] [--ciphers ciphers] [--insecure]\n"
-    "                   [--tls-alpn protocol] [--tls-version version] [--tls-use-os-certs]]\n"
-    "                 [--psk hex-key --psk-identity identity [--ciphers ciphers]]\n"
-    "                 [--proxy socks-url] [-D command identifier value]\n"
-    "       midge {tool} --help\n"
-)
-OPTIONS = [
-    ("-A", "pub sub rr", "bind the outgoing socket to this host/ip address."),
-    ("-c", "pub sub rr", "disable clean session/enable persistent client mode (v5: session never expires unless -x)."),
-    ("-C", "sub", "disconnect and exit after receiving 'msg_count' messages."),
-    ("-d", "pub sub rr", "print protocol debug messages (Client ... sending CONNECT)."),
-    ("-D", "pub sub rr", "define an MQTT v5 property: -D command identifier value (implies -V 5)."),
-    ("-e", "rr", "topic on which the response is expected (sent as the Response Topic property)."),
-    ("-E", "sub", "exit once all subscriptions have been acknowledged by the broker."),
-    ("-f", "pub rr", "send the contents of a file as the message."),
-    ("-F", "sub rr", "output format: %t topic, %p payload, %j/%J JSON, %x hex, @H strftime, ... (see mosquitto_sub(1))."),
-    ("-h", "pub sub rr", "mqtt host to connect to. Defaults to localhost."),
-    ("-i", "pub sub rr", "id to use for this client. Defaults to an id assigned by the broker."),
-    ("-I", "pub sub rr", "define the client id as id_prefix appended with the process id."),
-    ("-k", "pub sub rr", "keep alive in seconds for this client. Defaults to 60."),
-    ("-L", "pub sub rr", "URL: mqtt(s)://[username[:password]@]host[:port]/topic, or ws(s):// for MQTT over WebSocket."),
-    ("-l", "pub", "read messages from stdin, sending a separate message for each line."),
-    ("-m", "pub rr", "message payload to send."),
-    ("-M", "pub sub rr", "the maximum inflight messages for QoS 1/2. Defaults to 20."),
-    ("-n", "pub rr", "send a null (zero length) message."),
-    ("-N", "sub rr", "do not add an end of line character when printing the payload."),
-    ("-p", "pub sub rr", "network port to connect to. Defaults to 1883 for plain MQTT and 8883 for MQTT over TLS."),
-    ("-P", "pub sub rr", "provide a password."),
-    ("-q", "pub sub rr", "quality of service level to use. Defaults to 0."),
-    ("-r", "pub", "message should be retained."),
-    ("-R", "sub rr", "do not print stale messages (those with retain set)."),
-    ("-s", "pub rr", "read message from stdin, sending the entire input as a message."),
-    ("-t", "pub sub rr", "mqtt topic (sub: may be repeated)."),
-    ("-T", "sub", "topic string to filter out of results. May be repeated."),
-    ("-u", "pub sub rr", "provide a username."),
-    ("-U", "sub", "unsubscribe from a topic. May be repeated."),
-    ("-v", "sub rr", "print published messages verbosely (topic payload)."),
-    ("-V", "pub sub rr", "MQTT version: mqttv5, mqttv311 or mqttv31 (5, 311, 31). Defaults to mqttv311 (rr: mqttv5)."),
-    ("-W", "sub rr", "exit (code 27) after this many seconds."),
-    ("-x", "pub sub rr", "v5 session-expiry-interval; -1, 4294967295 or ∞ mean never."),
-    ("--help", "pub sub rr", "display this message."),
-    ("--version", "pub sub rr", "display the version."),
-    ("--nodelay", "pub sub rr", "disable Nagle's algorithm."),
-    ("--pretty", "sub rr", "indent JSON output (%j, %J)."),
-    ("--quiet", "pub sub rr", "don't print error messages."),
-    ("--random-filter", "sub", "only print this percentage (0.1-100) of received messages."),
-    ("--remove-retained", "sub", "clear each received retained message from the broker."),
-    ("--repeat", "pub", "with -f, -m, -n or -s, publish the message N times."),
-    ("--repeat-delay", "pub", "seconds (a float) to wait between repeated publishes."),
-    ("--retain-as-published", "sub rr", "v5 subscription option: keep the retain flag as published."),
-    ("--retained-only", "sub", "only handle retained messages; exit at the first non-retained one."),
-    ("--unix", "pub sub rr", "connect through a unix domain socket, e.g. /tmp/mosquitto.sock."),
-    ("--will-payload", "pub sub rr", "payload of the client Will (zero length if not given)."),
-    ("--will-qos", "pub sub rr", "QoS level of the client Will."),
-    ("--will-retain", "pub sub rr", "make the client Will retained."),
-    ("--will-topic", "pub sub rr", "the topic on which to publish the client Will."),
-    ("--cafile", "pub sub rr", "file of trusted CA certificates; turns TLS on."),
-    ("--capath", "pub sub rr", "directory of trusted CA certificates; turns TLS on."),
-    ("--cert", "pub sub rr", "client certificate for authentication."),
-    ("--key", "pub sub rr", "client private key for authentication."),
-    ("--keyform", "pub sub rr", "key type: pem (engine is not supported by midge)."),
-    ("--ciphers", "pub sub rr", "OpenSSL cipher list (TLS 1.2 and PSK)."),
-    ("--tls-version", "pub sub rr", "minimum TLS version: tlsv1.3, tlsv1.2 (default) or tlsv1.1."),
-    ("--insecure", "pub sub rr", "do not check the server certificate's host name (the chain is always checked)."),
-    ("--tls-alpn", "pub sub rr", "offer this ALPN protocol."),
-    ("--tls-engine", "pub sub rr", "OpenSSL engine: not supported by midge (fails with an explanation)."),
-    ("--tls-use-os-certs", "pub sub rr", "also trust the operating system's CA certificates."),
-    ("--psk", "pub sub rr", "pre-shared key in hexadecimal (no leading 0x) for TLS-PSK."),
-    ("--psk-identity", "pub sub rr", "client identity for TLS-PSK."),
-    ("--proxy", "pub sub rr", "SOCKS5 proxy URL: socks5h://[username[:password]@]hostname[:port]."),
+_COMMON_USAGE = [
+    "[-A] [--nodelay] [-i] [-I] [-d] [--quiet]",
+    "[-M] [-V]",
+    "[--will-topic [--will-payload] [--will-qos] [--will-retain]]",
+    "[{--cafile | --capath} [--cert] [--key] [--keyform]",
+    "  [--ciphers] [--insecure] [--tls-version] [--tls-alpn]",
+    "  [--tls-use-os-certs] [--tls-engine] [--tls-engine-kpass-sha1]]",
+    "[--psk --psk-identity [--ciphers]]",
+    "[--proxy] [-D]",
 ]
+_FLAG_TOKEN = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")
+
+
+def usage_flags(tool: str) -> list[str]:
+    """Every flag named in the tool's usage lines."""
+    return _FLAG_TOKEN.findall(" ".join(_TOOL_USAGE[tool] + _COMMON_USAGE))
+
+
+def usage_text(tool: str) -> str:
+    flags = FLAGS_BY_TOOL[tool]
+
+    def expand(match: re.Match) -> str:
+        flag = flags[match.group()]
+        return f"{flag.name} {flag.arg}" if flag.arg else flag.name
+
+    head = f"Usage: midge {tool} "
+    lines = [_FLAG_TOKEN.sub(expand, line) for line in _TOOL_USAGE[tool] + _COMMON_USAGE]
+    text = head + ("\n" + " " * len(head)).join(lines) + "\n"
+    return text + f"       midge {tool} --help\n"
 
 
 def help_text(tool: str) -> str:
-    lines = [SUMMARY[tool], "", USAGE[tool] + COMMON_USAGE.replace("{tool}", tool)]
-    for flag, tools, text in OPTIONS:
-        if tool in tools.split():
-            lines.append(f" {flag} : {text}")
-    lines += ["", "midge reads default flags from ~/.config/midge_" + tool
-              + " (or Mosquitto's ~/.config/mosquitto_" + tool + " when that does not exist)."]
+    import sys
+
+    from midge import __version__
+
+    lines = [SUMMARY[tool], f"midge {tool} version {__version__} running on Python {sys.version.split()[0]}.",
+             "", usage_text(tool)]
+    for flag in FLAGS:
+        if tool in flag.tools:
+            # continuation lines line up after " -c : ", as mosquitto's; aliases follow -c
+            indent = "\n" + " " * len(f" {flag.name} : ")
+            lines.append(f" {', '.join(flag.names)} : " + flag.help_for(tool).replace("\n", indent))
+    lines += ["", f"midge reads default flags from ~/.config/midge_{tool}, or from Mosquitto's",
+              f"~/.config/mosquitto_{tool} when that does not exist."]
     return "\n".join(lines) + "\n"
 
 
@@ -759,7 +749,7 @@ def parse_or_exit(tool: str, argv: list[str]) -> ClientConfig | int:
     except VersionRequested:
         from midge import __version__
 
-        sys.stdout.write(f"midge {tool} version {__version__} (Python {sys.version.split()[0]}).\n")
+        sys.stdout.write(f"midge {tool} version {__version__} running on Python {sys.version.split()[0]}.\n")
         return 1  # as mosquitto_pub --version
     except UsageError as exc:
         sys.stderr.write(f"{exc}\n")

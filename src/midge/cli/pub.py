@@ -13,7 +13,9 @@ import stat
 import sys
 import threading
 
-from midge.cli.clientargs import ClientConfig, parse_or_exit
+from midge.cli.clientargs import parse_or_exit
+from midge.cli.clientconfig import ClientConfig
+from midge.client.reasons import reason_string
 from midge.client.tool import Tool, run
 from midge.protocol.constants import PacketType
 
@@ -99,8 +101,6 @@ class Publisher(Tool):
         kind = packet.type
         if kind in (PacketType.PUBACK, PacketType.PUBREC, PacketType.PUBCOMP):
             if packet.reason_code >= 0x80:
-                from midge.client.tool import reason_string
-
                 self.error(f"Warning: Publish {packet.packet_id} failed: {reason_string(packet.reason_code)}.")
             self.room.set()
 

@@ -7,7 +7,8 @@ exits; `-W` times out with exit code 27.
 
 from __future__ import annotations
 
-from midge.cli.clientargs import ClientConfig, parse_or_exit
+from midge.cli.clientargs import parse_or_exit
+from midge.cli.clientconfig import ClientConfig
 from midge.cli.pub import load_message
 from midge.cli.sub import Subscriber
 from midge.client.tool import run

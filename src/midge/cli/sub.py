@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from midge.cli.clientargs import ClientConfig, parse_or_exit
+from midge.cli.clientargs import parse_or_exit
+from midge.cli.clientconfig import ClientConfig
 from midge.cli.output import MessagePrinter
 from midge.client.tool import Tool, run
 from midge.protocol.constants import PacketType

@@ -11,6 +11,8 @@
   `conn.flush()`, `await conn.drain()`, `conn.close()`, `await conn.closed`.
 - `tls.make_context(TlsOptions)` and `tls.explain(exc, host, der)`: client TLS and
   readable failures.
+- `reasons.reason_string` / `reasons.connack_string`: Mosquitto's wording of a
+  refusal, for the tools and for bridges.
 - `tool.Tool`: the run loop of the command-line tools (exit codes, -W, reconnects).
 
 Nothing is imported here so that `midge.client.session` stays free of asyncio.

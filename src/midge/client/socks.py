@@ -39,9 +39,10 @@ class Proxy:
 
 
 def parse_proxy_url(url: str) -> Proxy:
+    """socks5h://[user[:password]@]host[:port]; ProxyError words problems as libmosquitto."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme.lower() != "socks5h":
-        raise ProxyError(f"unsupported proxy URL {url!r}: only socks5h://[user[:password]@]host[:port]")
+        raise ProxyError(f"Unsupported proxy protocol: {url}")
     rest = rest.rstrip("/")
     username = password = None
     if "@" in rest:
@@ -49,17 +50,18 @@ def parse_proxy_url(url: str) -> Proxy:
         username, colon, password = credentials.partition(":")
         username = unquote(username)
         password = unquote(password) if colon else None
-    if rest.startswith("["):
+    if rest.startswith("["):  # midge accepts [v6]:port; mosquitto cannot
         host, _, port_text = rest[1:].partition("]")
         port_text = port_text.lstrip(":")
     else:
         host, _, port_text = rest.partition(":")
     if not host:
-        raise ProxyError(f"proxy URL {url!r} has no host")
-    try:
-        port = int(port_text) if port_text else DEFAULT_PORT
-    except ValueError:
-        raise ProxyError(f"proxy URL {url!r} has an invalid port") from None
+        raise ProxyError("Invalid proxy.")
+    port = DEFAULT_PORT
+    if port_text:
+        port = int(port_text) if port_text.isdigit() else 0
+        if not 0 < port < 65536:
+            raise ProxyError(f"Invalid proxy port {port_text}")
     return Proxy(host, port, username, password)
 
 

@@ -13,35 +13,13 @@ import signal
 import sys
 
 from midge.client.connection import ClientConnection, ConnectError, open_connection
+from midge.client.reasons import connack_string, reason_string
 from midge.client.session import ClientSession
 from midge.client.tls import TlsSetupError
-from midge.protocol.constants import PacketType, ReasonCode
+from midge.protocol.constants import PacketType
 
 EXIT_TIMEOUT = 27  # MOSQ_ERR_TIMEOUT
 RECONNECT_DELAY = 1.0  # libmosquitto's default reconnect delay
-
-CONNACK_V3 = {
-    1: "Connection Refused: unacceptable protocol version.",
-    2: "Connection Refused: identifier rejected.",
-    3: "Connection Refused: broker unavailable.",
-    4: "Connection Refused: bad user name or password.",
-    5: "Connection Refused: not authorised.",
-}
-
-
-def reason_string(code: int) -> str:
-    """Mosquitto's wording of a v5 reason code ("Not authorized")."""
-    try:
-        name = ReasonCode(code).name
-    except ValueError:
-        return "Unknown reason"
-    return name.replace("_", " ").capitalize().replace("qos", "QoS")
-
-
-def connack_string(version: int, code: int) -> str:
-    if version == 5:
-        return reason_string(code)
-    return CONNACK_V3.get(code, "Connection Refused: unknown reason.")
 
 
 class Tool:
@@ -117,7 +95,7 @@ class Tool:
         # Ctrl-C / kill: disconnect cleanly (no will), as mosquitto's clients do.
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.finish, 0)
-        timer = loop.call_later(cfg.timeout, self._timed_out) if getattr(cfg, "timeout", 0) else None
+        timer = loop.call_later(cfg.timeout, self._timed_out) if cfg.timeout else None
         try:
             while True:
                 await self.connected()
@@ -151,7 +129,7 @@ class Tool:
         if previous is not None:  # libmosquitto keeps numbering messages across reconnects
             self.session.next_id = previous.next_id
         try:
-            self.connection = await open_connection(cfg.client_options(), self.session, self._on_event)
+            self.connection = await open_connection(cfg.options, self.session, self._on_event)
             connack = await self.connection.connack
         except (ConnectError, TlsSetupError) as exc:
             if quiet:
@@ -188,8 +166,9 @@ class Tool:
         if self.finished.done():
             return
         self.exit_code = code
-        if self.session.connected:
-            self.session.disconnect()
+        if self.session.connected:  # with the -D disconnect properties, as mosquitto's tools
+            v5 = self.cfg.protocol_version == 5
+            self.session.disconnect(0, dict(self.cfg.properties["disconnect"]) if v5 else None)
         self.connection.flush()
         self.connection.close()
         self.finished.set_result(code)
@@ -227,4 +206,4 @@ def run(tool: Tool) -> int:
         return 0
 
 
-__all__ = ["Tool", "run", "EXIT_TIMEOUT", "connack_string", "reason_string"]
+__all__ = ["Tool", "run", "EXIT_TIMEOUT"]

@@ -51,8 +51,15 @@ exit with status 3, like Mosquitto.
 - `per_listener_settings` must come before any security option (including
   `check_retain_source`).
 
-Column *Reload*: `yes` = SIGHUP applies a new value; `files` = the value is fixed but the
-file it names is re-read on SIGHUP; `no` = restart to change.
+Column *Reload*: what SIGHUP does with the line, exactly (the server applies this
+column: `midge.config.reload.carry_over`). `yes` = a new value applies (to new
+connections, for listener options); `files` = the file it names is re-read, and a new
+path applies too; `no` = the running value stays and the log says
+`Reload: FILE:LINE: OPTION: changed from ... to ...; takes effect after a restart`.
+Listeners added, removed or moved, TLS turned on or off on a listener, and changed
+bridges also wait for a restart. Mosquitto resets listener limits on reload; midge keeps
+them, and applies the global limits Mosquitto reads but forgets (`max_inflight_*`,
+`max_queued_*`, `max_keepalive`, `max_packet_size`, `retain_available`).
 """
 
 DIFFERENCES = """\

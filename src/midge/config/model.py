@@ -28,11 +28,6 @@ class _Scoped:
         for attr, value in values.items():
             setattr(self, attr, value)
 
-    def origin(self, option: str) -> str:
-        """`file:line` where `option` was set, or "" if it kept its default."""
-        where = self.origins.get(option)
-        return f"{where[0]}:{where[1]}" if where else ""
-
     def __repr__(self) -> str:
         defaults = opts.defaults(self._scope)
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items()
@@ -60,6 +55,15 @@ class SecurityConfig(_Scoped):
 
     _scope = opts.SECURITY
 
+    # Typed attributes of the option table (tests/config/test_model_types.py checks that
+    # they match it; `_Scoped.__init__` sets them to the table's defaults).
+    allow_anonymous: bool | None
+    password_file: str | None
+    acl_file: str | None
+    psk_file: str | None
+    allow_zero_length_clientid: bool
+    auto_id_prefix: str
+
     def __init__(self, **values):
         super().__init__()
         self.plugins: list[PluginConfig] = []
@@ -80,6 +84,47 @@ class ListenerConfig(_Scoped):
     """One listener: its socket, TLS and limit options, and the security that applies."""
 
     _scope = opts.LISTENER
+
+    # Typed attributes of the option table (tests/config/test_model_types.py checks that
+    # they match it; `_Scoped.__init__` sets them to the table's defaults).
+    bind_address: str | None
+    bind_interface: str | None
+    protocol: str
+    socket_domain: str | None
+    mount_point: str | None
+    max_connections: int
+    max_qos: int
+    max_topic_alias: int
+    use_username_as_clientid: bool
+    http_dir: str | None
+    certfile: str | None
+    keyfile: str | None
+    cafile: str | None
+    capath: str | None
+    require_certificate: bool
+    crlfile: str | None
+    dhparamfile: str | None
+    ciphers: str | None
+    ciphers_tls1_3: str | None
+    tls_version: str | None
+    tls_keyform: str
+    tls_engine: str | None
+    tls_engine_kpass_sha1: str | None
+    use_identity_as_username: bool
+    use_subject_as_username: bool
+    psk_hint: str | None
+    cert_identity_as_username: str | None
+    cert_identity_as_clientid: str | None
+    crl_check: str
+    require_ocsp: bool
+    ocsp_responder: str | None
+    ocsp_timeout: float
+    ocsp_cache_seconds: int
+    ocsp_soft_fail: bool
+    disconnect_on_revocation: bool
+    psk_tls13: bool
+    keyfile_password_file: str | None
+    tls_handshake_timeout: float
 
     def __init__(self, **values):
         super().__init__()
@@ -134,6 +179,41 @@ class BridgeConfig(_Scoped):
 
     _scope = opts.BRIDGE
 
+    # Typed attributes of the option table (tests/config/test_model_types.py checks that
+    # they match it; `_Scoped.__init__` sets them to the table's defaults).
+    bridge_attempt_unsubscribe: bool
+    bridge_bind_address: str | None
+    bridge_max_packet_size: int
+    bridge_outgoing_retain: bool
+    bridge_protocol_version: str
+    cleansession: bool
+    local_cleansession: bool | None
+    keepalive_interval: int
+    idle_timeout: int
+    threshold: int
+    start_type: str
+    round_robin: bool
+    try_private: bool
+    notifications: bool
+    notifications_local_only: bool
+    notification_topic: str | None
+    remote_clientid: str | None
+    local_clientid: str | None
+    remote_username: str | None
+    remote_password: str | None
+    local_username: str | None
+    local_password: str | None
+    bridge_cafile: str | None
+    bridge_capath: str | None
+    bridge_certfile: str | None
+    bridge_keyfile: str | None
+    bridge_tls_version: str | None
+    bridge_insecure: bool
+    bridge_alpn: str | None
+    bridge_require_ocsp: bool
+    bridge_identity: str | None
+    bridge_psk: str | None
+
     def __init__(self, **values):
         super().__init__()
         self.name = ""
@@ -160,6 +240,42 @@ class Config(_Scoped):
     """The whole configuration: global options, listeners, bridges, global security."""
 
     _scope = opts.GLOBAL
+
+    # Typed attributes of the option table (tests/config/test_model_types.py checks that
+    # they match it; `_Scoped.__init__` sets them to the table's defaults).
+    allow_duplicate_messages: bool
+    autosave_interval: int
+    autosave_on_changes: bool
+    check_retain_source: bool
+    clientid_prefixes: str | None
+    connection_messages: bool
+    per_listener_settings: bool
+    pid_file: str | None
+    sys_interval: int
+    upgrade_outgoing_qos: bool
+    user: str
+    set_tcp_nodelay: bool
+    retain_available: bool
+    queue_qos0_messages: bool
+    persistence: bool
+    persistence_file: str
+    persistence_location: str | None
+    log_facility: int | None
+    log_timestamp: bool
+    log_timestamp_format: str | None
+    websockets_log_level: int
+    websockets_headers_size: int
+    max_inflight_messages: int
+    max_inflight_bytes: int
+    max_queued_messages: int
+    max_queued_bytes: int
+    message_size_limit: int
+    max_packet_size: int
+    max_keepalive: int
+    memory_limit: int
+    tls_watch_interval: float
+    auth_fail_delay: float
+    auth_fail_delay_max: float
 
     def __init__(self, **values):
         super().__init__()

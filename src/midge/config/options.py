@@ -27,7 +27,7 @@ BOOL, INT, FLOAT, STRING, PATH, CHOICE, SPECIAL = "bool", "int", "float", "strin
 # Reload behaviour, for the docs and for whoever implements SIGHUP.
 RELOAD_YES = "yes"        # SIGHUP applies the new value
 RELOAD_NO = "no"          # read at start only (restart to change)
-RELOAD_FILES = "files"    # the value cannot change, but the file it names is re-read on SIGHUP
+RELOAD_FILES = "files"    # SIGHUP re-reads the file it names (and a new path applies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +106,7 @@ OPTIONS: list[Option] = [
             "often the WAL is folded into the main file. See docs/persistence.md."),
     _o("autosave_on_changes", BOOL, GLOBAL, False, reload=RELOAD_YES,
        help="Treat autosave_interval as a number of changes."),
-    _o("check_retain_source", BOOL, GLOBAL, False, reload=RELOAD_NO,
+    _o("check_retain_source", BOOL, GLOBAL, False, reload=RELOAD_YES,
        help="Before sending a retained message, check its publisher may still write it. "
             "Counts as a security option for the per_listener_settings ordering rule. "
             "DOC≠CODE: the man page says the default is true; the code uses false."),
@@ -138,14 +138,14 @@ OPTIONS: list[Option] = [
     _o("queue_qos0_messages", BOOL, GLOBAL, False, reload=RELOAD_YES,
        help="Queue QoS 0 messages for disconnected persistent sessions."),
     # ---- persistence (1.5.6) ----
-    _o("persistence", BOOL, GLOBAL, False, reload=RELOAD_YES, aliases=("retained_persistence",),
+    _o("persistence", BOOL, GLOBAL, False, reload=RELOAD_NO, aliases=("retained_persistence",),
        help="Save persistent sessions (subscriptions, queued and in-flight QoS 1/2 messages) and "
             "retained messages to an SQLite file, written as they change. Switching it on or off "
             "needs a restart."),
-    _o("persistence_file", PATH, GLOBAL, "mosquitto.db", reload=RELOAD_YES,
+    _o("persistence_file", PATH, GLOBAL, "mosquitto.db", reload=RELOAD_NO,
        help="Persistence file name. midge's file is SQLite; an existing Mosquitto database "
             "there is refused, never overwritten. Changes need a restart."),
-    _o("persistence_location", PATH, GLOBAL, None, reload=RELOAD_YES,
+    _o("persistence_location", PATH, GLOBAL, None, reload=RELOAD_NO,
        help="Directory of the persistence file."),
     _o("persistent_client_expiration", SPECIAL, GLOBAL, None, reload=RELOAD_YES,
        value_hint="N(h|d|w|m|y)",
@@ -243,7 +243,7 @@ OPTIONS: list[Option] = [
        help="mqtt or websockets (MQTT over WebSocket)."),
     _o("socket_domain", CHOICE, LISTENER, None, choices=("ipv4", "ipv6"),
        help="Listen on IPv4 only or IPv6 only (default both)."),
-    _o("mount_point", STRING, LISTENER, None,
+    _o("mount_point", STRING, LISTENER, None, reload=RELOAD_YES,
        help="Topic prefix added to every topic of this listener's clients. No wildcards. "
             "Needs a listener line before it."),
     _o("max_connections", INT, LISTENER, -1,
@@ -252,9 +252,9 @@ OPTIONS: list[Option] = [
        reload=RELOAD_YES, help="Highest QoS clients of this listener may use."),
     _o("max_topic_alias", INT, LISTENER, 10, minimum=0, maximum=65535,
        reload=RELOAD_YES, help="Largest v5 topic alias a client may use; 0 disables aliases."),
-    _o("use_username_as_clientid", BOOL, LISTENER, False,
+    _o("use_username_as_clientid", BOOL, LISTENER, False, reload=RELOAD_YES,
        help="Replace each client's ID with its username."),
-    _o("http_dir", PATH, LISTENER, None,
+    _o("http_dir", PATH, LISTENER, None, reload=RELOAD_YES,
        help="Serve static files from this directory on a websockets listener."),
     # ---- TLS (1.5.3) ----
     _o("certfile", PATH, LISTENER, None, reload=RELOAD_FILES,
@@ -264,54 +264,54 @@ OPTIONS: list[Option] = [
        help="CA certificates trusted for client certificates."),
     _o("capath", PATH, LISTENER, None, reload=RELOAD_FILES,
        help="Directory of hashed CA certificates (openssl rehash)."),
-    _o("require_certificate", BOOL, LISTENER, False,
+    _o("require_certificate", BOOL, LISTENER, False, reload=RELOAD_YES,
        help="Require a valid client certificate. When false the server does not ask for one."),
     _o("crlfile", PATH, LISTENER, None, reload=RELOAD_FILES,
        help="Certificate revocation list(s) (PEM) checked for client certificates."),
-    _o("dhparamfile", PATH, LISTENER, None, help="DH parameters (PEM)."),
-    _o("ciphers", STRING, LISTENER, None,
+    _o("dhparamfile", PATH, LISTENER, None, reload=RELOAD_YES, help="DH parameters (PEM)."),
+    _o("ciphers", STRING, LISTENER, None, reload=RELOAD_YES,
        help="OpenSSL cipher list for TLS 1.2 and below (and PSK suites)."),
-    _o("ciphers_tls1.3", STRING, LISTENER, None, help="TLS 1.3 cipher suites."),
-    _o("tls_version", CHOICE, LISTENER, None, choices=TLS_VERSIONS,
+    _o("ciphers_tls1.3", STRING, LISTENER, None, reload=RELOAD_YES, help="TLS 1.3 cipher suites."),
+    _o("tls_version", CHOICE, LISTENER, None, reload=RELOAD_YES, choices=TLS_VERSIONS,
        help="Minimum TLS version: tlsv1.3, tlsv1.2 or tlsv1.1 (unset: TLS 1.2 and 1.3)."),
     _o("tls_keyform", CHOICE, LISTENER, "pem", choices=("pem", "engine"),
        help="Key format: pem (engine is not supported by midge)."),
     _o("tls_engine", STRING, LISTENER, None, help="OpenSSL ENGINE for the private key."),
     _o("tls_engine_kpass_sha1", STRING, LISTENER, None,
        help="SHA-1 of the engine key password (40 hex characters)."),
-    _o("use_identity_as_username", BOOL, LISTENER, False,
+    _o("use_identity_as_username", BOOL, LISTENER, False, reload=RELOAD_YES,
        help="Username = client certificate CN (or PSK identity); skips password checks."),
-    _o("use_subject_as_username", BOOL, LISTENER, False,
+    _o("use_subject_as_username", BOOL, LISTENER, False, reload=RELOAD_YES,
        help="Username = the client certificate's full subject (RFC 2253)."),
     # ---- TLS-PSK (1.5.4) ----
-    _o("psk_hint", STRING, LISTENER, None,
+    _o("psk_hint", STRING, LISTENER, None, reload=RELOAD_YES,
        help="Turn TLS-PSK on for this listener and send this identity hint."),
     # ---- midge's own, listener-scoped ----
-    _o("cert_identity_as_username", CHOICE, LISTENER, None, choices=CERT_IDENTITIES, midge=True,
+    _o("cert_identity_as_username", CHOICE, LISTENER, None, reload=RELOAD_YES, choices=CERT_IDENTITIES, midge=True,
        help="Username = this part of the client certificate (cn, subject, san_dns, "
             "san_email, san_uri, san_ip, sha256 fingerprint)."),
-    _o("cert_identity_as_clientid", CHOICE, LISTENER, None, choices=CERT_IDENTITIES, midge=True,
+    _o("cert_identity_as_clientid", CHOICE, LISTENER, None, reload=RELOAD_YES, choices=CERT_IDENTITIES, midge=True,
        help="Client ID = this part of the client certificate (same values)."),
-    _o("crl_check", CHOICE, LISTENER, "leaf", choices=("leaf", "chain"), midge=True,
+    _o("crl_check", CHOICE, LISTENER, "leaf", reload=RELOAD_YES, choices=("leaf", "chain"), midge=True,
        help="Check CRLs for the client certificate only (leaf, Mosquitto's behaviour) or "
             "for the whole chain."),
-    _o("require_ocsp", BOOL, LISTENER, False, midge=True,
+    _o("require_ocsp", BOOL, LISTENER, False, reload=RELOAD_YES, midge=True,
        help="Check each client certificate with its OCSP responder; refuse revoked ones."),
-    _o("ocsp_responder", STRING, LISTENER, None, midge=True,
+    _o("ocsp_responder", STRING, LISTENER, None, reload=RELOAD_YES, midge=True,
        help="OCSP responder URL (default: the certificate's AIA extension)."),
-    _o("ocsp_timeout", FLOAT, LISTENER, 5.0, midge=True, minimum=0,
+    _o("ocsp_timeout", FLOAT, LISTENER, 5.0, reload=RELOAD_YES, midge=True, minimum=0,
        help="Seconds to wait for the OCSP responder."),
-    _o("ocsp_cache_seconds", INT, LISTENER, 300, midge=True, minimum=0,
+    _o("ocsp_cache_seconds", INT, LISTENER, 300, reload=RELOAD_YES, midge=True, minimum=0,
        help="How long an OCSP answer is reused."),
-    _o("ocsp_soft_fail", BOOL, LISTENER, False, midge=True,
+    _o("ocsp_soft_fail", BOOL, LISTENER, False, reload=RELOAD_YES, midge=True,
        help="Accept the client when the OCSP responder cannot be reached."),
-    _o("disconnect_on_revocation", BOOL, LISTENER, False, midge=True,
+    _o("disconnect_on_revocation", BOOL, LISTENER, False, reload=RELOAD_YES, midge=True,
        help="Disconnect connected clients whose certificate a reloaded CRL revokes."),
-    _o("psk_tls13", BOOL, LISTENER, True, midge=True,
+    _o("psk_tls13", BOOL, LISTENER, True, reload=RELOAD_YES, midge=True,
        help="Allow TLS-PSK over TLS 1.3 (false: TLS 1.2 only, Mosquitto 2.0.12+'s behaviour)."),
     _o("keyfile_password_file", PATH, LISTENER, None, midge=True, reload=RELOAD_FILES,
        help="File whose first line is the password of an encrypted keyfile."),
-    _o("tls_handshake_timeout", FLOAT, LISTENER, 10.0, midge=True, minimum=0,
+    _o("tls_handshake_timeout", FLOAT, LISTENER, 10.0, reload=RELOAD_YES, midge=True, minimum=0,
        help="Seconds a client has to finish the TLS handshake."),
 
     # ---- authentication and authorisation (1.5.5), [PLS] ----
@@ -381,8 +381,10 @@ OPTIONS: list[Option] = [
        help="Username on the remote broker."),
     _o("remote_password", STRING, BRIDGE, None, aliases=("password",),
        help="Password on the remote broker."),
-    _o("local_username", STRING, BRIDGE, None, help="Username on the local broker."),
-    _o("local_password", STRING, BRIDGE, None, help="Password on the local broker."),
+    _o("local_username", STRING, BRIDGE, None,
+       help="Name of the bridge's local end (log lines, plugins); never checked, as in Mosquitto."),
+    _o("local_password", STRING, BRIDGE, None,
+       help="Accepted, never checked (as in Mosquitto): the local end is midge's own."),
     # ---- bridge TLS (1.5.11) ----
     _o("bridge_cafile", PATH, BRIDGE, None, help="CA certificates for the remote; turns TLS on."),
     _o("bridge_capath", PATH, BRIDGE, None, help="Directory of CA certificates; turns TLS on."),

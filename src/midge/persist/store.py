@@ -347,7 +347,7 @@ class Store:
     def _write(self, broker, sessions, topics, now, clear=False) -> int:
         wall_now = self.wall_clock()
         db = self.db
-        statements = []
+        statements: list[tuple[str, tuple]] = []
         count = 0
         for topic in topics:
             if topic.startswith("$SYS"):
@@ -396,6 +396,7 @@ class Store:
              _props_blob(message.properties), _wall(message.expiry_at, now, wall_now),
              message.origin_id))
         row_id = cursor.lastrowid
+        assert row_id is not None   # (set by every INSERT)
         self._message_rows[id(message)] = (message, row_id)
         self._row_keys[row_id] = id(message)
         self._row_refs[row_id] = 0

@@ -41,6 +41,8 @@ patched in the first byte of `head`.
 
 from __future__ import annotations
 
+from typing import cast
+
 from midge.protocol.constants import PacketType, Property
 from midge.protocol.errors import (
     MalformedPacket, MQTTError, PacketTooLarge, ProtocolError, TopicFilterInvalid,
@@ -69,8 +71,10 @@ _DISCONNECT_CODES = frozenset({
 })
 _AUTH_CODES = frozenset({0x00, 0x18, 0x19})
 
-_NAMES = {t: t.name for t in PacketType}
-_NO_CHUNKS = ()  # shared "no partial packet": feed() only appends to a list it made
+_NAMES: dict[int, str] = {t: t.name for t in PacketType}
+# Shared "no partial packet" (an immutable empty sequence typed as the list it stands
+# for): feed() only appends to a list it made.
+_NO_CHUNKS = cast(list[bytes], ())
 
 
 # =============================================================================================
@@ -662,7 +666,7 @@ def encode_publish(topic: str, payload: bytes, qos: int = 0, retain: bool = Fals
     size = 2 + len(topic_bytes) + (2 if qos else 0) + len(properties_block) + len(payload)
     first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
     header = bytes((first, size)) if size < 0x80 else bytes((first,)) + encode_varint(size)
-    packet_id_bytes = packet_id.to_bytes(2, "big") if qos else b""
+    packet_id_bytes = packet_id.to_bytes(2, "big") if qos and packet_id else b""
     # One join: the payload is copied once, whatever its size.
     return b"".join((header, len(topic_bytes).to_bytes(2, "big"), topic_bytes, packet_id_bytes,
                      properties_block, payload))
@@ -724,7 +728,7 @@ class PreparedPublish:
 
     def chunks(self, packet_id: int | None = None, dup: bool = False) -> tuple[bytes, bytes]:
         """(header part, payload part) for writelines(): the payload is not copied."""
-        if not self.qos:
+        if not self.qos or packet_id is None:
             return self.head, self.tail
         head = self.head
         if dup:

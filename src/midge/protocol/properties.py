@@ -70,7 +70,7 @@ PROPERTY_SPECS: dict[int, tuple[int, frozenset, object]] = {
     Property.SHARED_SUBSCRIPTION_AVAILABLE: (BYTE, frozenset({_T.CONNACK}), _zero_or_one),
 }
 
-_PACKET_NAMES = {WILL: "will", **{t: t.name for t in PacketType}}
+_PACKET_NAMES: dict[object, str] = {WILL: "will", **{t: t.name for t in PacketType}}
 
 # Indexed by identifier byte, so the decode loop is one list lookup (ids are all < 0x80).
 _SPEC_BY_ID: list = [None] * 256
@@ -245,6 +245,7 @@ def decode_properties(data: bytes, pos: int, stop: int, packet_type: int,
         pos += 1
         if packet_type not in allowed:
             raise ProtocolError(f"property {ident.name} is not allowed in {where}")
+        value: int | str | bytes | tuple[str, str]
         if kind == BYTE:
             if pos + 1 > end:
                 raise MalformedPacket(f"property {ident.name} runs past the property length")
@@ -274,7 +275,7 @@ def decode_properties(data: bytes, pos: int, stop: int, packet_type: int,
             problem = check(value)
             if problem is not None:
                 error = TopicAliasInvalid if ident == Property.TOPIC_ALIAS else ProtocolError
-                raise error(f"property {ident.name} in {where} {problem} (got {value})")
+                raise error(f"property {ident.name} in {where} {problem} (got {value!r})")
         if ident == Property.USER_PROPERTY:
             properties.setdefault(ident, []).append(value)
         elif ident == Property.SUBSCRIPTION_IDENTIFIER:

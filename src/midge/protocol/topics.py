@@ -7,6 +7,8 @@ are not matched by a filter that begins with a wildcard, so `#` never sees `$SYS
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from midge.protocol.errors import TopicFilterInvalid
 
 MAX_TOPIC_BYTES = 65535
@@ -55,18 +57,23 @@ def topic_matches(topic_filter: str, topic: str) -> bool:
     """True if `topic` (a name) matches `topic_filter`; both assumed valid."""
     if topic_filter == topic:
         return True
-    if topic.startswith("$") and topic_filter[:1] in ("+", "#"):
+    return levels_match(topic_filter.split("/"), topic.split("/"))
+
+
+def levels_match(filter_levels: Sequence[str], topic_levels: Sequence[str]) -> bool:
+    """`topic_matches` on levels already split (ACL entries are split once, at load).
+    A wildcard in the first level never matches a topic starting with `$`."""
+    if topic_levels[0].startswith("$") and filter_levels[0] in ("+", "#"):
         return False
-    filter_levels = topic_filter.split("/")
-    topic_levels = topic.split("/")
+    count = len(topic_levels)
     for index, level in enumerate(filter_levels):
         if level == "#":
             return True  # also matches the parent level: "a/#" matches "a"
-        if index >= len(topic_levels):
+        if index >= count:
             return False
         if level != "+" and level != topic_levels[index]:
             return False
-    return len(filter_levels) == len(topic_levels)
+    return len(filter_levels) == count
 
 
 def split_shared(topic_filter: str) -> tuple[str, str] | None:

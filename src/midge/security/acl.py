@@ -18,6 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from midge.protocol.topics import levels_match
+from midge.security.readfile import read_security_file
+
 READ = 1
 WRITE = 2
 SUBSCRIBE = 4
@@ -123,30 +126,10 @@ def parse_acl(text: str, source: str = "acl file", log=None) -> AclFile:
 
 
 def load_acl_file(path: str, log=None) -> AclFile:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise AclFileError(f"Unable to open acl_file \"{path}\": {exc.strerror}") from exc
-    return parse_acl(data.decode("utf-8", errors="surrogateescape"), path, log)
+    return parse_acl(read_security_file(path, "acl_file", AclFileError), path, log)
 
 
 # -- Matching -----------------------------------------------------------------------
-
-
-def topic_matches(filter_levels: tuple[str, ...], topic_levels: list[str]) -> bool:
-    """MQTT filter matching; a wildcard in the first level never matches a `$` topic."""
-    if topic_levels[0].startswith("$") and filter_levels[0] in ("+", "#"):
-        return False
-    count = len(topic_levels)
-    for index, level in enumerate(filter_levels):
-        if level == "#":
-            return True
-        if index >= count:
-            return False
-        if level != "+" and level != topic_levels[index]:
-            return False
-    return len(filter_levels) == count  # (`a/#` matching `a` returned True above)
 
 
 Entries = tuple[tuple[tuple[str, ...], int], ...]
@@ -154,7 +137,7 @@ Entries = tuple[tuple[tuple[str, ...], int], ...]
 
 def _first_match(entries: Entries, levels: list[str], access: int) -> bool | None:
     for filter_levels, entry_access in entries:
-        if topic_matches(filter_levels, levels):
+        if levels_match(filter_levels, levels):
             if entry_access == DENY:
                 return False
             if access & entry_access:

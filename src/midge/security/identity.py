@@ -248,7 +248,7 @@ class TlsInfo:
             return f"PSK identity '{self.psk_identity}'"
         if self.peer_cert is None:
             return "no client certificate"
-        return f"certificate {self.subject_string} (sha256 {self.sha256[:16]}...)"
+        return f"certificate {self.subject_string} (sha256 {(self.sha256 or "")[:16]}...)"
 
 
 def username_from_tls(listener, tls: TlsInfo | None) -> str | None:

@@ -28,8 +28,9 @@ from dataclasses import dataclass, field
 
 from midge.config.errors import ConfigError
 from midge.config.model import SecurityConfig, uses_tls_username
+from midge.protocol.topics import levels_match
 from midge.security.acl import (READ, SUBSCRIBE, UNSUBSCRIBE, WRITE, AclFile, AclFileError, CompiledAcl,
-                                compile_for, load_acl_file, topic_matches)
+                                compile_for, load_acl_file)
 from midge.security.passwords import PasswordFileError, PasswordHash, load_password_file
 from midge.security.plugins import Plugin, PluginError, load_plugin
 from midge.security.psk import PskFileError, hex_to_key, load_psk_file
@@ -60,7 +61,7 @@ class SecurityError(ConfigError):
 class SecurityContext:
     """Everything loaded for one SecurityConfig (global, or one listener's)."""
 
-    settings: object
+    settings: SecurityConfig
     passwords: dict[str, PasswordHash] | None = None
     acl: AclFile | None = None
     psk: dict[str, bytes] | None = None
@@ -70,7 +71,7 @@ class SecurityContext:
 
     @property
     def allow_anonymous(self) -> bool:
-        return self.settings.allow_anonymous
+        return bool(self.settings.allow_anonymous)   # (None until the parser resolves it)
 
 
 
@@ -227,7 +228,7 @@ class Security:
     def authenticate(self, client, username: str | None, password: bytes | None):
         """0 when the client may connect, else a v5 reason code (or a PendingAuth)."""
         if client.bridge:
-            # The local side of a bridge midge itself runs (server/bridge.py sets
+            # The local side of a bridge midge itself runs (bridge/link.py sets
             # `client.bridge`; no remote peer can). Mosquitto never authenticates it either.
             return SUCCESS
         listener = client.listener
@@ -253,7 +254,7 @@ class Security:
         return NOT_AUTHORIZED if verdict is None else verdict
 
     def _password_check(self, context: SecurityContext, client, username: str, password: bytes | None) -> int:
-        entry = context.passwords.get(username)
+        entry = context.passwords.get(username) if context.passwords is not None else None
         if entry is None or password is None or not self._verify(username, entry, password):
             return NOT_AUTHORIZED
         state = self._client_state(client, context)
@@ -395,7 +396,8 @@ class Security:
         elif context.acl is None or access & (SUBSCRIBE | UNSUBSCRIBE):
             result = True  # the file ACL grants subscriptions; READ is checked per message
         else:
-            result = state.compiled.check(topic, access)
+            compiled = state.compiled
+            result = compiled.check(topic, access) if compiled is not None else False
         if len(state.results) >= ACL_RESULT_CACHE_SIZE:
             state.results.clear()
         state.results[(topic, access)] = result
@@ -525,7 +527,7 @@ def dollar_topic_allowed(topic: str, access: int) -> bool:
     and `$share/...` is never a topic to publish to."""
     if topic.startswith("$SYS"):
         if access == WRITE:
-            return topic_matches(_SYS_STATE_FILTER, topic.split("/"))
+            return levels_match(_SYS_STATE_FILTER, topic.split("/"))
         return True
     if topic.startswith("$share"):
         return access != WRITE

@@ -19,6 +19,8 @@ import hmac
 import os
 from dataclasses import dataclass
 
+from midge.security.readfile import read_security_file
+
 SALT_LENGTH = 12
 HASH_LENGTH = 64
 MAX_FIELD_LENGTH = 65535
@@ -152,12 +154,7 @@ def parse_passwords(text: str, source: str = "password file", log=None) -> dict[
 
 def load_password_file(path: str, log=None) -> dict[str, PasswordHash]:
     """Read a password file; PasswordFileError if it cannot be opened or decoded."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise PasswordFileError(f"Unable to open pwfile \"{path}\": {exc.strerror}") from exc
-    return parse_passwords(data.decode("utf-8", errors="surrogateescape"), path, log)
+    return parse_passwords(read_security_file(path, "pwfile", PasswordFileError), path, log)
 
 
 def _warn(log, message: str) -> None:

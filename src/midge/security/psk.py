@@ -11,6 +11,7 @@ from __future__ import annotations
 import string
 
 from midge.security.passwords import split_line
+from midge.security.readfile import read_security_file
 
 HEX_DIGITS = frozenset(string.hexdigits)
 
@@ -45,9 +46,4 @@ def parse_psk(text: str, source: str = "psk file") -> dict[str, bytes]:
 
 
 def load_psk_file(path: str) -> dict[str, bytes]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise PskFileError(f"Unable to open psk_file \"{path}\": {exc.strerror}") from exc
-    return parse_psk(data.decode("utf-8", errors="surrogateescape"), path)
+    return parse_psk(read_security_file(path, "psk_file", PskFileError), path)

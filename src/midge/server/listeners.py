@@ -56,12 +56,12 @@ def _bind_tcp(host: str | None, port: int, family: int, interface: str | None) -
 
 def open_listener(listener, local_only: bool = False) -> list[BoundSocket]:
     """Open every socket of one listener; raise ListenerError naming it on failure."""
-    if listener.port == 0 or getattr(listener, "path", None):
+    if listener.port == 0 or listener.path:
         return [_open_unix(listener)]
     if local_only:
         hosts = [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)]
     else:
-        domain = getattr(listener, "socket_domain", None)
+        domain = listener.socket_domain
         families = {"ipv4": [socket.AF_INET], "ipv6": [socket.AF_INET6]}.get(
             domain, [socket.AF_INET, socket.AF_INET6]
         )
@@ -74,7 +74,7 @@ def open_listener(listener, local_only: bool = False) -> list[BoundSocket]:
     for host, family in hosts:
         name = "ipv4" if family == socket.AF_INET else "ipv6"
         try:
-            sock = _bind_tcp(host, listener.port, family, getattr(listener, "bind_interface", None))
+            sock = _bind_tcp(host, listener.port, family, listener.bind_interface)
         except OSError as exc:
             errors.append(f"{name} {host or '*'}: {exc.strerror or exc}")
             continue

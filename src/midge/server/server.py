@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from midge import __version__
 from midge.broker import Broker
+from midge.config.reload import carry_over
 from midge.config import ConfigError, load_config
 from midge.log import Log, LogType
 from midge.protocol.constants import ReasonCode
@@ -227,6 +228,10 @@ class Server:
         except ConfigError as exc:
             log.error(f"Reload failed, keeping the running configuration: {exc}")
             return
+        # What SIGHUP cannot change keeps its running value (the option table's reload
+        # column, config/reload.py); say which lines wait for a restart.
+        for message in carry_over(self.config, config):
+            log.warning(f"Reload: {message}")
         old_keys = [s.listener.key for s in self.listeners]
         new_keys = [listener.key for listener in config.listeners]
         if old_keys != new_keys:
@@ -250,6 +255,8 @@ class Server:
                     log.error(f"Reload: keeping the old TLS context of listener {new_listener.port}: {exc}")
         self._reload_persistence(config)
         self.config = config
+        if self.tls_watcher is None:
+            self._start_tls_watcher()   # tls_watch_interval may have been 0 until now
         self.broker.reload(config, self.loop.time())
         self.drain()
         log.notice("Reload complete.")
@@ -301,13 +308,8 @@ class Server:
             self.persistence.save_now(self.loop.time())
 
     def _reload_persistence(self, config) -> None:
-        """SIGHUP: autosave settings apply; switching the file or persistence on/off needs
-        a restart (the state lives in one open file)."""
-        old, new = self.config, config
-        keys = ("persistence", "persistence_file", "persistence_location")
-        if any(getattr(old, k) != getattr(new, k) for k in keys):   # (option names)
-            self.log.warning("Reload: persistence, persistence_file and persistence_location "
-                             "changes take effect after a restart.")
+        """SIGHUP: autosave settings apply (persistence and its file are RELOAD_NO: the
+        state lives in one open file)."""
         if self.persistence is not None:
             self.persistence.configure(config)
             self._arm_autosave()
@@ -379,7 +381,9 @@ class Server:
             except Exception as exc:
                 self.log.error(f"TLS file watcher: {exc!r}")
             self._sweep_revoked()
-            self.tls_watcher = self.loop.call_later(interval, tick)
+            # Re-read: SIGHUP may change tls_watch_interval (0 stops the watcher).
+            interval = self.config.tls_watch_interval
+            self.tls_watcher = self.loop.call_later(interval, tick) if interval > 0 else None
 
         self.tls_watcher = self.loop.call_later(interval, tick)
 
