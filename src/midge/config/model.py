@@ -276,6 +276,11 @@ class Config(_Scoped):
     tls_watch_interval: float
     auth_fail_delay: float
     auth_fail_delay_max: float
+    cluster_cafile: str | None
+    cluster_certfile: str | None
+    cluster_keyfile: str | None
+    cluster_credentials: str | None
+    workers: int
 
     def __init__(self, **values):
         super().__init__()

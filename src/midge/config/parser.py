@@ -751,11 +751,11 @@ class Reader:
     def _finish_cluster(self) -> None:
         config = self.config
         origins = config.origins
-        if bool(config.cluster_certfile) != bool(config.cluster_keyfile):
+        clustered = config.cluster_url or config.workers > 1
+        if clustered and bool(config.cluster_certfile) != bool(config.cluster_keyfile):
             have, missing = (("cluster_certfile", "cluster_keyfile") if config.cluster_certfile
                              else ("cluster_keyfile", "cluster_certfile"))
             self._error_at(origins.get(have), have, f"mutual TLS to NATS needs {missing} too")
-        clustered = config.cluster_url or config.workers > 1
         if not clustered:
             for name in ("cluster_name", "cluster_node_id", "cluster_cafile", "cluster_certfile",
                          "cluster_keyfile", "cluster_credentials"):
