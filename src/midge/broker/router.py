@@ -95,7 +95,7 @@ def decode_records(data: bytes, now: float, wall_now: float) -> list[Message]:
             pos += 4
             origin = data[pos:pos + length].decode()
             pos += length
-        properties = {}
+        properties: dict = {}
         if flags & _PROPERTIES:
             properties, pos = decode_properties(data, pos, end, PacketType.PUBLISH, True)
         length = from_bytes(data[pos:pos + 4], "big")
