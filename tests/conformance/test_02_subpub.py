@@ -292,6 +292,7 @@ def test_ordering_qos1(broker, cid):
 
 
 # MQTT 4.8.2: a shared subscription delivers each message to exactly one group member.
+@pytest.mark.ping_barrier
 @VERSIONS
 def test_shared_subscription_one_copy_per_group(broker, cid, ver):
     members = [connect(broker.port, cid(f"m{i}"), ver) for i in range(2)]
@@ -353,6 +354,7 @@ def test_overlapping_subscriptions_v311(broker, cid):
 
 
 # MQTT-3.3.4-2 (v5): overlapping subscriptions: at least one copy at the maximum QoS (more copies are allowed).
+@pytest.mark.ping_barrier
 def test_overlapping_subscriptions_v5(broker, cid):
     sub = connect(broker.port, cid("s"), 5)
     subscribe(sub, [("ov5/#", 0), ("ov5/+", 1)], mid=1)

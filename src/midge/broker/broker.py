@@ -115,6 +115,7 @@ class Broker(Database):
         self.read_changes: list[Client] = []   # flow.py: publishers held or released
         self.shutting_down = False
         self.persist = None   # midge.persist Changes while persistence is on (server sets it)
+        self.router = None    # midge.broker.router.Router in a cluster (server/cluster.py sets it)
         self.now = now   # latest time the server gave us (for log lines published to $SYS)
         self.sys = sys_tree.SysTree(self, now)
         log.set_topic_publisher(self._publish_log_line)
@@ -283,6 +284,8 @@ class Broker(Database):
         keepalive.add(self, client, now)
         if self.notify_plugins:
             self.security.notify("on_connect", client)
+        if self.router is not None:
+            self.router.client_connected(client, now)   # client ids are cluster-wide
 
     def cancel_session_expiry(self, session: Session) -> None:
         session_expiry.remove(session)
@@ -431,17 +434,29 @@ class Broker(Database):
         `wire`, if given, is the message as a QoS 0 PUBLISH for a v3 client without
         mount point (the bytes received from a v3 publisher): sent as they are.
         """
+        routed = False
+        if self.router is not None:
+            routed = self.router.route(message, now)   # other nodes' share (router.py)
         if message.retain:
             self.retained.store(message)
         if self.limits.allow_duplicate_messages:
-            return self._publish_per_subscription(message, now)
+            return self._publish_per_subscription(message, now) or routed
         entries, groups = self.subs.match_sessions(message.topic)
         if not entries and not groups:
-            return False
+            return routed
         cache = self.deliver(message, entries, now, wire)
         if groups:
             self.deliver(message, _group_picks(groups), now, None, cache)
         return True
+
+    def publish_remote(self, message: Message, now: float) -> bool:
+        """A message from another node of the cluster: local delivery only, never
+        routed back out."""
+        router, self.router = self.router, None
+        try:
+            return self.publish(message, now)
+        finally:
+            self.router = router
 
     def _publish_per_subscription(self, message: Message, now: float) -> bool:
         """allow_duplicate_messages true: v3 sessions get one copy per matching

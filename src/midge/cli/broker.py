@@ -78,7 +78,7 @@ def main(argv: list[str]) -> int:
     log = Log(config)
     if args.daemon:
         _daemonise()
-    pid_file = config.pid_file
+    pid_file = None if os.environ.get("MIDGE_WORKER") else config.pid_file
     if pid_file:
         try:
             with open(pid_file, "w") as f:
@@ -86,6 +86,21 @@ def main(argv: list[str]) -> int:
         except OSError as exc:
             log.error(f"Error: Unable to write pid file {pid_file}: {exc.strerror}")
             return 1
+
+    if config.workers > 1 and not os.environ.get("MIDGE_WORKER"):
+        from midge.server.workers import supervise
+
+        worker_argv = (["-c", config_path] if config_path else []) + [f"-p{port}" for port in args.port]
+        if args.verbose:
+            worker_argv.append("-v")
+        try:
+            return supervise(config, log, worker_argv)
+        finally:
+            if pid_file:
+                try:
+                    os.unlink(pid_file)
+                except OSError:
+                    pass
 
     from midge.security import SecurityError
     from midge.server.sdnotify import SdNotify

@@ -29,6 +29,7 @@ LISTENER_DIRS = ("capath", "http_dir")
 SECURITY_FILES = ("password_file", "acl_file", "psk_file")
 BRIDGE_FILES = ("bridge_cafile", "bridge_certfile", "bridge_keyfile")
 BRIDGE_DIRS = ("bridge_capath",)
+CLUSTER_FILES = ("cluster_cafile", "cluster_certfile", "cluster_keyfile", "cluster_credentials")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -125,6 +126,8 @@ def file_problems(config) -> list[str]:
         scopes.append((config.security, SECURITY_FILES, ()))
     for bridge in config.bridges:
         scopes.append((bridge, BRIDGE_FILES, BRIDGE_DIRS))
+    if config.cluster_url or config.workers > 1:
+        scopes.append((config, CLUSTER_FILES, ()))
     reported: set[tuple] = set()
     for obj, files, dirs in scopes:
         for option in files + dirs:
@@ -181,11 +184,35 @@ def summary(config) -> list[str]:
                     else "one set of security options for every listener."))
     for listener in config.listeners:
         lines.append("  " + describe_listener(config, listener))
+    lines += describe_cluster(config)
     for bridge in config.bridges:
         addresses = " ".join(f"{h}:{p}" for h, p in bridge.address)
         lines.append(f"  bridge {bridge.name} -> {addresses} ({len(bridge.topic)} topic line(s), "
                      f"{'TLS' if bridge.tls_enabled else 'no TLS'})")
     return lines
+
+
+def describe_cluster(config) -> list[str]:
+    """What `workers` and `cluster_*` make of this node (docs/cluster.md)."""
+    lines = []
+    if config.workers > 1:
+        lines.append(f"workers {config.workers}: {config.workers} processes share every listener (SO_REUSEPORT)")
+    if config.cluster_url:
+        tls = "TLS" if config.cluster_cafile or any(u.startswith("tls://") for u in config.cluster_url) else "no TLS"
+        auth = ", credentials " + config.cluster_credentials if config.cluster_credentials else ""
+        lines.append(f"cluster {config.cluster_name} through NATS {' '.join(_hide_password(u) for u in config.cluster_url)} "
+                     f"({tls}{auth})")
+    elif config.workers > 1:
+        lines.append(f"cluster {config.cluster_name} through a nats-server midge starts on 127.0.0.1")
+    return ["  " + line for line in lines]
+
+
+def _hide_password(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    if at and ":" in credentials:
+        credentials = credentials.split(":", 1)[0] + ":***"
+    return f"{scheme}://{credentials}{at}{host}"
 
 
 def describe_listener(config, listener) -> str:

@@ -277,6 +277,11 @@ class Config(_Scoped):
     tls_watch_interval: float
     auth_fail_delay: float
     auth_fail_delay_max: float
+    cluster_cafile: str | None
+    cluster_certfile: str | None
+    cluster_keyfile: str | None
+    cluster_credentials: str | None
+    workers: int
 
     def __init__(self, **values):
         super().__init__()
@@ -290,5 +295,8 @@ class Config(_Scoped):
         self.log_type: set[str] = set(opts.DEFAULT_LOG_TYPES)
         self.log_file: str | None = None       # the path of `log_dest file PATH`
         self.persistent_client_expiration: int | None = None  # seconds
+        self.cluster_url: list[str] = []         # `cluster_url` lines, in order
+        self.cluster_name = "midge"
+        self.cluster_node_id: str | None = None
         self.warnings: list[str] = []           # non-fatal findings, `file:line: option: ...`
         self._apply(values)

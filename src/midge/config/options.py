@@ -227,6 +227,33 @@ OPTIONS: list[Option] = [
             "each further failure (brute-force slow-down)."),
     _o("auth_fail_delay_max", FLOAT, GLOBAL, 8.0, midge=True, reload=RELOAD_YES, minimum=0,
        help="Upper bound of the failed-login delay, in seconds."),
+    # ---- midge's cluster (docs/cluster.md) ----
+    _o("cluster_url", SPECIAL, GLOBAL, None, midge=True, repeatable=True,
+       value_hint="nats://[USER:PASSWORD@]HOST:PORT | tls://HOST:PORT",
+       help="A NATS server this node joins its cluster through; repeat for a NATS cluster's "
+            "seeds. Every midge node (and worker) on the same NATS with the same cluster_name "
+            "acts as one broker. Unset with workers above 1: midge starts its own nats-server "
+            "on 127.0.0.1. See docs/cluster.md."),
+    _o("cluster_name", SPECIAL, GLOBAL, "midge", midge=True, value_hint="NAME",
+       help="Namespace of every NATS subject and JetStream object of this cluster (letters, "
+            "digits, - and _), so two midge clusters can share one NATS."),
+    _o("cluster_node_id", SPECIAL, GLOBAL, None, midge=True, value_hint="ID",
+       help="This node's name in the cluster (letters, digits, . - _). Default: the host "
+            "name and a suffix derived from the first listener. Two live nodes with one id: "
+            "the second refuses to start."),
+    _o("cluster_cafile", PATH, GLOBAL, None, midge=True,
+       help="CA certificates trusted for the NATS server's certificate (turns TLS on)."),
+    _o("cluster_certfile", PATH, GLOBAL, None, midge=True,
+       help="Client certificate presented to NATS (mutual TLS); needs cluster_keyfile."),
+    _o("cluster_keyfile", PATH, GLOBAL, None, midge=True,
+       help="Private key of cluster_certfile."),
+    _o("cluster_credentials", PATH, GLOBAL, None, midge=True,
+       help="A NATS .creds file (JWT and NKey seed) to authenticate to NATS."),
+    _o("workers", INT, GLOBAL, 1, midge=True, minimum=1, maximum=256,
+       help="Worker processes of `midge broker`: they share every listener (SO_REUSEPORT) "
+            "and route between each other through NATS; a worker that dies is restarted. "
+            "Above 1 without cluster_url, midge runs its own nats-server (127.0.0.1, a free "
+            "port). See docs/cluster.md."),
 
     # ---- listener-scoped (1.5.2) ----
     _o("listener", SPECIAL, LISTENER, None, value_hint="PORT [BIND_ADDRESS|UNIX_PATH]",

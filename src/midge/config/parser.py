@@ -34,6 +34,7 @@ from midge.config.model import (
 INT_RE = re.compile(r"[+-]?\d+\Z")
 EXPIRATION_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400, "m": 30 * 86400, "y": 365 * 86400}
 C_PLUGIN_SUFFIXES = opts.C_PLUGIN_SUFFIXES
+CLUSTER_URL_RE = re.compile(r"(?:nats|tls)://(?:[^@/\s]+@)?(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(?P<port>\d{1,5})")
 ALL_LOG_TYPES = frozenset(t for t in opts.LOG_TYPES if t not in ("none", "all"))
 PATH_COMMENT_RE = re.compile(r"\s#")
 
@@ -394,6 +395,34 @@ class Reader:
         self.config.persistent_client_expiration = int(match.group(1)) * EXPIRATION_UNITS[match.group(2)]
         self.config.origins[opt.name] = (self.file, self.line)
 
+    def _opt_cluster_url(self, opt, written, value, scope, main) -> None:
+        token = self._single_token(written, value)
+        match = CLUSTER_URL_RE.fullmatch(token)
+        if not match:
+            raise _LineError(f"invalid URL {token!r}: expected nats://HOST:PORT or tls://HOST:PORT "
+                             "(user:password@ allowed before the host)", written)
+        port = int(match.group("port"))
+        if not 1 <= port <= 65535:
+            raise _LineError(f"invalid port {port} in {token!r}: expected 1 to 65535", written)
+        self.config.cluster_url.append(token)
+        self.config.origins[opt.name] = (self.file, self.line)
+
+    def _opt_cluster_name(self, opt, written, value, scope, main) -> None:
+        token = self._single_token(written, value)
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", token):
+            raise _LineError(f"invalid name {token!r}: expected 1 to 64 letters, digits, - or _ "
+                             "(it names NATS subjects and JetStream streams)", written)
+        self.config.cluster_name = token
+        self.config.origins[opt.name] = (self.file, self.line)
+
+    def _opt_cluster_node_id(self, opt, written, value, scope, main) -> None:
+        token = self._single_token(written, value)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", token):
+            raise _LineError(f"invalid node id {token!r}: expected 1 to 128 letters, digits, "
+                             "., - or _", written)
+        self.config.cluster_node_id = token
+        self.config.origins[opt.name] = (self.file, self.line)
+
     def _opt_log_dest(self, opt, written, value, scope, main) -> None:
         dest, _, rest = value.partition(" ")
         rest = rest.strip()
@@ -585,6 +614,7 @@ class Reader:
         self._finish_listeners()
         self._finish_security()
         self._finish_bridges()
+        self._finish_cluster()
         if self.log_dest is not None:
             config.log_dest = self.log_dest
         if self.verbose:
@@ -734,6 +764,24 @@ class Reader:
                 self._error_at(where, "local_clientid", f"bridges {local_ids[bridge.local_clientid]} "
                                f"and {bridge.name} use the same local_clientid {bridge.local_clientid!r}")
             local_ids[bridge.local_clientid] = bridge.name
+
+    def _finish_cluster(self) -> None:
+        config = self.config
+        origins = config.origins
+        clustered = config.cluster_url or config.workers > 1
+        if clustered and bool(config.cluster_certfile) != bool(config.cluster_keyfile):
+            have, missing = (("cluster_certfile", "cluster_keyfile") if config.cluster_certfile
+                             else ("cluster_keyfile", "cluster_certfile"))
+            self._error_at(origins.get(have), have, f"mutual TLS to NATS needs {missing} too")
+        if not clustered:
+            for name in ("cluster_name", "cluster_node_id", "cluster_cafile", "cluster_certfile",
+                         "cluster_keyfile", "cluster_credentials"):
+                if name in origins:
+                    self._warn_at(origins[name], name, "ignored: no cluster_url and workers 1, "
+                                  "so this node is not part of a cluster")
+        if config.workers > 1 and config.cluster_node_id and "cluster_node_id" in origins:
+            self._warn_at(origins["cluster_node_id"], "cluster_node_id",
+                          f"with workers {config.workers} each worker is node ID-wN (N = 1..workers)")
 
     # ---- messages ----
 

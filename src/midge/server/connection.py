@@ -37,6 +37,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "server", "listener_state", "transport", "peer", "client", "stages", "ready",
         "handshake_timer", "held", "first_read", "closed", "counted", "tls_info", "waiting",
+        "cluster_wait",
     )
 
     def __init__(self, server, listener_state):
@@ -54,6 +55,7 @@ class Connection(asyncio.Protocol):
         self.counted = False  # counted in the listener's connection_count
         self.tls_info = None
         self.waiting = False  # a revocation (OCSP) check runs: hold what the TLS stage decrypts
+        self.cluster_wait = False  # server/cluster.py holds the output until the nodes acknowledged
 
     # -- Protocol interface ---------------------------------------------------------
 
@@ -179,8 +181,8 @@ class Connection(asyncio.Protocol):
     def flush(self) -> None:
         """Write what the broker queued for this client; close if it asked to."""
         client = self.client
-        if client is None:
-            return
+        if client is None or self.cluster_wait:
+            return   # (cluster_wait: a SUBACK waits until every node knows the new filter)
         output = client.output
         if output and not self.closed:
             if self.stages:

@@ -43,6 +43,9 @@ def _bind_tcp(host: str | None, port: int, family: int, interface: str | None) -
         sock = socket.socket(fam, type_, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if os.environ.get("MIDGE_WORKER"):
+                # `workers N`: every worker binds the same ports; the kernel spreads connections.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if fam == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if interface:

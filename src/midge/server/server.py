@@ -83,6 +83,7 @@ class Server:
         self.after_bind = None  # called once with the server when every listener is bound
         self.running = False  # start() finished
         self.reload_pending = False  # a SIGHUP arrived during start()
+        self.cluster = None   # midge.server.cluster.Cluster with cluster_url or workers
 
     # -- Start and stop -----------------------------------------------------------
 
@@ -121,6 +122,9 @@ class Server:
         if self.after_bind is not None:
             self.after_bind(self)  # e.g. switch to `user`; files written from here on are its
         self._open_persistence()
+        # In a cluster: connected to NATS, retained messages loaded, before any client
+        # can connect (server/cluster.py).
+        await self._join_cluster()
         for state, bound in bound_sockets:
             for b in bound:
                 factory = lambda state=state: Connection(self, state)  # noqa: E731
@@ -179,6 +183,8 @@ class Server:
         log = self.log
         attempt(log, "at shutdown (closing clients)", self.broker.shutdown, self.loop.time())
         attempt(log, "at shutdown (writing to clients)", self.drain)
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.persistence is not None:
             if self.autosave_timer is not None:
                 self.autosave_timer.cancel()
@@ -341,6 +347,26 @@ class Server:
         self.broker.reload(config, self.loop.time())
         self.drain()
         log.notice("Reload complete.")
+
+    # -- Cluster ---------------------------------------------------------------------
+
+    async def _join_cluster(self) -> None:
+        """With cluster_url (or a NATS URL from the `workers` supervisor): join before any
+        listener opens, so the first client already sees the whole cluster."""
+        urls = list(getattr(self.config, "cluster_url", None) or [])
+        embedded = os.environ.get("MIDGE_CLUSTER_URL")
+        if not urls and embedded:
+            urls = [embedded]
+        if not urls:
+            return
+        from midge.server.cluster import Cluster, ClusterError, node_id_for
+
+        self.cluster = Cluster(self, urls, node_id_for(self.config))
+        try:
+            await self.cluster.start()
+        except ClusterError as exc:
+            self.cluster = None
+            raise StartupError(f"Cluster: {exc}") from exc
 
     # -- Persistence -----------------------------------------------------------------
 

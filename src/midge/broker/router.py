@@ -1,0 +1,547 @@
+"""The cluster's sans-I/O half: which nodes want a message, and the records that cross.
+
+Routing is EMQX's shape on NATS (docs/cluster.md): every node keeps a table of the other
+nodes' subscription filters (`InterestTrie`), announced as deltas over NATS. A message
+published here is delivered locally by `Broker.publish` as on a single node; the broker
+also hands it to `Router.route`, which looks the topic up in the table (cached per
+topic) and queues one record per interested node, batched per node and per loop turn
+into one NATS message on that node's inbox subject. A message nobody elsewhere wants
+costs a dict lookup. NATS never matches topics here, so a node that has several
+filters matching a topic still gets one copy (NATS would deliver one per subscription).
+
+Shared subscriptions are cluster-wide: each `$share/group/filter` that has a member on
+any node is in every node's table, and a matching message goes once to that group's
+NATS subject, where the nodes with members listen as one NATS queue group, so exactly
+one node (and there exactly one member) gets it. The local broker therefore never picks
+a shared member itself while clustered (`ClusterSubscriptionTree` hides the groups from
+`Broker.publish`); messages for shared groups always come back through NATS, also to
+the node that published them.
+
+The edge (`midge.server.cluster`) does the I/O: it drains `outbox`, applies the local
+interest changes in `changes` (announcements, queue subscriptions) and feeds received
+records to `receive` / `receive_shared`.
+"""
+
+from __future__ import annotations
+
+from midge.broker.message import Message
+from midge.broker.subjects import encode_token, topic_to_subject
+from midge.broker.subs import SubscriptionTree
+from midge.protocol.constants import PacketType
+from midge.protocol.properties import decode_properties, encode_property_block
+
+# Record flags (first byte)
+_QOS_MASK = 0x03
+_RETAIN = 0x04
+_EXPIRY = 0x08
+_PROPERTIES = 0x10
+_ORIGIN = 0x20
+
+_CACHE_LIMIT = 50_000
+_NO_ROUTE = ((), ())
+
+
+# -- Records: one message as it crosses the cluster ------------------------------------
+
+def encode_record(message: Message, now: float, wall_now: float) -> bytes:
+    """flags, topic, [expiry deadline], [origin client id], [v5 properties], payload.
+
+    Lengths are 4 bytes (topic, origin, payload) so any MQTT message fits. The expiry is
+    an absolute wall-clock deadline in milliseconds: the message expires at the same
+    moment on every node, counted from its original publish (docs/cluster.md: clocks).
+    """
+    topic = message.topic.encode()
+    flags = message.qos | (_RETAIN if message.retain else 0)
+    parts = [b"", len(topic).to_bytes(4, "big"), topic]
+    if message.expiry_at is not None:
+        flags |= _EXPIRY
+        deadline = int((wall_now + (message.expiry_at - now)) * 1000)
+        parts.append(max(deadline, 0).to_bytes(8, "big"))
+    if message.origin_id is not None:
+        flags |= _ORIGIN
+        origin = message.origin_id.encode()
+        parts.append(len(origin).to_bytes(4, "big"))
+        parts.append(origin)
+    if message.properties:
+        flags |= _PROPERTIES
+        parts.append(encode_property_block(message.properties))
+    payload = message.payload
+    parts.append(len(payload).to_bytes(4, "big"))
+    parts.append(payload)
+    parts[0] = bytes((flags,))
+    return b"".join(parts)
+
+
+def decode_records(data: bytes, now: float, wall_now: float) -> list[Message]:
+    """Every record of a batch, as messages whose expiry is on this node's clock."""
+    messages = []
+    pos = 0
+    end = len(data)
+    from_bytes = int.from_bytes
+    while pos < end:
+        flags = data[pos]
+        length = from_bytes(data[pos + 1:pos + 5], "big")
+        pos += 5
+        topic = data[pos:pos + length].decode()
+        pos += length
+        expiry_at = None
+        if flags & _EXPIRY:
+            deadline = from_bytes(data[pos:pos + 8], "big") / 1000
+            pos += 8
+            expiry_at = now + (deadline - wall_now)
+        origin = None
+        if flags & _ORIGIN:
+            length = from_bytes(data[pos:pos + 4], "big")
+            pos += 4
+            origin = data[pos:pos + length].decode()
+            pos += length
+        properties: dict = {}
+        if flags & _PROPERTIES:
+            properties, pos = decode_properties(data, pos, end, PacketType.PUBLISH, True)
+        length = from_bytes(data[pos:pos + 4], "big")
+        pos += 4
+        payload = data[pos:pos + length]
+        pos += length
+        messages.append(Message(topic, payload, flags & _QOS_MASK, bool(flags & _RETAIN), properties,
+                                expiry_at, origin, None))
+    return messages
+
+
+# -- The interest table ----------------------------------------------------------------
+
+class _TrieNode:
+    __slots__ = ("children", "keys")
+
+    def __init__(self):
+        self.children: dict[str, _TrieNode] = {}
+        self.keys: dict = {}   # key -> reference count
+
+
+class InterestTrie:
+    """Topic filters, each with the keys (node ids, shared group keys) that hold it."""
+
+    def __init__(self):
+        self._root = _TrieNode()
+
+    def add(self, topic_filter: str, key) -> None:
+        node = self._root
+        for level in topic_filter.split("/"):
+            node = node.children.setdefault(level, _TrieNode()) if level not in node.children \
+                else node.children[level]
+        node.keys[key] = node.keys.get(key, 0) + 1
+
+    def remove(self, topic_filter: str, key) -> None:
+        path = [self._root]
+        levels = topic_filter.split("/")
+        for level in levels:
+            node = path[-1].children.get(level)
+            if node is None:
+                return
+            path.append(node)
+        node = path[-1]
+        count = node.keys.get(key, 0) - 1
+        if count > 0:
+            node.keys[key] = count
+        else:
+            node.keys.pop(key, None)
+        for depth in range(len(levels), 0, -1):
+            child = path[depth]
+            if child.children or child.keys:
+                break
+            del path[depth - 1].children[levels[depth - 1]]
+
+    def match(self, topic: str) -> set:
+        """Keys of every filter matching `topic` (MQTT rules: `$`, `#` matches the parent)."""
+        found: set = set()
+        self._walk(self._root, topic.split("/"), 0, found, topic[:1] == "$")
+        return found
+
+    def _walk(self, node, levels, index, found, dollar):
+        if index == len(levels):
+            found.update(node.keys)
+            multi = node.children.get("#")
+            if multi is not None:
+                found.update(multi.keys)
+            return
+        children = node.children
+        if not (dollar and index == 0):
+            multi = children.get("#")
+            if multi is not None:
+                found.update(multi.keys)
+            single = children.get("+")
+            if single is not None:
+                self._walk(single, levels, index + 1, found, dollar)
+        exact = children.get(levels[index])
+        if exact is not None:
+            self._walk(exact, levels, index + 1, found, dollar)
+
+
+class RemoteNode:
+    """What this node knows of another: its filters, shared groups, last delta seen."""
+
+    __slots__ = ("node_id", "filters", "shared", "seq", "last_seen", "instance")
+
+    def __init__(self, node_id: str, instance: str = ""):
+        self.node_id = node_id
+        self.filters: dict[str, int] = {}
+        self.shared: dict[tuple[str, str], int] = {}
+        self.seq = -1
+        self.last_seen = 0.0
+        self.instance = instance
+
+
+# -- The local subscription tree, clustered --------------------------------------------
+
+class ClusterSubscriptionTree(SubscriptionTree):
+    """The broker's tree, telling the router when a filter gains its first local
+    subscriber or loses its last, and hiding shared groups from `Broker.publish` (the
+    cluster picks shared members through NATS queue groups)."""
+
+    def __init__(self, router: Router):
+        super().__init__()
+        self.router = router
+
+    def add(self, sub) -> bool:
+        is_new = super().add(sub)
+        if is_new:
+            self.router.local_added(sub.filter, sub.group, sub.session.client)
+        return is_new
+
+    def remove(self, session, topic_filter: str, group: str | None = None) -> bool:
+        removed = super().remove(session, topic_filter, group)
+        if removed:
+            self.router.local_removed(topic_filter, group)
+        return removed
+
+    def match(self, topic: str) -> tuple:
+        subs, groups = super().match(topic)
+        return (subs, ()) if groups else (subs, groups)
+
+    def match_sessions(self, topic: str) -> tuple:
+        entries, groups = super().match_sessions(topic)
+        return (entries, ()) if groups else (entries, groups)
+
+    def has_subscribers(self, topic: str) -> bool:
+        subs, _ = super().match(topic)
+        return bool(subs) or bool(self.router.route_for(topic)[0] or self.router.route_for(topic)[1])
+
+    def shared_group(self, topic_filter: str, group: str):
+        """The local SharedGroup of `$share/group/filter`, or None."""
+        node = self._root
+        for level in topic_filter.split("/"):
+            node = node.children.get(level)
+            if node is None:
+                return None
+        return node.shared.get(group)
+
+
+# -- The router ------------------------------------------------------------------------
+
+class Router:
+    """The broker's seam to the cluster: `route` (out), `receive*` (in), interest."""
+
+    def __init__(self, broker, node_id: str, cluster_name: str):
+        self.broker = broker
+        self.node_id = node_id
+        self.cluster_name = cluster_name
+        self.nodes: dict[str, RemoteNode] = {}
+        self._remote = InterestTrie()       # remote plain filters, keyed by node id
+        self._shared = InterestTrie()       # every node's shared groups, keyed by (group, filter)
+        self._shared_nodes: dict[tuple[str, str], set] = {}  # (group, filter) -> node ids with members
+        self._routes: dict[str, tuple] = {}  # topic -> (node ids, shared keys)
+        self.local_filters: dict[str, int] = {}
+        self.local_shared: dict[tuple[str, str], int] = {}
+        # For the edge: records to send, per destination subject, and interest changes.
+        self.outbox: dict[str, list[bytes]] = {}
+        self.retained_out: list[tuple[str, bytes]] = []
+        self.changes: list[tuple[str, str, str | None]] = []   # ("+"|"-", filter, group)
+        self.wake = None          # set by the edge: called when there is something to send
+        self.hold = None          # set by the edge: hold a client's output until the next delta is known
+        self._woken = False
+        self.clients: dict[str, float] = {}   # client id -> wall-clock connect time (takeover)
+        self.connects: list[tuple[str, float, bool]] = []   # to announce: (id, wall time, clean start)
+        self.routed_out = 0
+        self.routed_in = 0
+        self.subject_prefix = cluster_name
+        self.inbox_prefix = f"{cluster_name}.n."
+        self.shared_prefix = f"{cluster_name}.g."
+        self.retained_prefix = f"{cluster_name}.r"
+
+    # -- subjects --------------------------------------------------------------------
+
+    def inbox_subject(self, node_id: str) -> str:
+        return self.inbox_prefix + encode_token(node_id)
+
+    def shared_subject(self, group: str, topic_filter: str) -> str:
+        return self.shared_prefix + encode_token(group) + "." + encode_token(topic_filter)
+
+    def retained_subject(self, topic: str) -> str:
+        return topic_to_subject(topic, self.retained_prefix)
+
+    # -- out -------------------------------------------------------------------------
+
+    def route(self, message: Message, now: float) -> bool:
+        """A message published on this node: queue it for every other node that wants it
+        and for every shared group; True if any. Retained messages also go to the store."""
+        topic = message.topic
+        if topic[:4] == "$SYS":
+            return False   # each node's $SYS tree is its own (docs/cluster.md)
+        if message.retain:
+            self.retained_out.append((self.retained_subject(topic),
+                                      encode_record(message, now, self.broker.wall_clock())))
+            client = message.origin_client
+            if client is not None and self.hold is not None and self.nodes:
+                self.hold(client)   # its PUBACK waits until every node stored the message
+            self._wake()
+        route = self._routes.get(topic)
+        if route is None:
+            route = self.route_for(topic)
+        nodes, shared = route
+        if not nodes and not shared:
+            return False
+        record = encode_record(message, now, self.broker.wall_clock())
+        outbox = self.outbox
+        for subject in nodes:
+            batch = outbox.get(subject)
+            if batch is None:
+                outbox[subject] = [record]
+            else:
+                batch.append(record)
+        for subject in shared:
+            batch = outbox.get(subject)
+            if batch is None:
+                outbox[subject] = [record]
+            else:
+                batch.append(record)
+        self.routed_out += 1
+        self._wake()
+        return True
+
+    def route_for(self, topic: str) -> tuple:
+        """(inbox subjects of interested nodes, subjects of matching shared groups)."""
+        route = self._routes.get(topic)
+        if route is not None:
+            return route
+        nodes = self._remote.match(topic) if self.nodes else ()
+        shared = self._shared.match(topic) if self._shared_nodes else ()
+        if not nodes and not shared:
+            route = _NO_ROUTE
+        else:
+            route = (tuple(self.inbox_subject(n) for n in sorted(nodes)),
+                     tuple(self.shared_subject(g, f) for g, f in sorted(shared)))
+        if len(self._routes) >= _CACHE_LIMIT:
+            self._routes.clear()
+        self._routes[topic] = route
+        return route
+
+    def _wake(self) -> None:
+        if not self._woken and self.wake is not None:
+            self._woken = True
+            self.wake()
+
+    def take_outbox(self) -> tuple[dict, list]:
+        """For the edge: the batches to send and the retained records to store."""
+        self._woken = False
+        outbox, self.outbox = self.outbox, {}
+        retained, self.retained_out = self.retained_out, []
+        return outbox, retained
+
+    # -- in --------------------------------------------------------------------------
+
+    def receive(self, data: bytes, now: float) -> int:
+        """A batch from another node: deliver locally, never route back out."""
+        broker = self.broker
+        messages = decode_records(data, now, broker.wall_clock())
+        for message in messages:
+            broker.publish_remote(message, now)
+        self.routed_in += len(messages)
+        return len(messages)
+
+    def receive_shared(self, group: str, topic_filter: str, data: bytes, now: float) -> int:
+        """A batch for `$share/group/filter`, which NATS gave to this node: one member each."""
+        broker = self.broker
+        messages = decode_records(data, now, broker.wall_clock())
+        shared = broker.subs.shared_group(topic_filter, group)
+        for message in messages:
+            if shared is None:
+                broker.stats.publish_dropped += 1   # the last member left meanwhile
+                continue
+            sub = shared.pick()
+            if sub is None:
+                continue
+            # The broker's one delivery policy (QoS, READ access, encode cache), as for
+            # a local $share pick.
+            entry = (sub.session, sub.qos, sub.retain_as_published,
+                     [sub.identifier] if sub.identifier is not None else None, False, None)
+            broker.deliver(message, (entry,), now)
+        self.routed_in += len(messages)
+        return len(messages)
+
+    def store_retained(self, data: bytes, now: float, stored_wall: float | None = None) -> None:
+        """A retained message from the cluster's store (JetStream): into the local store."""
+        for message in decode_records(data, now, self.broker.wall_clock()):
+            if message.expired(now):
+                message = Message(message.topic, b"", 0, True, {})
+            self.broker.retained.store(message)
+
+    # -- local interest (from ClusterSubscriptionTree) ----------------------------------
+
+    def local_added(self, topic_filter: str, group: str | None, client=None) -> None:
+        """A filter gained a local subscription. The first one is announced, and the
+        subscriber's SUBACK waits (`hold`) until every other node has acknowledged it:
+        a message published anywhere after the SUBACK is routed here."""
+        if group is None:
+            count = self.local_filters.get(topic_filter, 0)
+            self.local_filters[topic_filter] = count + 1
+        else:
+            key = (group, topic_filter)
+            count = self.local_shared.get(key, 0)
+            self.local_shared[key] = count + 1
+        if count:
+            # Known here already, but its announcement may still be unacknowledged:
+            # the edge holds this SUBACK too while any announcement is in flight.
+            if client is not None and self.hold is not None and self.nodes:
+                self.hold(client, False)
+            return
+        if group is not None:
+            self._shared_member(key, self.node_id, True)
+        self.changes.append(("+", topic_filter, group))
+        if client is not None and self.hold is not None and self.nodes:
+            self.hold(client)
+        self._wake()
+
+    def local_removed(self, topic_filter: str, group: str | None) -> None:
+        if group is None:
+            count = self.local_filters.get(topic_filter, 0) - 1
+            if count > 0:
+                self.local_filters[topic_filter] = count
+                return
+            self.local_filters.pop(topic_filter, None)
+            self.changes.append(("-", topic_filter, None))
+            self._wake()
+            return
+        key = (group, topic_filter)
+        count = self.local_shared.get(key, 0) - 1
+        if count > 0:
+            self.local_shared[key] = count
+            return
+        self.local_shared.pop(key, None)
+        self._shared_member(key, self.node_id, False)
+        self.changes.append(("-", topic_filter, group))
+        self._wake()
+
+    def take_changes(self) -> list:
+        changes, self.changes = self.changes, []
+        return changes
+
+    def snapshot(self) -> dict:
+        """This node's whole interest, for a full announcement."""
+        return {"filters": sorted(self.local_filters), "shared": sorted(self.local_shared)}
+
+    # -- remote interest (from announcements) ---------------------------------------
+
+    def _shared_member(self, key: tuple[str, str], node_id: str, present: bool) -> None:
+        members = self._shared_nodes.get(key)
+        if present:
+            if members is None:
+                members = self._shared_nodes[key] = set()
+                self._shared.add(key[1], key)
+            members.add(node_id)
+        elif members is not None:
+            members.discard(node_id)
+            if not members:
+                del self._shared_nodes[key]
+                self._shared.remove(key[1], key)
+        self._routes.clear()
+
+    def node(self, node_id: str) -> RemoteNode:
+        node = self.nodes.get(node_id)
+        if node is None:
+            node = self.nodes[node_id] = RemoteNode(node_id)
+        return node
+
+    def apply_full(self, node_id: str, seq: int, filters, shared, now: float) -> None:
+        """Another node's whole interest replaces what we knew of it."""
+        self.forget_node(node_id)
+        node = self.node(node_id)
+        node.seq = seq
+        node.last_seen = now
+        for topic_filter in filters:
+            node.filters[topic_filter] = 1
+            self._remote.add(topic_filter, node_id)
+        for group, topic_filter in shared:
+            node.shared[(group, topic_filter)] = 1
+            self._shared_member((group, topic_filter), node_id, True)
+        self._routes.clear()
+
+    def apply_delta(self, node_id: str, seq: int, changes, now: float) -> bool:
+        """One announced change; False when a delta was missed (ask for a full one)."""
+        node = self.nodes.get(node_id)
+        if node is None or seq != node.seq + 1:
+            return False
+        node.seq = seq
+        node.last_seen = now
+        for sign, topic_filter, group in changes:
+            if group is None:
+                if sign == "+" and topic_filter not in node.filters:
+                    node.filters[topic_filter] = 1
+                    self._remote.add(topic_filter, node_id)
+                elif sign == "-" and node.filters.pop(topic_filter, None) is not None:
+                    self._remote.remove(topic_filter, node_id)
+            else:
+                key = (group, topic_filter)
+                if sign == "+" and key not in node.shared:
+                    node.shared[key] = 1
+                    self._shared_member(key, node_id, True)
+                elif sign == "-" and node.shared.pop(key, None) is not None:
+                    self._shared_member(key, node_id, False)
+        self._routes.clear()
+        return True
+
+    def forget_node(self, node_id: str) -> None:
+        """A node left (or is about to be replaced by its full announcement)."""
+        node = self.nodes.pop(node_id, None)
+        if node is None:
+            return
+        for topic_filter in node.filters:
+            self._remote.remove(topic_filter, node_id)
+        for key in node.shared:
+            self._shared_member(key, node_id, False)
+        self._routes.clear()
+
+    # -- client ids across the cluster ------------------------------------------------
+
+    def client_connected(self, client, now: float) -> None:
+        """Called by the broker after a CONNACK: announce the id (the edge sends it)."""
+        wall = self.broker.wall_clock()
+        self.clients[client.client_id] = wall
+        self.connects.append((client.client_id, wall, bool(client.clean_start)))
+        self._wake()
+
+    def remote_connect(self, client_id: str, node_id: str, wall: float, clean_start: bool, now: float) -> None:
+        """`client_id` connected on another node: the session here ends as in a takeover.
+
+        Of two connects racing on two nodes, the later one (wall clock, then node id)
+        keeps the id; each node applies the same rule, so exactly one survives.
+        """
+        broker = self.broker
+        session = broker.sessions.get(client_id)
+        if session is None:
+            return
+        client = session.client
+        if client is not None:
+            mine = self.clients.get(client_id, 0.0)
+            if (mine, self.node_id) > (wall, node_id):
+                return   # ours is the newer connect: the other node gives way
+            if broker.limits.connection_messages:
+                broker.log.notice(f"Client {client_id} connected on node {node_id}, closing it here.")
+            client.close(now, "takeover", reason_code=0x8E)
+        session = broker.sessions.get(client_id)
+        if session is None:
+            return
+        if client is None and broker.limits.connection_messages:
+            broker.log.notice(f"Client {client_id} connected on node {node_id}, ending its session here.")
+        if session.will is not None and not clean_start:
+            broker.cancel_delayed_will(session)   # resumed elsewhere within the will delay
+        broker.end_session(session, now)
+        self.clients.pop(client_id, None)
