@@ -51,6 +51,7 @@ class Run:
     size: int
     timeout: float
     procs: list[subprocess.Popen] = field(default_factory=list)
+    pub_port: int | None = None     # publishers' port when it is another node (cluster.py)
 
     def spawn(self, argv: list[str], **kwargs) -> subprocess.Popen:
         proc = subprocess.Popen(argv, **kwargs)
@@ -153,6 +154,8 @@ def pubsub(run: Run, *, publishers: int, subscribers: int, qos: int,
     per_pub = run.size // publishers
     total = per_pub * publishers
     common = ["-h", "127.0.0.1", "-p", str(run.port)] + _c_client_tls(run.assets, tls)
+    pub_common = (["-h", "127.0.0.1", "-p", str(run.pub_port or run.port)]
+                  + _c_client_tls(run.assets, tls))
     deadline = time.monotonic() + run.timeout
 
     feeds = []
@@ -164,7 +167,7 @@ def pubsub(run: Run, *, publishers: int, subscribers: int, qos: int,
         feeds.append(path)
     expected = {f"{p:03d}{seq:09d}" for p in range(publishers) for seq in range(per_pub)}
 
-    probe = run.spawn([_tool("mosquitto_pub"), *common, "-t", "bench/ready", "-r",
+    probe = run.spawn([_tool("mosquitto_pub"), *pub_common, "-t", "bench/ready", "-r",
                        "-q", "1", "-m", "ready", "-i", "bench-probe"],
                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     if not _wait_all([probe], deadline) or probe.returncode != 0:
@@ -192,7 +195,7 @@ def pubsub(run: Run, *, publishers: int, subscribers: int, qos: int,
         log = run.workdir / f"pub{p}.log"
         with open(log, "wb") as f:
             pub = run.spawn(
-                [_tool("mosquitto_pub"), *common, "-t", "bench/t", "-q", str(qos), "-l",
+                [_tool("mosquitto_pub"), *pub_common, "-t", "bench/t", "-q", str(qos), "-l",
                  "-i", f"bench-pub{p}"] + (["-d"] if qos else []),
                 stdin=subprocess.PIPE, stdout=f, stderr=subprocess.STDOUT)
         pubs.append(pub)
