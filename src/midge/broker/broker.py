@@ -41,7 +41,7 @@ from midge.broker.message import WAIT_COMP, WILL_ONLY_PROPERTIES, Message
 from midge.broker.retain import RetainStore
 from midge.broker.session import Session
 from midge.broker.stats import Stats
-from midge.broker.subs import SubscriptionTree
+from midge.broker.subs import SubscriptionTree, merge_by_session
 from midge.broker.timers import TimerHeap
 from midge.log import LogType
 from midge.protocol import packets as p
@@ -464,26 +464,9 @@ class Broker(Database):
         subs, groups = self.subs.match(message.topic)
         if not subs and not groups:
             return False
-        copies = []
-        per_session: dict = {}
-        for sub in subs:
-            session = sub.session
-            if session.protocol != 5:
-                copies.append((session, sub.qos, sub.retain_as_published, None, sub.no_local, (sub,)))
-                continue
-            entry = per_session.get(session)
-            if entry is None:
-                entry = per_session[session] = [sub.qos, sub.retain_as_published, None, sub.no_local, []]
-            entry[0] = max(entry[0], sub.qos)
-            entry[1] = entry[1] or sub.retain_as_published
-            if sub.identifier is not None:
-                if entry[2] is None:
-                    entry[2] = [sub.identifier]
-                elif sub.identifier not in entry[2]:
-                    entry[2].append(sub.identifier)
-            entry[3] = entry[3] or sub.no_local
-            entry[4].append(sub)
-        copies.extend((session, *entry) for session, entry in per_session.items())
+        copies = [(sub.session, sub.qos, sub.retain_as_published, None, sub.no_local, (sub,))
+                  for sub in subs if sub.session.protocol != 5]
+        copies.extend(merge_by_session(sub for sub in subs if sub.session.protocol == 5))
         cache = self.deliver(message, copies, now)
         self.deliver(message, _group_picks(groups), now, None, cache)
         return True

@@ -224,26 +224,7 @@ class SubscriptionTree:
             # stores, telemetry) would only churn the cache; the walk that found
             # nothing was short.
             return _EMPTY
-        merged: dict = {}
-        for sub in subs:
-            entry = merged.get(sub.session)
-            if entry is None:
-                merged[sub.session] = [sub.qos, sub.retain_as_published,
-                                       [sub.identifier] if sub.identifier is not None else None,
-                                       sub.no_local, [sub]]
-                continue
-            if sub.qos > entry[0]:
-                entry[0] = sub.qos
-            entry[1] = entry[1] or sub.retain_as_published
-            if sub.identifier is not None:
-                if entry[2] is None:
-                    entry[2] = [sub.identifier]
-                elif sub.identifier not in entry[2]:
-                    entry[2].append(sub.identifier)
-            entry[3] = entry[3] or sub.no_local
-            entry[4].append(sub)
-        entries = tuple((session, e[0], e[1], e[2], e[3], e[4]) for session, e in merged.items())
-        result = (entries, groups)
+        result = (merge_by_session(subs), groups)
         if len(self._session_cache) >= _CACHE_LIMIT:
             self._session_cache.clear()
         self._session_cache[topic] = result
@@ -252,3 +233,28 @@ class SubscriptionTree:
     def has_subscribers(self, topic: str) -> bool:
         subs, groups = self.match(topic)
         return bool(subs) or any(group.members for group in groups)
+
+
+def merge_by_session(subs) -> tuple:
+    """One delivery entry per session for its overlapping matching subscriptions:
+    (session, highest QoS, any retain-as-published, subscription ids or None, any
+    no-local, the session's matching subscriptions), in the order sessions first match."""
+    merged: dict = {}
+    for sub in subs:
+        entry = merged.get(sub.session)
+        if entry is None:
+            merged[sub.session] = [sub.qos, sub.retain_as_published,
+                                   [sub.identifier] if sub.identifier is not None else None,
+                                   sub.no_local, [sub]]
+            continue
+        if sub.qos > entry[0]:
+            entry[0] = sub.qos
+        entry[1] = entry[1] or sub.retain_as_published
+        if sub.identifier is not None:
+            if entry[2] is None:
+                entry[2] = [sub.identifier]
+            elif sub.identifier not in entry[2]:
+                entry[2].append(sub.identifier)
+        entry[3] = entry[3] or sub.no_local
+        entry[4].append(sub)
+    return tuple((session, e[0], e[1], e[2], e[3], e[4]) for session, e in merged.items())

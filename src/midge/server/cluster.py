@@ -28,6 +28,7 @@ from midge.broker.message import Message
 from midge.broker.router import ClusterSubscriptionTree, Router
 from midge.broker.subjects import encode_token
 from midge.log import LogType
+from midge.server.tasks import spawn
 
 HEARTBEAT_INTERVAL = 1.0
 NODE_TIMEOUT = 5.0          # a node silent this long has left (its interest is dropped)
@@ -484,15 +485,7 @@ class Cluster:
             await sub.unsubscribe()
 
     def _spawn(self, coroutine) -> None:
-        task = self.loop.create_task(coroutine)
-        self.tasks.add(task)
-
-        def done(task):
-            self.tasks.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                self.log.error(f"Cluster task failed: {task.exception()!r}")
-
-        task.add_done_callback(done)
+        spawn(self.loop, self.tasks, coroutine, self.log, "Cluster")
 
     # -- heartbeats, liveness, $SYS ----------------------------------------------------
 

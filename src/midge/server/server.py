@@ -23,6 +23,7 @@ from midge.protocol.constants import ReasonCode
 from midge.security import Security
 from midge.server.auth_pool import AuthPool
 from midge.server.connection import Connection
+from midge.server.tasks import spawn
 from midge.server.listeners import ListenerError, open_listener
 from midge.server.sdnotify import DISABLED as NOTIFY_DISABLED
 
@@ -214,16 +215,7 @@ class Server:
 
     def _spawn(self, coroutine) -> None:
         """Run an async plugin hook; its result re-enters the broker, so drain after it."""
-        task = self.loop.create_task(coroutine)
-        self.tasks.add(task)
-
-        def done(task):
-            self.tasks.discard(task)
-            if not task.cancelled() and task.exception() is not None:
-                self.log.error(f"Plugin task failed: {task.exception()!r}")
-            self.drain()
-
-        task.add_done_callback(done)
+        spawn(self.loop, self.tasks, coroutine, self.log, "Plugin", after=self.drain)
 
     def drain(self) -> None:
         """Write every client's queued output; called after each call into the broker.
