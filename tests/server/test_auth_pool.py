@@ -39,20 +39,29 @@ class Recording:
 def test_addresses_take_turns_and_one_address_hashes_one_at_a_time():
     async def main():
         pool = AuthPool(asyncio.get_running_loop(), workers=2)
-        release = threading.Event()
-        release.set()
-        futures = [pool.verify("10.0.0.1", Recording("attacker", i, release), b"wrong") for i in range(6)]
-        futures += [pool.verify("10.0.0.2", Recording("user", 0, release), b"right")]
+        attacker_release, user_release = threading.Event(), threading.Event()
+        user_release.set()
+        futures = [pool.verify("10.0.0.1", Recording("attacker", i, attacker_release), b"wrong")
+                   for i in range(6)]
+        user = pool.verify("10.0.0.2", Recording("user", 0, user_release), b"right")
+        # The attacker's first check holds one worker; the user must not wait behind the
+        # attacker's other five (a second worker is free).
+        assert await asyncio.wait_for(user, 10) is True
+        with Recording.lock:
+            attackers_started = [i for address, i, _ in Recording.log if address == "attacker"]
+        attacker_release.set()
         results = await asyncio.gather(*futures)
         pool.close()
-        return results
+        return attackers_started, results
 
     Recording.log.clear()
-    results = run(main())
-    assert results == [False] * 6 + [True]
-    order = [address for address, _, _ in Recording.log]
-    assert order.index("user") <= 1, order       # not behind the attacker's queue
+    Recording.running.clear()
+    Recording.most.clear()
+    attackers_started, results = run(main())
+    assert attackers_started == [0]              # one check of one address at a time
+    assert results == [False] * 6
     assert Recording.most["attacker"] == 1       # never two of one address at once
+    assert [i for address, i, _ in Recording.log if address == "attacker"] == list(range(6))
     assert all(thread.startswith("midge-auth") for _, _, thread in Recording.log)
 
 

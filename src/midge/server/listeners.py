@@ -5,8 +5,12 @@ each IPv6 socket v6-only), restricted by `socket_domain`; `listener 0 PATH` is a
 socket; local-only mode (no listener in the config) binds 127.0.0.1 and ::1 only.
 `listener auto` (the embedding API's port 0) binds a free TCP port, the same one on
 every address family, and writes it into the listener's `port`.
-Sockets are created here, synchronously, so an error names the listener before the
-event loop starts.
+Sockets are created and bound here, synchronously, so an error names the listener before
+the event loop starts. They do not listen yet: the server listens (asyncio's
+create_server, with BACKLOG) only when it is ready to serve, after the switch to `user`,
+the persistence file and the cluster, as Mosquitto listens only after restoring its
+database. Until then a connection is refused rather than left waiting in the backlog of
+a broker that is not ready, so "the port answers" means "the broker serves".
 """
 
 from __future__ import annotations
@@ -51,7 +55,6 @@ def _bind_tcp(host: str | None, port: int, family: int, interface: str | None) -
             if interface:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode() + b"\0")
             sock.bind(addr)
-            sock.listen(BACKLOG)
             sock.setblocking(False)
             return sock
         except OSError as exc:
@@ -136,7 +139,6 @@ def _open_unix(listener) -> BoundSocket:
             os.unlink(path)  # a stale socket from a previous run, as Mosquitto does
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(path)
-        sock.listen(BACKLOG)
         sock.setblocking(False)
     except OSError as exc:
         raise ListenerError(f"listener 0 {path}: could not open Unix socket ({exc.strerror or exc})") from exc

@@ -24,7 +24,7 @@ from midge.security import Security
 from midge.server.auth_pool import AuthPool
 from midge.server.connection import Connection
 from midge.server.tasks import spawn
-from midge.server.listeners import ListenerError, open_listener
+from midge.server.listeners import BACKLOG, ListenerError, open_listener
 from midge.server.sdnotify import DISABLED as NOTIFY_DISABLED
 
 
@@ -129,10 +129,14 @@ class Server:
         for state, bound in bound_sockets:
             for b in bound:
                 factory = lambda state=state: Connection(self, state)  # noqa: E731
-                if b.family == socket.AF_UNIX:
-                    srv = await self.loop.create_unix_server(factory, sock=b.sock)
-                else:
-                    srv = await self.loop.create_server(factory, sock=b.sock)
+                try:
+                    if b.family == socket.AF_UNIX:
+                        srv = await self.loop.create_unix_server(factory, sock=b.sock, backlog=BACKLOG)
+                    else:
+                        srv = await self.loop.create_server(factory, sock=b.sock, backlog=BACKLOG)
+                except OSError as exc:  # listen() itself: the port was taken since bind()
+                    raise StartupError(f"{b.description}: could not listen "
+                                       f"({exc.strerror or exc})") from exc
                 state.servers.append(srv)
         if not any(s.servers for s in self.listeners):
             raise StartupError("Unable to start any listening sockets, exiting.")
