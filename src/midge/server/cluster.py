@@ -28,6 +28,7 @@ from midge.broker.message import Message
 from midge.broker.router import ClusterSubscriptionTree, Router
 from midge.broker.subjects import encode_token
 from midge.log import LogType
+from midge.server.cluster_sessions import ClusterSessions
 from midge.server.tasks import spawn
 
 HEARTBEAT_INTERVAL = 1.0
@@ -79,6 +80,7 @@ class Cluster:
         self.nc = None
         self.js = None
         self.router: Router | None = None
+        self.sessions = ClusterSessions(self)   # persistent sessions across nodes (cluster_sessions.py)
         self.loop = None
         self.seq = 0
         self.queue_subs: dict[tuple[str, str], object] = {}
@@ -118,6 +120,7 @@ class Cluster:
         for key in list(router.local_shared):
             await self._queue_subscribe(*key)
         await self._open_retained()
+        await self.sessions.start()
         self._announce_full()
         self._control({"t": "hello"})
         await nc.flush()
@@ -337,8 +340,9 @@ class Cluster:
                 router.forget_node(node_id)
                 self._node_gone(node_id)
                 self.log.notice(f"Cluster: node {node_id} left cluster {self.name}.")
-        elif kind == "c":
-            router.remote_connect(body["client"], node_id, body["wall"], body["clean"], now)
+        elif kind == "cs":
+            for client_id, wall, clean in body["c"]:
+                router.remote_connect(client_id, node_id, wall, clean, now)
             self.server.drain()
 
     # -- sending -----------------------------------------------------------------------
@@ -408,11 +412,7 @@ class Cluster:
                         self._spawn(self._queue_subscribe(group, topic_filter))
                     else:
                         self._spawn(self._queue_unsubscribe(group, topic_filter))
-        connects = router.connects
-        if connects:
-            router.connects = []
-            for client_id, wall, clean in connects:
-                self._control({"t": "c", "client": client_id, "wall": wall, "clean": clean})
+        self.sessions.flush()   # connects (one message per turn), session records and moves
 
     def _hold(self, client, changed: bool = True) -> None:
         """Hold this client's output (a SUBACK, a PUBACK) until every other node has

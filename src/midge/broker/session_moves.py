@@ -1,0 +1,189 @@
+"""Persistent sessions across the nodes of a cluster (the sans-I/O half; docs/cluster.md).
+
+Where a session lives: on the node its client last connected to. Every persistent
+session (v3 clean session 0, v5 session expiry above 0) has a record in the cluster's
+JetStream key-value bucket: the node that holds it and its `sessions` row as the
+persistence file stores it (subscriptions, expiry, protocol, disconnection time;
+persist/transfer.py). The record is written when the session connects, subscribes,
+unsubscribes, disconnects or ends, never per message. Every node follows the bucket,
+so `directory` here knows, without asking anyone, which node holds which session.
+
+A CONNECT with clean start 0 whose session the directory places elsewhere waits
+(`must_fetch`, `fetch`): the edge asks the node that holds it, which closes its
+connection as a local takeover does (v5 0x8E), hands over the whole session (in-flight,
+queued and incoming QoS 2 messages, a delayed will) and forgets it; if that node does
+not answer (it died), the session is rebuilt from its record: subscriptions and expiry,
+no messages. A CONNECT with clean start 1 deletes the record, and the node that holds
+the session ends it when the connect is announced.
+
+Every connect is still announced to every node (client ids are unique cluster-wide),
+but in one control message per loop turn (`take_connects`), not one per connect.
+"""
+
+from __future__ import annotations
+
+from midge.broker.client import CLOSED
+from midge.log import LogType
+from midge.persist.transfer import dump_session, load_session, record_row, restore_record
+from midge.protocol.constants import ReasonCode
+
+REFUSED = b"-"   # the holder's own connect of that id is the later one: it keeps the session
+
+
+class SessionMoves:
+    def __init__(self, router):
+        self.router = router
+        self.broker = router.broker
+        self.node_id = router.node_id
+        self.directory: dict[str, tuple[str, list]] = {}   # client id -> (holder node, sessions row)
+        self.fetches: list[tuple] = []          # for the edge: (client, holder node, wall, resume)
+        self.changed: dict[str, object] = {}    # client id -> Session whose record is out of date
+        self.deletes: set[str] = set()          # records to delete (a clean start elsewhere)
+        self.connect_walls: dict[str, float] = {}   # client id -> wall clock its CONNECT began
+        self.moved_in = 0
+        self.moved_out = 0
+        self.restored = 0
+
+    # -- the node a client connects to --------------------------------------------------
+
+    def must_fetch(self, client_id: str, clean_start: bool) -> bool:
+        """Before a CONNECT picks its session: True when the session is elsewhere (or only
+        in the cluster's store) and must be fetched first (`fetch`)."""
+        entry = self.directory.get(client_id)
+        if entry is None:
+            return False
+        local = self.broker.sessions.get(client_id)
+        if clean_start:
+            if local is None or entry[0] != self.node_id:
+                # Discarded everywhere: the record goes now, the node holding the session
+                # ends it when this connect is announced (Router.remote_connect).
+                del self.directory[client_id]
+                self.deletes.add(client_id)
+                self.router.wake_edge()
+            return False
+        return local is None
+
+    def fetch(self, client, resume) -> None:
+        """Ask for `client`'s session; `resume(now)` continues its CONNECT once
+        `arrived` has put it here (or established there is none)."""
+        client_id = client.client_id
+        wall = self.broker.wall_clock()
+        self.connect_walls[client_id] = wall
+        holder = self.directory[client_id][0]
+        self.fetches.append((client, holder, wall, resume))
+        self.router.wake_edge()
+
+    def take_fetches(self) -> list[tuple]:
+        fetches, self.fetches = self.fetches, []
+        return fetches
+
+    def arrived(self, client, data: bytes | None, now: float, resume) -> None:
+        """The holder's answer: the session's bytes, REFUSED, or None (no answer, or it
+        had none): then the record, if any, is what resumes."""
+        broker = self.broker
+        client_id = client.client_id
+        if client.state != CLOSED and client_id not in broker.sessions and data != REFUSED:
+            session = None
+            try:
+                if data:
+                    session = load_session(broker, data, now, broker.config.listeners)
+                    if session is not None:
+                        self.moved_in += 1
+                if session is None:
+                    entry = self.directory.get(client_id)
+                    if entry is not None and entry[1]:
+                        session = restore_record(broker, entry[1], now, broker.config.listeners)
+                        if session is not None:
+                            self.restored += 1
+            except Exception as exc:   # a damaged transfer costs the session, never the node
+                broker.log.error(f"Cluster: could not resume the session of {client_id}: {exc!r}")
+                session = broker.sessions.get(client_id)
+                if session is not None and session.client is None:
+                    broker.end_session(session, now)
+                session = None
+            if session is None and client_id in self.directory:
+                del self.directory[client_id]   # expired, or gone: nobody resumes it
+                self.deletes.add(client_id)
+                self.router.wake_edge()
+        resume(now)
+
+    # -- the node that holds the session --------------------------------------------------
+
+    def give(self, client_id: str, node_id: str, wall: float, now: float) -> bytes | None:
+        """Another node's client connected with `client_id` and clean start 0: close our
+        connection of it (a takeover), hand over the session, forget it here."""
+        broker = self.broker
+        session = broker.sessions.get(client_id)
+        if session is None:
+            return None
+        client = session.client
+        if client is not None:
+            mine = self.router.clients.get(client_id, 0.0)
+            if (mine, self.node_id) > (wall, node_id):
+                return REFUSED
+            if broker.limits.connection_messages and broker.log.enabled(LogType.NOTICE):
+                broker.log.notice(f"Client {client_id} connected on node {node_id}, "
+                                  "closing it here and moving its session there.")
+            # A session that goes on keeps quiet: no will (as a local takeover).
+            client.close(now, "takeover", ReasonCode.SESSION_TAKEN_OVER, None, session.expiry_interval == 0)
+            session = broker.sessions.get(client_id)
+            if session is None:
+                return None   # session expiry 0: it ended with its connection
+        data = dump_session(broker, session, now)
+        entry = self.directory.get(client_id)
+        self.directory[client_id] = (node_id, entry[1] if entry else [])   # theirs now: no delete from here
+        # Resumed elsewhere: a delayed will is the new node's to cancel, not ours to send.
+        broker.cancel_delayed_will(session)
+        session.will = None
+        session.will_client = None
+        broker.end_session(session, now)
+        self.router.clients.pop(client_id, None)
+        self.moved_out += 1
+        return data
+
+    # -- records ------------------------------------------------------------------------
+
+    def session_changed(self, session) -> None:
+        """A session's record may be out of date (connect, subscription, disconnect, end)."""
+        client_id = session.client_id
+        if session.expiry_interval == 0 and client_id not in self.directory:
+            return   # a clean session has no record (its connect is announced, that is all)
+        self.changed[client_id] = session
+        self.router.wake_edge()
+
+    def take_records(self, now: float) -> tuple[list, list]:
+        """For the edge: (records to write as (client id, row), client ids to delete)."""
+        broker = self.broker
+        puts = []
+        deletes = list(self.deletes)
+        self.deletes.clear()
+        if self.changed:
+            wall = broker.wall_clock()
+            for client_id, session in self.changed.items():
+                if broker.sessions.get(client_id) is session and session.expiry_interval != 0:
+                    row = record_row(session, now, wall)
+                    self.directory[client_id] = (self.node_id, row)
+                    puts.append((client_id, row))
+                    continue
+                entry = self.directory.get(client_id)
+                current = broker.sessions.get(client_id)
+                if entry is not None and entry[0] == self.node_id and (
+                        current is None or current.expiry_interval == 0):
+                    del self.directory[client_id]
+                    deletes.append(client_id)
+            self.changed.clear()
+        return puts, deletes
+
+    def record_seen(self, client_id: str, holder: str | None, row) -> None:
+        """The bucket changed (any node's write, ours included): None for a deletion."""
+        if holder is None:
+            self.directory.pop(client_id, None)
+        elif holder != self.node_id or client_id in self.broker.sessions or client_id not in self.directory:
+            self.directory[client_id] = (holder, row)
+
+    # -- connects -------------------------------------------------------------------------
+
+    def connect_wall(self, client_id: str) -> float:
+        """When this node's connect of `client_id` began (the later connect keeps the id)."""
+        wall = self.connect_walls.pop(client_id, None)
+        return wall if wall is not None else self.broker.wall_clock()

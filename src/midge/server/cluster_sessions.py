@@ -1,0 +1,155 @@
+"""Persistent sessions across the cluster: the I/O half of broker/session_moves.py.
+
+- The JetStream stream `<cluster_name>_sessions` holds one record per persistent
+  session on subject `<cluster_name>.sess.<client id token>` (`max_msgs_per_subject 1`,
+  so it is a key-value store): `{"node": holder, "row": sessions row}`; an empty
+  message deletes the record. Written with core publishes (no acknowledgement round
+  trip), when a session connects, subscribes, disconnects or ends, never per message.
+  Every node reads the whole stream before its listeners open and follows it.
+- `<cluster_name>.s.<node>`: requests for a session that node holds; the answer is the
+  session as a one-session persistence file (persist/transfer.py), empty for none.
+- Client connects of one loop turn go out as one `cs` control message on
+  `<cluster_name>.ctl`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from midge.broker.subjects import decode_level, encode_token
+from midge.log import LogType
+
+FETCH_TIMEOUT = 2.0     # longest a CONNECT waits for the node holding its session
+LOAD_TIMEOUT = 30.0
+
+
+class ClusterSessions:
+    def __init__(self, cluster):
+        self.cluster = cluster
+        name = cluster.name
+        self.stream = f"{name}_sessions"
+        self.record_prefix = f"{name}.sess."
+        self.request_prefix = f"{name}.s."
+
+    @property
+    def moves(self):
+        return self.cluster.router.moves
+
+    async def start(self) -> None:
+        """Join: answer session requests, read every record before serving anyone."""
+        from nats.js.api import DeliverPolicy, StorageType, StreamConfig
+        import nats.js.errors
+        from midge.server.cluster import ClusterError
+
+        cluster = self.cluster
+        await cluster.nc.subscribe(self.request_prefix + encode_token(cluster.node_id), cb=self._on_request)
+        js = cluster.js
+        subject = self.record_prefix + ">"
+        try:
+            try:
+                info = await js.stream_info(self.stream)
+            except nats.js.errors.NotFoundError:
+                info = await js.add_stream(StreamConfig(name=self.stream, subjects=[subject], max_msgs_per_subject=1,
+                                                        storage=StorageType.FILE))
+        except Exception as exc:
+            raise ClusterError(f"JetStream is needed for persistent sessions (stream {self.stream}): {exc}; "
+                               "start nats-server with -js") from exc
+        loaded = asyncio.Event()
+        if info.state.messages == 0:
+            loaded.set()
+        count = 0
+
+        async def on_record(msg):
+            nonlocal count
+            count += 1
+            try:
+                self._record(msg.subject, msg.data)
+            except Exception as exc:
+                cluster.log.error(f"Cluster: bad session record on {msg.subject}: {exc!r}")
+            if not loaded.is_set() and msg.metadata.num_pending == 0:
+                loaded.set()
+
+        await js.subscribe(subject, cb=on_record, ordered_consumer=True,
+                           deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, pending_bytes_limit=256 * 1024 * 1024)
+        try:
+            await asyncio.wait_for(loaded.wait(), LOAD_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise ClusterError(f"could not read the session records of stream {self.stream} in "
+                               f"{LOAD_TIMEOUT:.0f} s") from None
+        if cluster.log.enabled(LogType.INFORMATION):
+            cluster.log.info(f"Cluster: {len(self.moves.directory)} persistent session record(s) loaded "
+                             "from JetStream.")
+
+    def _record(self, subject: str, data: bytes) -> None:
+        client_id = decode_level(subject[len(self.record_prefix):])
+        if not data:
+            self.moves.record_seen(client_id, None, None)
+            return
+        body = json.loads(data)
+        self.moves.record_seen(client_id, body["node"], body["row"])
+
+    # -- every loop turn (Cluster._flush) ---------------------------------------------------
+
+    def flush(self) -> None:
+        """Send this turn's connects (one message), records, and session requests."""
+        cluster = self.cluster
+        router = cluster.router
+        moves = router.moves
+        connects = router.connects
+        if connects:
+            router.connects = []
+            cluster._control({"t": "cs", "c": [[client_id, wall, clean] for client_id, wall, clean in connects]})
+        if moves.changed or moves.deletes:
+            puts, deletes = moves.take_records(cluster.loop.time())
+            for client_id, row in puts:
+                cluster._send(self.record_prefix + encode_token(client_id),
+                              json.dumps({"node": cluster.node_id, "row": row}, separators=(",", ":")).encode())
+            for client_id in deletes:
+                cluster._send(self.record_prefix + encode_token(client_id), b"")
+        if moves.fetches:
+            for client, holder, wall, resume in moves.take_fetches():
+                cluster._spawn(self._fetch(client, holder, wall, resume))
+
+    # -- moving a session ---------------------------------------------------------------------
+
+    async def _fetch(self, client, holder: str, wall: float, resume) -> None:
+        """Ask `holder` for the session of `client` (connecting here); resume its CONNECT."""
+        import nats.errors
+
+        cluster = self.cluster
+        data = None
+        if holder != cluster.node_id:
+            body = json.dumps({"client": client.client_id, "node": cluster.node_id, "wall": wall}).encode()
+            try:
+                reply = await cluster.nc.request(self.request_prefix + encode_token(holder), body,
+                                                 timeout=FETCH_TIMEOUT)
+                data = reply.data
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, asyncio.TimeoutError):
+                if cluster.log.enabled(LogType.NOTICE):
+                    cluster.log.notice(f"Cluster: node {holder} did not hand over the session of "
+                                       f"{client.client_id}; resuming it from its record.")
+            except Exception as exc:
+                cluster.log.warning(f"Cluster: asking node {holder} for the session of {client.client_id}: {exc!r}")
+        try:
+            self.moves.arrived(client, data, cluster.loop.time(), resume)
+        finally:
+            cluster.server.drain()
+
+    async def _on_request(self, msg) -> None:
+        """Another node's client took a session this node holds: hand it over."""
+        cluster = self.cluster
+        data = b""
+        try:
+            body = json.loads(msg.data)
+            data = self.moves.give(body["client"], body["node"], body["wall"], cluster.loop.time()) or b""
+        except Exception as exc:
+            cluster.log.error(f"Cluster: could not hand over a session: {exc!r}")
+        limit = cluster.nc.max_payload
+        if len(data) > limit:
+            cluster.log.error(f"Cluster: the session of {body.get('client')} ({len(data)} bytes) is larger than "
+                              f"NATS's max_payload ({limit}); it resumes from its record, without its messages.")
+            data = b""
+        cluster.server.drain()
+        if msg.reply:
+            await msg.respond(data)
