@@ -528,10 +528,15 @@ class Router:
         client_id = client.client_id
         wall = self.moves.connect_wall(client_id)
         self.clients[client_id] = wall
-        self.connects.append((client_id, wall, bool(client.clean_start)))
         session = client.session
+        persistent = session is not None and session.expiry_interval != 0
+        self.connects.append((client_id, wall, bool(client.clean_start), persistent))
         if session is not None:
             self.moves.session_changed(session)
+            if persistent and self.nodes and self.moves.hold is not None:
+                # Its CONNACK waits until every node knows where the session is, so a
+                # reconnect elsewhere right after finds it (session_moves.py).
+                self.moves.hold(client)
             if self.changes and session.subscriptions and self.hold is not None and self.nodes:
                 # A session that arrived with subscriptions: its CONNACK waits until every
                 # node knows them, so a message published after it reaches the client.
@@ -564,6 +569,7 @@ class Router:
         if session.will is not None and not clean_start:
             broker.cancel_delayed_will(session)   # resumed elsewhere within the will delay
         # The id is the other node's now: its record (if any) is not ours to delete.
-        self.moves.directory[client_id] = (node_id, [])
+        entry = self.moves.directory.get(client_id)
+        self.moves.directory[client_id] = (node_id, entry[1] if entry else [])
         broker.end_session(session, now)
         self.clients.pop(client_id, None)

@@ -40,6 +40,9 @@ class SessionMoves:
         self.changed: dict[str, object] = {}    # client id -> Session whose record is out of date
         self.deletes: set[str] = set()          # records to delete (a clean start elsewhere)
         self.connect_walls: dict[str, float] = {}   # client id -> wall clock its CONNECT began
+        # Set by the edge: hold a persistent connect's CONNACK until the other nodes
+        # acknowledged its announcement.
+        self.hold = None
         self.moved_in = 0
         self.moved_out = 0
         self.restored = 0
@@ -182,6 +185,13 @@ class SessionMoves:
             self.directory[client_id] = (holder, row)
 
     # -- connects -------------------------------------------------------------------------
+
+    def connect_seen(self, client_id: str, node_id: str, persistent: bool) -> None:
+        """Another node announced a connect: a persistent session is there now (its
+        record, written meanwhile, brings the row)."""
+        if persistent:
+            entry = self.directory.get(client_id)
+            self.directory[client_id] = (node_id, entry[1] if entry else [])
 
     def connect_wall(self, client_id: str) -> float:
         """When this node's connect of `client_id` began (the later connect keeps the id)."""

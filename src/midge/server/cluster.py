@@ -111,6 +111,7 @@ class Cluster:
         install(broker, router)
         router.wake = self._schedule_flush
         router.hold = self._hold
+        router.moves.hold = self.sessions.hold
         await nc.subscribe(f"{prefix}.ack.{encode_token(self.node_id)}", cb=self._on_ack)
         await nc.subscribe(router.inbox_subject(self.node_id), cb=self._on_inbox,
                            pending_bytes_limit=256 * 1024 * 1024)
@@ -341,9 +342,7 @@ class Cluster:
                 self._node_gone(node_id)
                 self.log.notice(f"Cluster: node {node_id} left cluster {self.name}.")
         elif kind == "cs":
-            for client_id, wall, clean in body["c"]:
-                router.remote_connect(client_id, node_id, wall, clean, now)
-            self.server.drain()
+            self.sessions.on_connects(node_id, body, now)
 
     # -- sending -----------------------------------------------------------------------
 
@@ -456,6 +455,7 @@ class Cluster:
         for seq, (waiting, _, _) in list(self._syncs.items()):
             waiting.discard(f"{node_id}|r")
             waiting.discard(f"{node_id}|d")
+            waiting.discard(f"{node_id}|c")
             if not waiting:
                 self._release(seq)
 

@@ -15,12 +15,14 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 from midge.broker.subjects import decode_level, encode_token
 from midge.log import LogType
 
 FETCH_TIMEOUT = 2.0     # longest a CONNECT waits for the node holding its session
+SYNC_TIMEOUT = 2.0      # longest a persistent CONNACK waits for the other nodes' acknowledgements
 LOAD_TIMEOUT = 30.0
 
 
@@ -31,6 +33,8 @@ class ClusterSessions:
         self.stream = f"{name}_sessions"
         self.record_prefix = f"{name}.sess."
         self.request_prefix = f"{name}.s."
+        self._acks = itertools.count(1)
+        self._held: list = []   # connections whose CONNACK waits for the next `cs` acknowledgements
 
     @property
     def moves(self):
@@ -99,7 +103,15 @@ class ClusterSessions:
         connects = router.connects
         if connects:
             router.connects = []
-            cluster._control({"t": "cs", "c": [[client_id, wall, clean] for client_id, wall, clean in connects]})
+            body = {"t": "cs", "c": [list(connect) for connect in connects]}
+            held, self._held = self._held, []
+            if held:
+                key = f"c{next(self._acks)}"
+                body["ack"] = key
+                waiting = {f"{node}|c" for node in router.nodes}
+                timer = cluster.loop.call_later(SYNC_TIMEOUT, cluster._release, key)
+                cluster._syncs[key] = (waiting, held, timer)
+            cluster._control(body)
         if moves.changed or moves.deletes:
             puts, deletes = moves.take_records(cluster.loop.time())
             for client_id, row in puts:
@@ -110,6 +122,29 @@ class ClusterSessions:
         if moves.fetches:
             for client, holder, wall, resume in moves.take_fetches():
                 cluster._spawn(self._fetch(client, holder, wall, resume))
+
+    def hold(self, client) -> None:
+        """Hold `client`'s output (its CONNACK, written this turn) until the other nodes
+        acknowledged its connect (Cluster._on_ack releases it)."""
+        conn = client.io
+        if conn is None or not hasattr(conn, "cluster_wait") or not self.cluster.connected or conn.cluster_wait:
+            return
+        conn.cluster_wait = True
+        self._held.append(conn)
+
+    def on_connects(self, node_id: str, body: dict, now: float) -> None:
+        """Another node's connects of one loop turn (`cs`): takeovers here, the
+        directory, and the acknowledgement its held CONNACKs wait for."""
+        cluster = self.cluster
+        router = cluster.router
+        moves = router.moves
+        for client_id, wall, clean, persistent in body["c"]:
+            router.remote_connect(client_id, node_id, wall, clean, now)
+            moves.connect_seen(client_id, node_id, persistent)
+        cluster.server.drain()
+        if body.get("ack"):
+            cluster._send(f"{cluster.name}.ack.{encode_token(node_id)}",
+                          json.dumps({"node": f"{cluster.node_id}|c", "seq": body["ack"]}).encode())
 
     # -- moving a session ---------------------------------------------------------------------
 
