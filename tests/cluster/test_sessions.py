@@ -42,7 +42,8 @@ def wait_for_record(nats_url: str, client_id: str, check, timeout: float = 10.0)
             while time.monotonic() < deadline:
                 try:
                     msg = await js.get_last_msg("midge_sessions", "midge.sess." + encode_token(client_id))
-                    record = json.loads(msg.data) if msg.data else None
+                    record = json.loads(msg.data)
+                    record = record if "node" in record else None   # (a deletion)
                 except nats.js.errors.NotFoundError:
                     record = None
                 if check(record):

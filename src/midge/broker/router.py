@@ -533,7 +533,7 @@ class Router:
         self.connects.append((client_id, wall, bool(client.clean_start), persistent))
         if session is not None:
             self.moves.session_changed(session)
-            if persistent and self.nodes and self.moves.hold is not None:
+            if self.moves.must_hold(client_id, persistent) and self.nodes and self.moves.hold is not None:
                 # Its CONNACK waits until every node knows where the session is, so a
                 # reconnect elsewhere right after finds it (session_moves.py).
                 self.moves.hold(client)

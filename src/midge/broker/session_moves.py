@@ -27,7 +27,10 @@ from midge.log import LogType
 from midge.persist.transfer import dump_session, load_session, record_row, restore_record
 from midge.protocol.constants import ReasonCode
 
-REFUSED = b"-"   # the holder's own connect of that id is the later one: it keeps the session
+# Answers of the node asked for a session, besides the session itself:
+REFUSED = b"-"   # its own connect of that id is the later one: it keeps the session
+RESTORE = b"+"   # the record names it but it has no such session (it restarted): use the record
+NONE = b""       # it ended the session (its record is on its way out): there is none
 
 
 class SessionMoves:
@@ -38,8 +41,10 @@ class SessionMoves:
         self.directory: dict[str, tuple[str, list]] = {}   # client id -> (holder node, sessions row)
         self.fetches: list[tuple] = []          # for the edge: (client, holder node, wall, resume)
         self.changed: dict[str, object] = {}    # client id -> Session whose record is out of date
-        self.deletes: set[str] = set()          # records to delete (a clean start elsewhere)
+        self.deletes: dict[str, float] = {}     # records to delete: client id -> generation
         self.connect_walls: dict[str, float] = {}   # client id -> wall clock its CONNECT began
+        self.generations: dict[str, float] = {}   # client id -> newest generation seen (record_seen)
+        self.discarding: set[str] = set()   # clean starts that discarded a session elsewhere
         # Set by the edge: hold a persistent connect's CONNACK until the other nodes
         # acknowledged its announcement.
         self.hold = None
@@ -59,10 +64,10 @@ class SessionMoves:
         if clean_start:
             if local is None or entry[0] != self.node_id:
                 # Discarded everywhere: the record goes now, the node holding the session
-                # ends it when this connect is announced (Router.remote_connect).
-                del self.directory[client_id]
-                self.deletes.add(client_id)
-                self.router.wake_edge()
+                # ends it when this connect is announced (Router.remote_connect), and the
+                # CONNACK waits for that announcement's acknowledgements.
+                self._delete(client_id, self.broker.wall_clock())   # (this connect's generation)
+                self.discarding.add(client_id)
             return False
         return local is None
 
@@ -81,18 +86,18 @@ class SessionMoves:
         return fetches
 
     def arrived(self, client, data: bytes | None, now: float, resume) -> None:
-        """The holder's answer: the session's bytes, REFUSED, or None (no answer, or it
-        had none): then the record, if any, is what resumes."""
+        """The holder's answer: the session's bytes, REFUSED, NONE, RESTORE, or None (no
+        answer: it died); for the last two the record, if any, is what resumes."""
         broker = self.broker
         client_id = client.client_id
         if client.state != CLOSED and client_id not in broker.sessions and data != REFUSED:
             session = None
             try:
-                if data:
+                if data and data != RESTORE:
                     session = load_session(broker, data, now, broker.config.listeners)
                     if session is not None:
                         self.moved_in += 1
-                if session is None:
+                elif data is None or data == RESTORE:
                     entry = self.directory.get(client_id)
                     if entry is not None and entry[1]:
                         session = restore_record(broker, entry[1], now, broker.config.listeners)
@@ -105,20 +110,19 @@ class SessionMoves:
                     broker.end_session(session, now)
                 session = None
             if session is None and client_id in self.directory:
-                del self.directory[client_id]   # expired, or gone: nobody resumes it
-                self.deletes.add(client_id)
-                self.router.wake_edge()
+                self._delete(client_id, self.connect_walls.get(client_id, 0.0))   # expired, or gone
         resume(now)
 
     # -- the node that holds the session --------------------------------------------------
 
-    def give(self, client_id: str, node_id: str, wall: float, now: float) -> bytes | None:
+    def give(self, client_id: str, node_id: str, wall: float, now: float) -> bytes:
         """Another node's client connected with `client_id` and clean start 0: close our
         connection of it (a takeover), hand over the session, forget it here."""
         broker = self.broker
         session = broker.sessions.get(client_id)
         if session is None:
-            return None
+            entry = self.directory.get(client_id)
+            return RESTORE if entry is not None and entry[0] == self.node_id else NONE
         client = session.client
         if client is not None:
             mine = self.router.clients.get(client_id, 0.0)
@@ -131,7 +135,7 @@ class SessionMoves:
             client.close(now, "takeover", ReasonCode.SESSION_TAKEN_OVER, None, session.expiry_interval == 0)
             session = broker.sessions.get(client_id)
             if session is None:
-                return None   # session expiry 0: it ended with its connection
+                return NONE   # session expiry 0: it ended with its connection
         data = dump_session(broker, session, now)
         entry = self.directory.get(client_id)
         self.directory[client_id] = (node_id, entry[1] if entry else [])   # theirs now: no delete from here
@@ -155,30 +159,43 @@ class SessionMoves:
         self.router.wake_edge()
 
     def take_records(self, now: float) -> tuple[list, list]:
-        """For the edge: (records to write as (client id, row), client ids to delete)."""
+        """For the edge: records to write as (client id, row, generation), and deletions
+        as (client id, generation)."""
         broker = self.broker
         puts = []
-        deletes = list(self.deletes)
-        self.deletes.clear()
         if self.changed:
             wall = broker.wall_clock()
+            clients = self.router.clients
             for client_id, session in self.changed.items():
                 if broker.sessions.get(client_id) is session and session.expiry_interval != 0:
                     row = record_row(session, now, wall)
                     self.directory[client_id] = (self.node_id, row)
-                    puts.append((client_id, row))
+                    puts.append((client_id, row, clients.get(client_id, 0.0)))
                     continue
                 entry = self.directory.get(client_id)
                 current = broker.sessions.get(client_id)
                 if entry is not None and entry[0] == self.node_id and (
                         current is None or current.expiry_interval == 0):
-                    del self.directory[client_id]
-                    deletes.append(client_id)
+                    self._delete(client_id, clients.get(client_id, 0.0))
             self.changed.clear()
+        deletes = list(self.deletes.items())
+        self.deletes.clear()
         return puts, deletes
 
-    def record_seen(self, client_id: str, holder: str | None, row) -> None:
-        """The bucket changed (any node's write, ours included): None for a deletion."""
+    def _delete(self, client_id: str, generation: float) -> None:
+        self.directory.pop(client_id, None)
+        self.deletes[client_id] = generation
+        self.router.wake_edge()
+
+    def record_seen(self, client_id: str, holder: str | None, row, generation: float) -> None:
+        """The bucket changed (any node's write, ours included): holder None for a
+        deletion. Records and deletions carry the generation of the session they are
+        about (the wall clock of the connect that made it); one older than what was
+        seen last for that id was overtaken on its way (written by a node before it
+        learnt of a newer connect elsewhere) and is ignored."""
+        if generation < self.generations.get(client_id, 0.0):
+            return
+        self.generations[client_id] = generation
         if holder is None:
             self.directory.pop(client_id, None)
         elif holder != self.node_id or client_id in self.broker.sessions or client_id not in self.directory:
@@ -192,6 +209,14 @@ class SessionMoves:
         if persistent:
             entry = self.directory.get(client_id)
             self.directory[client_id] = (node_id, entry[1] if entry else [])
+
+    def must_hold(self, client_id: str, persistent: bool) -> bool:
+        """Whether a connect's CONNACK waits until every node acknowledged it: when it has
+        a persistent session, or discarded one held elsewhere."""
+        discarded = client_id in self.discarding
+        if discarded:
+            self.discarding.discard(client_id)
+        return persistent or discarded
 
     def connect_wall(self, client_id: str) -> float:
         """When this node's connect of `client_id` began (the later connect keeps the id)."""

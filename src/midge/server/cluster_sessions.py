@@ -2,8 +2,8 @@
 
 - The JetStream stream `<cluster_name>_sessions` holds one record per persistent
   session on subject `<cluster_name>.sess.<client id token>` (`max_msgs_per_subject 1`,
-  so it is a key-value store): `{"node": holder, "row": sessions row}`; an empty
-  message deletes the record. Written with core publishes (no acknowledgement round
+  so it is a key-value store): `{"node": holder, "gen": generation, "row": sessions
+  row}`; `{"gen": generation}` alone deletes it (session_moves.record_seen). Written with core publishes (no acknowledgement round
   trip), when a session connects, subscribes, disconnects or ends, never per message.
   Every node reads the whole stream before its listeners open and follows it.
 - `<cluster_name>.s.<node>`: requests for a session that node holds; the answer is the
@@ -18,11 +18,17 @@ import asyncio
 import itertools
 import json
 
+from midge.broker.session_moves import RESTORE
 from midge.broker.subjects import decode_level, encode_token
 from midge.log import LogType
 
 FETCH_TIMEOUT = 2.0     # longest a CONNECT waits for the node holding its session
 SYNC_TIMEOUT = 2.0      # longest a persistent CONNACK waits for the other nodes' acknowledgements
+# Clean connects are announced at most this late, so that a connection storm sends a
+# few large announcements instead of one per event-loop turn (each costs every node a
+# NATS callback and a JSON parse). No CONNACK waits for it; a persistent connect (whose
+# CONNACK waits for the acknowledgements) sends the batch at once.
+CONNECT_BATCH = 0.01
 LOAD_TIMEOUT = 30.0
 
 
@@ -35,6 +41,7 @@ class ClusterSessions:
         self.request_prefix = f"{name}.s."
         self._acks = itertools.count(1)
         self._held: list = []   # connections whose CONNACK waits for the next `cs` acknowledgements
+        self._batch_timer = None
 
     @property
     def moves(self):
@@ -87,11 +94,8 @@ class ClusterSessions:
 
     def _record(self, subject: str, data: bytes) -> None:
         client_id = decode_level(subject[len(self.record_prefix):])
-        if not data:
-            self.moves.record_seen(client_id, None, None)
-            return
-        body = json.loads(data)
-        self.moves.record_seen(client_id, body["node"], body["row"])
+        body = json.loads(data) if data else {}
+        self.moves.record_seen(client_id, body.get("node"), body.get("row"), body.get("gen", 0.0))
 
     # -- every loop turn (Cluster._flush) ---------------------------------------------------
 
@@ -100,28 +104,43 @@ class ClusterSessions:
         cluster = self.cluster
         router = cluster.router
         moves = router.moves
-        connects = router.connects
-        if connects:
-            router.connects = []
-            body = {"t": "cs", "c": [list(connect) for connect in connects]}
-            held, self._held = self._held, []
-            if held:
-                key = f"c{next(self._acks)}"
-                body["ack"] = key
-                waiting = {f"{node}|c" for node in router.nodes}
-                timer = cluster.loop.call_later(SYNC_TIMEOUT, cluster._release, key)
-                cluster._syncs[key] = (waiting, held, timer)
-            cluster._control(body)
+        if router.connects:
+            if self._held:
+                self._send_connects()
+            elif self._batch_timer is None:
+                self._batch_timer = cluster.loop.call_later(CONNECT_BATCH, self._send_connects)
         if moves.changed or moves.deletes:
             puts, deletes = moves.take_records(cluster.loop.time())
-            for client_id, row in puts:
+            for client_id, row, generation in puts:
                 cluster._send(self.record_prefix + encode_token(client_id),
-                              json.dumps({"node": cluster.node_id, "row": row}, separators=(",", ":")).encode())
-            for client_id in deletes:
-                cluster._send(self.record_prefix + encode_token(client_id), b"")
+                              json.dumps({"node": cluster.node_id, "gen": generation, "row": row},
+                                         separators=(",", ":")).encode())
+            for client_id, generation in deletes:   # (a deletion is a record without a node)
+                cluster._send(self.record_prefix + encode_token(client_id),
+                              json.dumps({"gen": generation}).encode())
         if moves.fetches:
             for client, holder, wall, resume in moves.take_fetches():
                 cluster._spawn(self._fetch(client, holder, wall, resume))
+
+    def _send_connects(self) -> None:
+        """Announce the connects of the last turns (one `cs` control message)."""
+        cluster = self.cluster
+        router = cluster.router
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        connects, router.connects = router.connects, []
+        if not connects:
+            return
+        body = {"t": "cs", "c": [list(connect) for connect in connects]}
+        held, self._held = self._held, []
+        if held:
+            key = f"c{next(self._acks)}"
+            body["ack"] = key
+            waiting = {f"{node}|c" for node in router.nodes}
+            timer = cluster.loop.call_later(SYNC_TIMEOUT, cluster._release, key)
+            cluster._syncs[key] = (waiting, held, timer)
+        cluster._control(body)
 
     def hold(self, client) -> None:
         """Hold `client`'s output (its CONNACK, written this turn) until the other nodes
@@ -177,14 +196,14 @@ class ClusterSessions:
         data = b""
         try:
             body = json.loads(msg.data)
-            data = self.moves.give(body["client"], body["node"], body["wall"], cluster.loop.time()) or b""
+            data = self.moves.give(body["client"], body["node"], body["wall"], cluster.loop.time())
         except Exception as exc:
             cluster.log.error(f"Cluster: could not hand over a session: {exc!r}")
         limit = cluster.nc.max_payload
         if len(data) > limit:
             cluster.log.error(f"Cluster: the session of {body.get('client')} ({len(data)} bytes) is larger than "
                               f"NATS's max_payload ({limit}); it resumes from its record, without its messages.")
-            data = b""
+            data = RESTORE
         cluster.server.drain()
         if msg.reply:
             await msg.respond(data)
