@@ -262,7 +262,7 @@ class Router:
         self.hold = None          # set by the edge: hold a client's output until the next delta is known
         self._woken = False
         self.clients: dict[str, float] = {}   # client id -> wall-clock connect time (takeover)
-        self.connects: list[tuple[str, float, bool]] = []   # to announce: (id, wall time, clean start)
+        self.connects: list[tuple[str, float, bool, bool]] = []   # to announce: (id, wall, clean start, persistent)
         self.routed_out = 0
         self.routed_in = 0
         self.subject_prefix = cluster_name

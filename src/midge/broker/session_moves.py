@@ -122,7 +122,9 @@ class SessionMoves:
         session = broker.sessions.get(client_id)
         if session is None:
             entry = self.directory.get(client_id)
-            return RESTORE if entry is not None and entry[0] == self.node_id else NONE
+            if entry is None or entry[0] != self.node_id or client_id in self.changed:
+                return NONE   # (changed: it ended here, its record is being deleted)
+            return RESTORE
         client = session.client
         if client is not None:
             mine = self.router.clients.get(client_id, 0.0)
