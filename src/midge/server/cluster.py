@@ -5,8 +5,11 @@ Subjects, all under `<cluster_name>.`:
 - `n.<node>`: this node's inbox; batches of records from other nodes (router.py).
 - `g.<group>.<filter>`: a shared subscription group; the nodes with members subscribe
   as one NATS queue group, so each batch reaches exactly one of them.
-- `ctl`: announcements (full interest, deltas), heartbeats, hellos and client connects,
-  on one subject so that one node's control messages are handled in the order sent.
+- `ctl`: announcements (full interest, deltas), heartbeats, hellos and client connects
+  (`cs`, batched: cluster_sessions.py), on one subject so that one node's control
+  messages are handled in the order sent.
+- `s.<node>`, `sess.<client>`: persistent sessions moving between nodes and their
+  records in the JetStream stream `<cluster_name>_sessions` (cluster_sessions.py).
 - `ping.<node>`: answered by the live node with that id (duplicate ids are refused).
 - `r.<topic subject>`: retained messages, kept in the JetStream stream
   `<cluster_name>_retained` with one message per subject.
