@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import signal
 import subprocess
 import threading
@@ -302,3 +303,34 @@ def test_paho_v5_session_moves(pair):
     for c in (client, publisher):
         c.disconnect()
         c.loop_stop()
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_racing_connects_of_one_id_leave_exactly_one(pair, ver):
+    """Both CONNECTs sent before either CONNACK is read: each node accepts its own, then
+    the announcements cross and the earlier connect is closed; exactly one stays."""
+    from tests.conformance.wire import Closed, Conn
+
+    a, b = pair
+    conns = [Conn(node.port, ver) for node in (a, b)]
+    for conn in conns:
+        conn.send(p.gen_connect("race", clean=False, proto_ver=ver, properties=EXPIRY if ver == 5 else ()))
+    for conn in conns:
+        assert conn.receive()["type"] == "CONNACK"
+    # Wait for one of them to be closed (a v5 one gets DISCONNECT 0x8E first).
+    closed = []
+    deadline = time.monotonic() + 10
+    while not closed:
+        remaining = deadline - time.monotonic()
+        assert remaining > 0, "neither connection was closed"
+        ready, _, _ = select.select([c.sock for c in conns], [], [], remaining)
+        for conn in conns:
+            if conn.sock in ready or conn.buffer:
+                try:
+                    packet = p.decode(conn.read_packet(1), ver)
+                except Closed:
+                    closed.append(conn)
+                    continue
+                assert packet["type"] == "DISCONNECT" and packet["rc"] == 0x8E, packet
+    (survivor,) = [conn for conn in conns if conn not in closed]
+    survivor.ping()
