@@ -158,17 +158,7 @@ class Cluster:
             disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
             closed_cb=self._on_closed,
         )
-        config = self.config
-        if config.cluster_cafile or config.cluster_certfile or any(u.startswith("tls://") for u in self.urls):
-            try:
-                context = ssl.create_default_context(cafile=config.cluster_cafile)
-                if config.cluster_certfile:
-                    context.load_cert_chain(config.cluster_certfile, config.cluster_keyfile)
-            except (OSError, ssl.SSLError) as exc:
-                raise ClusterError(f"cluster TLS files: {exc}") from exc
-            options["tls"] = context
-        if config.cluster_credentials:
-            options["user_credentials"] = config.cluster_credentials
+        options.update(self._credentials())
         self._initial = True
         # The first connect fails fast, with the cause (nats-py retries a refused
         # connection forever whatever its options say: probe the TCP port first);
@@ -186,6 +176,36 @@ class Cluster:
         nc.options["max_reconnect_attempts"] = -1
         self._initial = False
         return nc
+
+    def _credentials(self) -> dict:
+        """The TLS context and `.creds` contents, read once through midge.files: started as
+        root, the node has switched to `user` by now, and the root keeper reads what that
+        user may not (a root-only key), as for every other key file. nats-py keeps both
+        in memory, so a reconnect reads nothing again."""
+        from nats.aio.client import RawCredentials
+
+        from midge import files
+
+        config = self.config
+        options: dict = {}
+        if config.cluster_cafile or config.cluster_certfile or any(u.startswith("tls://") for u in self.urls):
+            try:
+                with (files.openable(config.cluster_cafile) as cafile,
+                      files.openable(config.cluster_certfile) as certfile,
+                      files.openable(config.cluster_keyfile) as keyfile):
+                    context = ssl.create_default_context(cafile=cafile)
+                    if certfile:
+                        context.load_cert_chain(certfile, keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ClusterError(f"cluster TLS files: {exc}") from exc
+            options["tls"] = context
+        if config.cluster_credentials:
+            try:
+                text = files.read_bytes(config.cluster_credentials).decode()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ClusterError(f"cluster_credentials {config.cluster_credentials}: {exc}") from exc
+            options["user_credentials"] = RawCredentials(text)
+        return options
 
     async def _probe(self) -> None:
         """Raise ClusterError naming the cause when no URL accepts a TCP connection."""
