@@ -275,6 +275,12 @@ class Cluster:
 
     async def _on_reconnected(self) -> None:
         self.connected = True
+        # The others were silent because *we* were away: their silence counts from now,
+        # or a node would forget (and stop routing to) every node at once after an outage
+        # longer than NODE_TIMEOUT, until their next announcement.
+        now = self.loop.time()
+        for node in self.router.nodes.values():
+            node.last_seen = now
         self.log.notice(f"Cluster: reconnected to NATS at {self._url()}; interest re-announced.")
         self._announce_full()
         self._control({"t": "hello"})
