@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokerproc import TIMEOUT_SCALE, BrokerProcess, free_port, start_midge
+from tests.brokerproc import TIMEOUT_SCALE, BrokerProcess, free_port, start_midge, wait_for_port
 from tests.peers import require_module, require_peer
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cluster.md"
@@ -95,19 +95,23 @@ class MidgeNodes:
         self.nats = nats
         self.started: list[BrokerProcess] = []
 
-    def start(self, index: int, port: int | None = None) -> BrokerProcess:
+    def start(self, index: int, port: int | None = None, node_id: str | None = None) -> BrokerProcess:
         port = port or free_port()
         text = substitute(doc_block(MIDGE_BLOCK), {
             "listener 1883": f"listener {port} 127.0.0.1",
             "nats://nats1:4222": self.nats.url(index),
-            "cluster_node_id node-a": f"cluster_node_id {NODES[index]}",
+            "cluster_node_id node-a": f"cluster_node_id {node_id or NODES[index]}",
         })
         folder = self.tmp_path / f"{NODES[index]}-{len(self.started)}"
         folder.mkdir()
-        process = start_midge(text, folder, port)
+        process = start_midge(text, folder, port, wait=False)
         process.port = port
-        process.node_id = NODES[index]
+        process.node_id = node_id or NODES[index]
         self.started.append(process)
+        # A node opens its port once it joined: after JetStream answered, which takes a
+        # NATS cluster that lost a server some seconds (a new stream leader).
+        process.wait_for_log("joined through NATS", timeout=40 * TIMEOUT_SCALE)
+        wait_for_port(port, proc=process.proc)
         return process
 
     def stop(self) -> None:
@@ -296,6 +300,11 @@ def test_three_nodes_on_a_nats_cluster_as_in_the_how_to(three):
     sub = mosquitto_sub(a.port, "tri/moved-back", 1, "-q", "1")
     mosquitto_pub(c.port, "tri/moved-back", "c to a", "-q", "1")
     assert received(sub) == ["0 1 tri/moved-back c to a"]
+    # The retained stream has 3 replicas: with one of three nats-servers gone, a node
+    # that starts now still loads it (with one replica it was on nats3 one time in three).
+    assert "for retained messages (3 replicas)" in a.output, a.output
+    d = nodes.start(0, node_id="node-d")
+    assert received(mosquitto_sub(d.port, "tri/retained", 1)) == ["1 0 tri/retained kept"]
     for client in (on_a, on_c, watcher):
         client.close()
 
