@@ -147,3 +147,29 @@ def test_without_the_creds_the_operator_mode_server_refuses(tmp_path):
         assert result.returncode == 1 and "authentication refused" in out, out
     finally:
         server.stop()
+
+
+def test_workers_switch_user_with_the_nats_modules_loaded(tmp_path):
+    """`workers 2` as root with `user nobody`: each worker joins the embedded NATS as
+    nobody, with every NATS module loaded before its switch."""
+    require_peer("nats-server")
+    port = free_port()
+    process = start_midge(f"user nobody\nlistener {port} 127.0.0.1\nallow_anonymous true\nworkers 2\n",
+                          tmp_path, port)
+    try:
+        process.wait_for_log("2 workers running")
+        process.wait_for_log("-w1 is part of cluster")
+        process.wait_for_log("-w2 is part of cluster")
+        assert process.output.count("Switched to user nobody") == 2, process.output
+        sub = connect(port, "wk-root-sub", 5)
+        subscribe(sub, "wk/root", 1)
+        for i in range(4):   # new connections, spread over both workers by the kernel
+            pub = connect(port, f"wk-root-pub{i}", 5)
+            pub.send(p.gen_publish("wk/root", 1, str(i).encode(), mid=1, proto_ver=5))
+            pub.expect(p.gen_puback(1, 5))
+            mid = expect_publish(sub, "wk/root", str(i).encode(), qos=1)
+            sub.send(p.gen_puback(mid, 5))
+        assert "imported after the switch" not in process.output, process.output
+    finally:
+        process.stop()
+    assert "Traceback" not in process.output, process.output
