@@ -203,11 +203,17 @@ def test_nats_restart_mid_stream(nodes, nats_server):
     sub2 = connect(b.port, "nr-sub2", 4)
     subscribe(sub2, "nr/t", 0)
     pub.send(p.gen_publish("nr/t", 0, b"after"))
-    expect_publish(sub2, "nr/t", b"after")
-    while True:   # the old subscriber gets it too ("local" may have been dropped: the outage)
-        packet = sub.receive(10)
-        if packet["payload"] == b"after":
-            break
+    # "local", held by node a during the outage, is best effort (docs/cluster.md): lost if
+    # a was back on NATS before b, else delivered on b to the subscriptions b has when it
+    # arrives, sub2 included. Either way at most once, and before "after", which node a
+    # sent after it on the same path.
+    for subscriber in (sub, sub2):
+        before = []
+        while (packet := subscriber.receive(10))["payload"] != b"after":
+            before.append(packet["payload"])
+        assert before in ([], [b"local"]), before
+    sub2.ping()   # and nothing after "after"
+    sub.ping()
 
 
 def test_unreachable_nats_exits_naming_url_and_cause(tmp_path):
