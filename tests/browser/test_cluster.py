@@ -23,19 +23,8 @@ from websockets.sync.client import connect
 from tests.brokerproc import free_port, start_midge
 from tests.browser.test_chromium import (TIMEOUT, DevTools, browser_home, page_dir, run_page,  # noqa: F401
                                          start_chromium)
-from tests.cluster.conftest import Nodes
+from tests.cluster.conftest import Nodes, nats_server  # noqa: F401 - the fixture, shared
 from tests.peers import require_module, require_peer
-
-
-@pytest.fixture
-def nats_server(tmp_path):
-    require_peer("nats-server")
-    from midge.server.natsproc import NatsServer
-
-    server = NatsServer(str(tmp_path / "nats"), port=free_port())
-    server.start()
-    yield server
-    server.stop()
 
 
 class ReadyRelay:

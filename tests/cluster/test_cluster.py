@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.brokerproc import free_port
+from tests.cluster.conftest import run_node_until_exit
 from tests.conformance import packets as p
 from tests.conformance.wire import Closed, connect, expect_publish, subscribe
 
@@ -218,12 +217,9 @@ def test_nats_restart_mid_stream(nodes, nats_server):
 
 def test_unreachable_nats_exits_naming_url_and_cause(tmp_path):
     port, dead = free_port(), free_port()
-    conf = tmp_path / "m.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\ncluster_url nats://127.0.0.1:{dead}\n")
-    result = subprocess.run([sys.executable, "-m", "midge", "broker", "-c", str(conf)],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    out = result.stdout + result.stderr
+    returncode, out = run_node_until_exit(
+        tmp_path, f"listener {port} 127.0.0.1\ncluster_url nats://127.0.0.1:{dead}\n")
+    assert returncode == 1
     assert f"nats://127.0.0.1:{dead}" in out and "connection refused" in out, out
 
 
@@ -234,12 +230,8 @@ def test_nats_auth_failure_is_named(tmp_path):
     server.start()
     try:
         port = free_port()
-        conf = tmp_path / "m.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\ncluster_url nats://u:wrong@127.0.0.1:{server.port}\n")
-        result = subprocess.run([sys.executable, "-m", "midge", "broker", "-c", str(conf)],
-                                capture_output=True, text=True, timeout=60)
-        out = result.stdout + result.stderr
-        assert result.returncode == 1 and "authentication refused" in out and str(server.port) in out, out
+        returncode, out = run_node_until_exit(tmp_path, f"listener {port} 127.0.0.1\ncluster_url nats://u:wrong@127.0.0.1:{server.port}\n")
+        assert returncode == 1 and "authentication refused" in out and str(server.port) in out, out
         assert "wrong" not in out   # the password is not logged
     finally:
         server.stop()

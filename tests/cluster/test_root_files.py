@@ -14,8 +14,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pytest
 
 from tests.brokerproc import free_port, start_midge
 from tests.certs import make_pki
+from tests.cluster.conftest import run_node_until_exit
 from tests.conformance import packets as p
 from tests.conformance.wire import connect, expect_publish, subscribe
 from tests.peers import require_module, require_peer
@@ -139,12 +138,8 @@ def test_without_the_creds_the_operator_mode_server_refuses(tmp_path):
     server.start()
     try:
         port = free_port()
-        conf = tmp_path / "m.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\ncluster_url nats://127.0.0.1:{server.port}\nuser root\n")
-        result = subprocess.run([sys.executable, "-m", "midge", "broker", "-c", str(conf)],
-                                capture_output=True, text=True, timeout=60)
-        out = result.stdout + result.stderr
-        assert result.returncode == 1 and "authentication refused" in out, out
+        returncode, out = run_node_until_exit(tmp_path, f"listener {port} 127.0.0.1\ncluster_url nats://127.0.0.1:{server.port}\nuser root\n")
+        assert returncode == 1 and "authentication refused" in out, out
     finally:
         server.stop()
 
