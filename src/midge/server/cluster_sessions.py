@@ -61,8 +61,10 @@ class ClusterSessions:
             try:
                 info = await js.stream_info(self.stream)
             except nats.js.errors.NotFoundError:
-                info = await js.add_stream(StreamConfig(name=self.stream, subjects=[subject], max_msgs_per_subject=1,
-                                                        storage=StorageType.FILE))
+                # As many replicas as the retained stream (3 on a NATS cluster of 3 servers).
+                info = await cluster._add_retained_stream(js, StreamConfig(
+                    name=self.stream, subjects=[subject], max_msgs_per_subject=1, storage=StorageType.FILE),
+                    "persistent sessions")
         except Exception as exc:
             raise ClusterError(f"JetStream is needed for persistent sessions (stream {self.stream}): {exc}; "
                                "start nats-server with -js") from exc
