@@ -50,6 +50,7 @@ class ClusterSessions:
     async def start(self) -> None:
         """Join: answer session requests, read every record before serving anyone."""
         from nats.js.api import DeliverPolicy, StorageType, StreamConfig
+        import nats.errors
         import nats.js.errors
         from midge.server.cluster import ClusterError
 
@@ -57,20 +58,7 @@ class ClusterSessions:
         await cluster.nc.subscribe(self.request_prefix + encode_token(cluster.node_id), cb=self._on_request)
         js = cluster.js
         subject = self.record_prefix + ">"
-        try:
-            try:
-                info = await js.stream_info(self.stream)
-            except nats.js.errors.NotFoundError:
-                # As many replicas as the retained stream (3 on a NATS cluster of 3 servers).
-                info = await cluster._add_retained_stream(js, StreamConfig(
-                    name=self.stream, subjects=[subject], max_msgs_per_subject=1, storage=StorageType.FILE),
-                    "persistent sessions")
-        except Exception as exc:
-            raise ClusterError(f"JetStream is needed for persistent sessions (stream {self.stream}): {exc}; "
-                               "start nats-server with -js") from exc
         loaded = asyncio.Event()
-        if info.state.messages == 0:
-            loaded.set()
         count = 0
 
         async def on_record(msg):
@@ -83,8 +71,37 @@ class ClusterSessions:
             if not loaded.is_set() and msg.metadata.num_pending == 0:
                 loaded.set()
 
-        await js.subscribe(subject, cb=on_record, ordered_consumer=True,
-                           deliver_policy=DeliverPolicy.LAST_PER_SUBJECT, pending_bytes_limit=256 * 1024 * 1024)
+        # Each stream has its own JetStream leader: on a NATS cluster that is electing one
+        # (a nats-server just died) this stream may answer later than the retained one.
+        deadline = cluster.loop.time() + LOAD_TIMEOUT
+        waiting = False
+        while True:
+            try:
+                try:
+                    info = await js.stream_info(self.stream)
+                except nats.js.errors.NotFoundError:
+                    # As many replicas as the retained stream (3 on a NATS cluster of 3 servers).
+                    info = await cluster._add_retained_stream(js, StreamConfig(
+                        name=self.stream, subjects=[subject], max_msgs_per_subject=1, storage=StorageType.FILE),
+                        "persistent sessions")
+                if info.state.messages == 0:
+                    loaded.set()
+                await js.subscribe(subject, cb=on_record, ordered_consumer=True,
+                                   deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                                   pending_bytes_limit=256 * 1024 * 1024)
+                break
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
+                if cluster.loop.time() > deadline:
+                    raise ClusterError(f"JetStream did not serve stream {self.stream} within {LOAD_TIMEOUT:.0f} s "
+                                       f"({exc or type(exc).__name__}): does the NATS cluster have a "
+                                       "JetStream leader?") from None
+                if not waiting:
+                    waiting = True
+                    cluster.log.warning(f"Cluster: JetStream is not answering for stream {self.stream} yet "
+                                        "(electing a leader?); waiting.")
+                await asyncio.sleep(0.5)   # back-off between retries
+            except Exception as exc:
+                raise ClusterError(f"JetStream stream {self.stream} for persistent sessions: {exc}") from exc
         try:
             await asyncio.wait_for(loaded.wait(), LOAD_TIMEOUT)
         except asyncio.TimeoutError:
