@@ -282,3 +282,22 @@ def test_transfer_and_record_round_trip():
     fresh = Node("c", [a.broker.wall_clock()])
     restored = restore_record(fresh.broker, row, fresh.h.now)
     assert list(restored.subscriptions) == ["r/#"] and restored.expiry_interval == 300
+
+
+def test_connect_times_are_forgotten_with_the_session():
+    """Router.clients (the takeover tie-break) holds only ids with a session here: it
+    does not grow with every client id a long-running node has seen."""
+    a, _b, _clock = nodes()
+    for n in range(50):
+        conn = a.h.connect(f"clean-{n}", version=4, clean_start=True)
+        conn.disconnect()
+    assert a.router.clients == {}
+    kept = a.h.connect("kept", version=4, clean_start=False)
+    kept.disconnect()                       # offline, still here: its time stays
+    assert list(a.router.clients) == ["kept"]
+    a.moves.take_records(a.h.now)
+    again = a.h.connect("kept", version=4, clean_start=True)   # clean start ends it
+    again.disconnect()
+    _puts, deletes = a.moves.take_records(a.h.now)
+    assert [client_id for client_id, _ in deletes] == ["kept"]
+    assert a.router.clients == {}

@@ -519,8 +519,15 @@ class Router:
         self._wake()
 
     def session_changed(self, session) -> None:
-        """The broker changed what a persistent session's record holds (session_moves.py)."""
+        """The broker changed what a persistent session's record holds (session_moves.py).
+
+        A session that has ended (no session of its id left here) drops its connect
+        time too: `clients` only settles takeovers of sessions this node holds, and
+        would otherwise grow with every client id ever seen."""
         self.moves.session_changed(session)
+        client_id = session.client_id
+        if client_id not in self.broker.sessions and client_id not in self.moves.changed:
+            self.clients.pop(client_id, None)   # (a recorded one: once its deletion is dated)
 
     def client_connected(self, client, now: float) -> None:
         """Called by the broker after a CONNACK: announce the id (the edge sends every

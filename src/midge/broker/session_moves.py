@@ -179,6 +179,8 @@ class SessionMoves:
                 if entry is not None and entry[0] == self.node_id and (
                         current is None or current.expiry_interval == 0):
                     self._delete(client_id, clients.get(client_id, 0.0))
+                if current is None:
+                    clients.pop(client_id, None)   # dated its deletion: forget its connect
             self.changed.clear()
         deletes = list(self.deletes.items())
         self.deletes.clear()
