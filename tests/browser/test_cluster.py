@@ -24,6 +24,7 @@ from tests.brokerproc import free_port, start_midge
 from tests.browser.test_chromium import (TIMEOUT, DevTools, browser_home, page_dir, run_page,  # noqa: F401
                                          start_chromium)
 from tests.cluster.conftest import Nodes, nats_server  # noqa: F401 - the fixture, shared
+from tests.cluster.test_three_nodes import MidgeNodes, NatsCluster, wait_joined
 from tests.peers import require_module, require_peer
 
 
@@ -133,6 +134,36 @@ def test_mqtt_js_across_two_nodes(browser_home, page_dir, tmp_path, nats_server)
         if relay is not None:
             relay.close()
         nodes.stop_all()
+
+
+def test_mqtt_js_across_three_nodes_on_a_nats_cluster(browser_home, page_dir, tmp_path):  # noqa: F811
+    """docs/cluster.md's three nodes on three clustered nats-servers (the how-to's own
+    configs, as tests/cluster/test_three_nodes.py runs them), each with a WebSocket
+    listener: MQTT.js subscribes on node a and receives what MQTT.js and mosquitto_pub
+    publish on node c."""
+    chromium, home, _ = browser_home
+    nats = NatsCluster(tmp_path)
+    nodes = MidgeNodes(tmp_path, nats)
+    relay = None
+    try:
+        nats.start()
+        listeners = [ws_listener(page_dir) for _ in range(3)]
+        started = [nodes.start(i, extra=listeners[i][1]) for i in range(3)]
+        wait_joined(started)
+        (ws_a, _), (ws_c, _) = listeners[0], listeners[2]
+        relay = ReadyRelay(started[2].port)
+        [page] = run_pages(chromium, home, tmp_path / "profile", [page_url(ws_a, "three", ws_a, ws_c)])
+        assert not relay.errors, relay.errors
+        check(page, "three", 1)
+        started[0].wait_for_log("as three-sub0 (p5")
+        started[2].wait_for_log("as three-pub (p5")
+        started[2].wait_for_log("as three-mosquitto (p5")
+        assert "as three-pub" not in started[0].output and "as three-sub0" not in started[2].output
+    finally:
+        if relay is not None:
+            relay.close()
+        nodes.stop()
+        nats.stop()
 
 
 def sockets_by_process(pids, port: int) -> dict[int, int]:

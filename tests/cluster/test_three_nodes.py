@@ -95,13 +95,15 @@ class MidgeNodes:
         self.nats = nats
         self.started: list[BrokerProcess] = []
 
-    def start(self, index: int, port: int | None = None, node_id: str | None = None) -> BrokerProcess:
+    def start(self, index: int, port: int | None = None, node_id: str | None = None,
+              extra: str = "") -> BrokerProcess:
+        """Node `index` from the how-to's config; `extra`: lines appended (a listener)."""
         port = port or free_port()
         text = substitute(doc_block(MIDGE_BLOCK), {
             "listener 1883": f"listener {port} 127.0.0.1",
             "nats://nats1:4222": self.nats.url(index),
             "cluster_node_id node-a": f"cluster_node_id {node_id or NODES[index]}",
-        })
+        }) + extra
         folder = self.tmp_path / f"{NODES[index]}-{len(self.started)}"
         folder.mkdir()
         process = start_midge(text, folder, port, wait=False)
@@ -121,6 +123,14 @@ class MidgeNodes:
             assert "Traceback" not in process.output, process.output
 
 
+def wait_joined(started: list[BrokerProcess]) -> None:
+    """Until every node has seen every other one."""
+    for node in started:
+        for other in started:
+            if other is not node:
+                node.wait_for_log(f"Cluster: node {other.node_id} is part of cluster midge.", timeout=TIMEOUT)
+
+
 @pytest.fixture
 def three(tmp_path):
     nats = NatsCluster(tmp_path)
@@ -128,10 +138,7 @@ def three(tmp_path):
     try:
         nats.start()
         started = [nodes.start(i) for i in range(3)]
-        for node in started:
-            for other in started:
-                if other is not node:
-                    node.wait_for_log(f"Cluster: node {other.node_id} is part of cluster midge.", timeout=TIMEOUT)
+        wait_joined(started)
         yield nats, nodes, started
     finally:
         nodes.stop()
