@@ -436,7 +436,7 @@ class Broker(Database):
         """
         routed = False
         if self.router is not None:
-            routed = self.router.route(message, now)   # other nodes' share (router.py)
+            routed = self.router.route(message, now, wire)   # other nodes' share (router.py)
         if message.retain:
             self.retained.store(message)
         if self.limits.allow_duplicate_messages:

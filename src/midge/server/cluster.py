@@ -379,8 +379,8 @@ class Cluster:
         self._flush_scheduled = False
         router = self.router
         outbox, retained = router.take_outbox()
-        for subject, records in outbox.items():
-            self._send(subject, records[0] if len(records) == 1 else b"".join(records))
+        for subject, pieces in outbox.items():
+            self._send(subject, b"".join(pieces))
         held, self._held = self._held, []
         key = ""
         changes = router.take_changes()
