@@ -415,13 +415,17 @@ class Router:
 
     def receive(self, data: bytes, now: float) -> int:
         """A batch from another node: deliver locally, never route back out (the router
-        is off for the whole batch: one swap, not one per message)."""
+        is off for the whole batch: one swap, not one per message). A message whose
+        expiry passed on its way (NATS was away) is not delivered."""
         broker = self.broker
         pairs = decode_records(data, now, broker.wall_clock())
         publish = broker.publish
         broker.router = None
         try:
             for message, wire in pairs:
+                expiry_at = message.expiry_at
+                if expiry_at is not None and expiry_at <= now:
+                    continue
                 publish(message, now, wire)
         finally:
             broker.router = self
@@ -436,6 +440,8 @@ class Router:
         for message, wire in pairs:
             if shared is None:
                 broker.stats.publish_dropped += 1   # the last member left meanwhile
+                continue
+            if message.expired(now):
                 continue
             sub = shared.pick()
             if sub is None:
