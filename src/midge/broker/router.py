@@ -91,10 +91,16 @@ def encode_record(message: Message, now: float, wall_now: float, wire: bytes | N
 
 
 def decode_records(data: bytes, now: float, wall_now: float) -> list[tuple[Message, bytes | None]]:
-    """Every record of a batch: (message with its expiry on this node's clock, its QoS 0
-    v3 PUBLISH bytes or None when large). Topics and origins that repeat the previous
-    record's are not decoded again."""
-    pairs = []
+    """Every record of a batch, as `iter_records` gives them."""
+    return list(iter_records(data, now, wall_now))
+
+
+def iter_records(data: bytes, now: float, wall_now: float):
+    """(message with its expiry on this node's clock, its QoS 0 v3 PUBLISH bytes or None
+    when large) for each record of a batch, one at a time: a batch holds thousands, and
+    a message delivered before the next is decoded is freed at once (a list of them all
+    kept the garbage collector busy: 44 % of a receiving node's samples). Topics and
+    origins that repeat the previous record's are not decoded again."""
     pos = 0
     end = len(data)
     topic_field, topic = b"", ""
@@ -148,9 +154,8 @@ def decode_records(data: bytes, now: float, wall_now: float) -> list[tuple[Messa
         message.origin_id = this_origin
         message.origin_client = None
         message.property_bytes = raw
-        pairs.append((message, data[start:stop] if stop - start <= _WIRE_LIMIT else None))
+        yield message, (data[start:stop] if stop - start <= _WIRE_LIMIT else None)
         pos = stop
-    return pairs
 
 
 # -- The interest table ----------------------------------------------------------------
@@ -418,19 +423,20 @@ class Router:
         is off for the whole batch: one swap, not one per message). A message whose
         expiry passed on its way (NATS was away) is not delivered."""
         broker = self.broker
-        pairs = decode_records(data, now, broker.wall_clock())
         publish = broker.publish
+        count = 0
         broker.router = None
         try:
-            for message, wire in pairs:
+            for message, wire in iter_records(data, now, broker.wall_clock()):
+                count += 1
                 expiry_at = message.expiry_at
                 if expiry_at is not None and expiry_at <= now:
                     continue
                 publish(message, now, wire)
         finally:
             broker.router = self
-        self.routed_in += len(pairs)
-        return len(pairs)
+            self.routed_in += count
+        return count
 
     def receive_shared(self, group: str, topic_filter: str, data: bytes, now: float) -> int:
         """A batch for `$share/group/filter`, which NATS gave to this node: one member each."""
