@@ -441,9 +441,10 @@ class Router:
     def receive_shared(self, group: str, topic_filter: str, data: bytes, now: float) -> int:
         """A batch for `$share/group/filter`, which NATS gave to this node: one member each."""
         broker = self.broker
-        pairs = decode_records(data, now, broker.wall_clock())
         shared = broker.subs.shared_group(topic_filter, group)
-        for message, wire in pairs:
+        count = 0
+        for message, wire in iter_records(data, now, broker.wall_clock()):
+            count += 1
             if shared is None:
                 broker.stats.publish_dropped += 1   # the last member left meanwhile
                 continue
@@ -457,8 +458,8 @@ class Router:
             entry = (sub.session, sub.qos, sub.retain_as_published,
                      [sub.identifier] if sub.identifier is not None else None, False, None)
             broker.deliver(message, (entry,), now, wire)
-        self.routed_in += len(pairs)
-        return len(pairs)
+        self.routed_in += count
+        return count
 
     def store_retained(self, data: bytes, now: float, stored_wall: float | None = None) -> None:
         """A retained message from the cluster's store (JetStream): into the local store."""
