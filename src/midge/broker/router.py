@@ -41,7 +41,7 @@ _ORIGIN = 0x20
 _FLAG_BYTES = tuple(bytes((flags,)) for flags in range(64))
 
 _CACHE_LIMIT = 50_000
-_NO_ROUTE = ((), ())
+NO_ROUTE = ((), ())
 # A received record's PUBLISH bytes are handed to local v3 subscribers as they are
 # (`Broker.publish`'s `wire`) up to this size; a larger one is encoded when needed.
 _WIRE_LIMIT = 16 * 1024
@@ -271,7 +271,7 @@ class ClusterSubscriptionTree(SubscriptionTree):
 
     def has_subscribers(self, topic: str) -> bool:
         subs, _ = super().match(topic)
-        return bool(subs) or self.router.route_for(topic) is not _NO_ROUTE
+        return bool(subs) or self.router.route_for(topic) is not NO_ROUTE
 
     def shared_group(self, topic_filter: str, group: str):
         """The local SharedGroup of `$share/group/filter`, or None."""
@@ -296,7 +296,7 @@ class Router:
         self._remote = InterestTrie()       # remote plain filters, keyed by node id
         self._shared = InterestTrie()       # every node's shared groups, keyed by (group, filter)
         self._shared_nodes: dict[tuple[str, str], set] = {}  # (group, filter) -> node ids with members
-        self._routes: dict[str, tuple] = {}  # topic -> (node ids, shared keys)
+        self.routes: dict[str, tuple] = {}  # topic -> (inbox subjects, shared group subjects)
         self.local_filters: dict[str, int] = {}
         self.local_shared: dict[tuple[str, str], int] = {}
         # For the edge: records to send, per destination subject, and interest changes.
@@ -338,12 +338,12 @@ class Router:
         one dict lookup (the route cache; `$SYS` topics are never routed).
         """
         topic = message.topic
-        route = self._routes.get(topic)
+        route = self.routes.get(topic)
         if route is None:
             route = self.route_for(topic)
         if message.retain and topic[:4] != "$SYS":
             self._store_retained_out(message, now, wire)
-        if route is _NO_ROUTE:
+        if route is NO_ROUTE:
             return False
         if wire is None:
             wire = encode_publish_qos0_v3(topic, message.payload, False)
@@ -387,20 +387,20 @@ class Router:
 
     def route_for(self, topic: str) -> tuple:
         """(inbox subjects of interested nodes, subjects of matching shared groups),
-        cached per topic until the interest changes; `_NO_ROUTE` when none."""
-        route = self._routes.get(topic)
+        cached per topic until the interest changes; `NO_ROUTE` when none."""
+        route = self.routes.get(topic)
         if route is not None:
             return route
         nodes = self._remote.match(topic) if self.nodes else ()
         shared = self._shared.match(topic) if self._shared_nodes else ()
         if (not nodes and not shared) or topic[:4] == "$SYS":
-            route = _NO_ROUTE   # each node's $SYS tree is its own (docs/cluster.md)
+            route = NO_ROUTE   # each node's $SYS tree is its own (docs/cluster.md)
         else:
             route = (tuple(self.inbox_subject(n) for n in sorted(nodes)),
                      tuple(self.shared_subject(g, f) for g, f in sorted(shared)))
-        if len(self._routes) >= _CACHE_LIMIT:
-            self._routes.clear()
-        self._routes[topic] = route
+        if len(self.routes) >= _CACHE_LIMIT:
+            self.routes.clear()
+        self.routes[topic] = route
         return route
 
     def _wake(self) -> None:
@@ -536,7 +536,7 @@ class Router:
             if not members:
                 del self._shared_nodes[key]
                 self._shared.remove(key[1], key)
-        self._routes.clear()
+        self.routes.clear()
 
     def node(self, node_id: str) -> RemoteNode:
         node = self.nodes.get(node_id)
@@ -556,7 +556,7 @@ class Router:
         for group, topic_filter in shared:
             node.shared[(group, topic_filter)] = 1
             self._shared_member((group, topic_filter), node_id, True)
-        self._routes.clear()
+        self.routes.clear()
 
     def apply_delta(self, node_id: str, seq: int, changes, now: float) -> bool:
         """One announced change; False when a delta was missed (ask for a full one)."""
@@ -579,7 +579,7 @@ class Router:
                     self._shared_member(key, node_id, True)
                 elif sign == "-" and node.shared.pop(key, None) is not None:
                     self._shared_member(key, node_id, False)
-        self._routes.clear()
+        self.routes.clear()
         return True
 
     def forget_node(self, node_id: str) -> None:
@@ -591,7 +591,7 @@ class Router:
             self._remote.remove(topic_filter, node_id)
         for key in node.shared:
             self._shared_member(key, node_id, False)
-        self._routes.clear()
+        self.routes.clear()
 
     # -- client ids across the cluster ------------------------------------------------
 
