@@ -184,6 +184,9 @@ def main(argv: list[str]) -> int:
                         help="comma-separated, from: " + ", ".join(BROKERS))
     parser.add_argument("--timeout", type=float, default=180.0,
                         help="seconds before one scenario run is abandoned")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every size (e.g. 5: CPU windows 5x longer, so the 10 ms "
+                             "clock tick weighs 5x less when comparing two revisions)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
     parser.add_argument("--midge-rev", metavar="REV",
                         help="run midge from this git revision (git archive into the "
@@ -231,9 +234,9 @@ def main(argv: list[str]) -> int:
     try:
         with open(out_path, "w") as out:
             out.write(json.dumps({"type": "machine", **info, "quick": args.quick,
-                                  "repeat": repeat}) + "\n")
+                                  "repeat": repeat, "scale": args.scale}) + "\n")
             for scenario in selected:
-                size = scenario.quick if args.quick else scenario.full
+                size = round((scenario.quick if args.quick else scenario.full) * args.scale)
                 for rep in range(repeat):
                     order = brokers if rep % 2 == 0 else brokers[::-1]
                     for broker_name in order:

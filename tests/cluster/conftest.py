@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from tests.brokerproc import free_port, start_midge
@@ -17,6 +20,15 @@ def nats_server(tmp_path):
     server.start()
     yield server
     server.stop()
+
+
+def run_node_until_exit(tmp_path, conf_text: str, timeout: float = 60) -> tuple[int, str]:
+    """Run a node that is expected to refuse to start: (exit code, everything it printed)."""
+    conf = tmp_path / "m.conf"
+    conf.write_text(conf_text)
+    result = subprocess.run([sys.executable, "-m", "midge", "broker", "-c", str(conf)],
+                            capture_output=True, text=True, timeout=timeout)
+    return result.returncode, result.stdout + result.stderr
 
 
 class Nodes:

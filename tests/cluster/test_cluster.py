@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.brokerproc import free_port
+from tests.cluster.conftest import run_node_until_exit
 from tests.conformance import packets as p
 from tests.conformance.wire import Closed, connect, expect_publish, subscribe
 
@@ -203,21 +202,24 @@ def test_nats_restart_mid_stream(nodes, nats_server):
     sub2 = connect(b.port, "nr-sub2", 4)
     subscribe(sub2, "nr/t", 0)
     pub.send(p.gen_publish("nr/t", 0, b"after"))
-    expect_publish(sub2, "nr/t", b"after")
-    while True:   # the old subscriber gets it too ("local" may have been dropped: the outage)
-        packet = sub.receive(10)
-        if packet["payload"] == b"after":
-            break
+    # "local", held by node a during the outage, is best effort (docs/cluster.md): lost if
+    # a was back on NATS before b, else delivered on b to the subscriptions b has when it
+    # arrives, sub2 included. Either way at most once, and before "after", which node a
+    # sent after it on the same path.
+    for subscriber in (sub, sub2):
+        before = []
+        while (packet := subscriber.receive(10))["payload"] != b"after":
+            before.append(packet["payload"])
+        assert before in ([], [b"local"]), before
+    sub2.ping()   # and nothing after "after"
+    sub.ping()
 
 
 def test_unreachable_nats_exits_naming_url_and_cause(tmp_path):
     port, dead = free_port(), free_port()
-    conf = tmp_path / "m.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\ncluster_url nats://127.0.0.1:{dead}\n")
-    result = subprocess.run([sys.executable, "-m", "midge", "broker", "-c", str(conf)],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    out = result.stdout + result.stderr
+    returncode, out = run_node_until_exit(
+        tmp_path, f"listener {port} 127.0.0.1\ncluster_url nats://127.0.0.1:{dead}\n")
+    assert returncode == 1
     assert f"nats://127.0.0.1:{dead}" in out and "connection refused" in out, out
 
 
@@ -228,12 +230,8 @@ def test_nats_auth_failure_is_named(tmp_path):
     server.start()
     try:
         port = free_port()
-        conf = tmp_path / "m.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\ncluster_url nats://u:wrong@127.0.0.1:{server.port}\n")
-        result = subprocess.run([sys.executable, "-m", "midge", "broker", "-c", str(conf)],
-                                capture_output=True, text=True, timeout=60)
-        out = result.stdout + result.stderr
-        assert result.returncode == 1 and "authentication refused" in out and str(server.port) in out, out
+        returncode, out = run_node_until_exit(tmp_path, f"listener {port} 127.0.0.1\ncluster_url nats://u:wrong@127.0.0.1:{server.port}\n")
+        assert returncode == 1 and "authentication refused" in out and str(server.port) in out, out
         assert "wrong" not in out   # the password is not logged
     finally:
         server.stop()

@@ -221,3 +221,57 @@ def test_basic_auth_with_the_listeners_password_file(broker):
     assert scrape(ports["basic"], auth=("prometheus", "scrape"), path="/")[0] == 404
     assert not [line for line in process.output.splitlines()  # scrapes are not logged
                 if "connection" in line and f"port {ports['basic']}" in line]
+
+
+def test_a_slow_basic_auth_hash_does_not_stall_the_broker(tmp_path):
+    """A metrics password is hashed off the event loop (as MQTT logins are): while a
+    wrong password to a slow $7$ hash is being checked, the broker answers other scrapes
+    and MQTT clients, and the check is visible as running."""
+    passwords = tmp_path / "passwords"
+    # ~2 s of PBKDF2 on this machine's cores: the check is still running when looked at.
+    passwords.write_text(f"prometheus:{hash_password(b'scrape', iterations=3_000_000)}\n")
+    plain, open_metrics, basic = (free_port() for _ in range(3))
+    conf = f"""per_listener_settings true
+listener {plain} 127.0.0.1
+allow_anonymous true
+listener {open_metrics} 127.0.0.1
+protocol metrics
+allow_anonymous true
+listener {basic} 127.0.0.1
+protocol metrics
+password_file {passwords}
+"""
+    process = start_midge(conf, tmp_path, basic)
+    try:
+        slow = socket.create_connection(("127.0.0.1", basic), timeout=30 * TIMEOUT_SCALE)
+        token = base64.b64encode(b"prometheus:wrong").decode()
+        slow.sendall(f"GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {token}\r\n\r\n".encode())
+        # Wait (by scraping: each answer proves the loop is free) until the hash runs.
+        for _attempt in range(500):
+            found = samples(scrape(open_metrics)[1])
+            if value(found, "midge_password_checks_running") == 1:
+                break
+        else:
+            pytest.fail("the slow password check was never seen running")
+        # While it runs, an MQTT client connects, subscribes and gets a message.
+        client = PahoClient(plain, "during-hash")
+        client.connect()
+        try:
+            client.subscribe("t", qos=1)
+            client.publish("t", b"x", qos=1)
+            assert client.message().payload == b"x"
+            assert value(samples(scrape(open_metrics)[1]), "midge_password_checks_running") == 1
+        finally:
+            client.disconnect()
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = slow.recv(4096)
+            assert chunk, "the metrics connection closed without an answer"
+            answer += chunk
+        assert answer.startswith(b"HTTP/1.1 401 ")
+        slow.close()
+        found = samples(scrape(open_metrics)[1])
+        assert value(found, "midge_password_checks_running") == 0
+        assert value(found, "midge_password_checks_waiting") == 0
+    finally:
+        process.stop()

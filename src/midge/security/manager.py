@@ -257,12 +257,30 @@ class Security:
         verdict = self._plugins_auth(context, client, username, password, anonymous=False)
         return NOT_AUTHORIZED if verdict is None else verdict
 
-    def verify_password(self, listener, username: str, password: bytes) -> bool:
-        """True when the password_file that applies to `listener` has this user and
-        password (the metrics listener's HTTP basic auth); False without a password_file."""
+    def verify_password(self, listener, username: str, password: bytes, address: str = ""):
+        """The metrics listener's HTTP basic auth: does the password_file that applies to
+        `listener` have this user and password? False without a password_file.
+
+        Answers a bool, or, when the check needs a full PBKDF2 run and the server has a
+        hashing pool, an awaitable of the bool (hashed off the event loop, fairly by
+        `address`, as MQTT logins are: a scraper guessing passwords must not stall the
+        broker's clients)."""
         context = self.context_for_listener(listener)
         entry = context.passwords.get(username) if context.passwords is not None else None
-        return entry is not None and bool(password) and self._verify(username, entry, password)
+        if entry is None or not password:
+            return False
+        if self._remembered(username, entry, password):
+            return True
+        if entry.kind == 7 and self.hash_offload is not None:
+            return self._offloaded_verify(address, username, entry, password)
+        return self._verify(username, entry, password)
+
+    async def _offloaded_verify(self, address: str, username: str, entry: PasswordHash,
+                                password: bytes) -> bool:
+        if not await self.hash_offload(address, entry, password, lambda: True):
+            return False
+        self._remember(username, entry, password)
+        return True
 
     def _password_check(self, context: SecurityContext, client, username: str, password: bytes | None):
         entry = context.passwords.get(username) if context.passwords is not None else None

@@ -84,6 +84,11 @@ class AuthPool:
         return future
 
     @property
+    def running(self) -> int:
+        """Checks being hashed now."""
+        return self._busy
+
+    @property
     def waiting(self) -> int:
         """Checks not started yet (all addresses)."""
         return sum(len(queue) for queue in self._waiting.values())

@@ -160,17 +160,7 @@ class Cluster:
             disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected,
             closed_cb=self._on_closed,
         )
-        config = self.config
-        if config.cluster_cafile or config.cluster_certfile or any(u.startswith("tls://") for u in self.urls):
-            try:
-                context = ssl.create_default_context(cafile=config.cluster_cafile)
-                if config.cluster_certfile:
-                    context.load_cert_chain(config.cluster_certfile, config.cluster_keyfile)
-            except (OSError, ssl.SSLError) as exc:
-                raise ClusterError(f"cluster TLS files: {exc}") from exc
-            options["tls"] = context
-        if config.cluster_credentials:
-            options["user_credentials"] = config.cluster_credentials
+        options.update(self._credentials())
         self._initial = True
         # The first connect fails fast, with the cause (nats-py retries a refused
         # connection forever whatever its options say: probe the TCP port first);
@@ -188,6 +178,36 @@ class Cluster:
         nc.options["max_reconnect_attempts"] = -1
         self._initial = False
         return nc
+
+    def _credentials(self) -> dict:
+        """The TLS context and `.creds` contents, read once through midge.files: started as
+        root, the node has switched to `user` by now, and the root keeper reads what that
+        user may not (a root-only key), as for every other key file. nats-py keeps both
+        in memory, so a reconnect reads nothing again."""
+        from nats.aio.client import RawCredentials
+
+        from midge import files
+
+        config = self.config
+        options: dict = {}
+        if config.cluster_cafile or config.cluster_certfile or any(u.startswith("tls://") for u in self.urls):
+            try:
+                with (files.openable(config.cluster_cafile) as cafile,
+                      files.openable(config.cluster_certfile) as certfile,
+                      files.openable(config.cluster_keyfile) as keyfile):
+                    context = ssl.create_default_context(cafile=cafile)
+                    if certfile:
+                        context.load_cert_chain(certfile, keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ClusterError(f"cluster TLS files: {exc}") from exc
+            options["tls"] = context
+        if config.cluster_credentials:
+            try:
+                text = files.read_bytes(config.cluster_credentials).decode()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ClusterError(f"cluster_credentials {config.cluster_credentials}: {exc}") from exc
+            options["user_credentials"] = RawCredentials(text)
+        return options
 
     async def _probe(self) -> None:
         """Raise ClusterError naming the cause when no URL accepts a TCP connection."""
@@ -257,6 +277,12 @@ class Cluster:
 
     async def _on_reconnected(self) -> None:
         self.connected = True
+        # The others were silent because *we* were away: their silence counts from now,
+        # or a node would forget (and stop routing to) every node at once after an outage
+        # longer than NODE_TIMEOUT, until their next announcement.
+        now = self.loop.time()
+        for node in self.router.nodes.values():
+            node.last_seen = now
         self.log.notice(f"Cluster: reconnected to NATS at {self._url()}; interest re-announced.")
         self._announce_full()
         self._control({"t": "hello"})
@@ -541,29 +567,44 @@ class Cluster:
 
     # -- retained messages in JetStream ------------------------------------------------
 
+    async def _add_retained_stream(self, js, config):
+        """Create the stream with 3 replicas on a NATS cluster (so retained messages outlive
+        a nats-server and its disk), fewer when the cluster has fewer servers (JetStream
+        refuses more replicas than servers), 1 on a single server."""
+        import nats.js.errors
+
+        info = getattr(self.nc, "_server_info", None) or {}
+        servers = len(info.get("connect_urls") or ()) if info.get("cluster") else 1
+        replicas = max(1, min(3, servers))   # (a server with several addresses counts more)
+        while True:
+            config.num_replicas = replicas
+            try:
+                created = await js.add_stream(config)
+            except nats.js.errors.ServiceUnavailableError:
+                raise   # no JetStream leader yet: not a matter of replicas
+            except nats.js.errors.APIError:
+                if replicas == 1:
+                    raise
+                replicas -= 1
+                continue
+            self.log.notice(f"Cluster: created JetStream stream {config.name} for retained messages "
+                            f"({replicas} replica{'s' if replicas > 1 else ''}).")
+            return created
+
     async def _open_retained(self) -> None:
         """Make sure the stream exists, then load every retained message before any
         client can subscribe, and keep following the stream."""
         from nats.js.api import DeliverPolicy, StorageType, StreamConfig
+        import nats.errors
         import nats.js.errors
 
         self.js = js = self.nc.jetstream()
         stream = f"{self.name}_retained"
         subjects = [f"{self.router.retained_prefix}.>"]
-        config = StreamConfig(name=stream, subjects=subjects, max_msgs_per_subject=1,
-                              storage=StorageType.FILE)
-        try:
-            try:
-                info = await js.stream_info(stream)
-            except nats.js.errors.NotFoundError:
-                info = await js.add_stream(config)
-        except Exception as exc:
-            raise ClusterError(f"JetStream is needed for retained messages (stream {stream}): {exc}; "
-                               "start nats-server with -js") from exc
+        if not (getattr(self.nc, "_server_info", None) or {}).get("jetstream", True):
+            raise ClusterError(f"JetStream is needed for retained messages (stream {stream}) and "
+                               f"{self._url()} does not run it: start nats-server with -js")
         loaded = asyncio.Event()
-        total = info.state.messages
-        if total == 0:
-            loaded.set()
         count = 0
 
         async def on_retained(msg):
@@ -576,9 +617,35 @@ class Cluster:
             if not loaded.is_set() and msg.metadata.num_pending == 0:
                 loaded.set()
 
-        await js.subscribe(subjects[0], cb=on_retained, ordered_consumer=True,
-                           deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                           pending_bytes_limit=256 * 1024 * 1024)
+        # A NATS cluster that is electing a JetStream leader (at start, or after losing
+        # the server that led) answers 503 or not at all for a few seconds: wait for it.
+        deadline = self.loop.time() + LOAD_TIMEOUT
+        waiting = False
+        while True:
+            try:
+                try:
+                    info = await js.stream_info(stream)
+                except nats.js.errors.NotFoundError:
+                    info = await self._add_retained_stream(js, StreamConfig(
+                        name=stream, subjects=subjects, max_msgs_per_subject=1, storage=StorageType.FILE))
+                if info.state.messages == 0:
+                    loaded.set()
+                await js.subscribe(subjects[0], cb=on_retained, ordered_consumer=True,
+                                   deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
+                                   pending_bytes_limit=256 * 1024 * 1024)
+                break
+            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
+                if self.loop.time() > deadline:
+                    raise ClusterError(f"JetStream did not serve stream {stream} within {LOAD_TIMEOUT:.0f} s "
+                                       f"({exc or type(exc).__name__}): does the NATS cluster have a "
+                                       "JetStream leader?") from None
+                if not waiting:
+                    waiting = True
+                    self.log.warning(f"Cluster: JetStream is not answering for stream {stream} yet "
+                                     "(electing a leader?); waiting.")
+                await asyncio.sleep(0.5)   # back-off between retries
+            except Exception as exc:
+                raise ClusterError(f"JetStream stream {stream} for retained messages: {exc}") from exc
         try:
             await asyncio.wait_for(loaded.wait(), LOAD_TIMEOUT)
         except asyncio.TimeoutError:

@@ -209,6 +209,17 @@ class Connection(asyncio.Protocol):
 
     # -- Stages (TLS, WebSocket) ---------------------------------------------------
 
+    def stage_output(self, stage) -> None:
+        """Send what `stage` produced on its own, outside `data_received` (the metrics
+        stage's answer after a password hashed off the loop); close if it is done."""
+        if self.closed or stage not in self.stages:
+            return
+        outgoing = stage.data_to_send()
+        if outgoing:
+            self._transmit(self.stages.index(stage), outgoing)
+        if stage.closed_by_peer:
+            self.close()
+
     def _transmit(self, level: int, data: bytes) -> None:
         """Send bytes produced above stage `level` down through the stages below it."""
         for stage in reversed(self.stages[:level]):

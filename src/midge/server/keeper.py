@@ -10,7 +10,7 @@ child keeps root, closes every other descriptor, and answers three requests on a
 socket pair: read a file, list a directory, stat a path. It serves a path only if the
 config, as the child itself parses it (as root, again whenever a path is not yet
 known), names it: the config files, listener and bridge TLS files, password/ACL/PSK
-files, and the entries of capath / crlfile / include_dir directories. So a
+files, the cluster's TLS and .creds files, and the entries of capath / crlfile / include_dir directories. So a
 compromised broker can read nothing through it that the operator's config did not
 already hand to the broker. The child exits when the broker closes its end.
 
@@ -35,6 +35,7 @@ _LISTENER_DIRS = ("capath", "crlfile")
 _SECURITY_FILES = ("password_file", "acl_file", "psk_file")
 _BRIDGE_FILES = ("bridge_cafile", "bridge_certfile", "bridge_keyfile")
 _BRIDGE_DIRS = ("bridge_capath",)
+_CLUSTER_FILES = ("cluster_cafile", "cluster_certfile", "cluster_keyfile", "cluster_credentials")
 
 
 class KeeperError(OSError):
@@ -45,6 +46,9 @@ def named_paths(config) -> tuple[set[str], set[str]]:
     """(files, directories) a config names: what the keeper may serve."""
     files: set[str] = set(getattr(config, "files", ()))
     dirs: set[str] = set(getattr(config, "include_dirs", ()))
+    for option in _CLUSTER_FILES:
+        if getattr(config, option, None):
+            files.add(getattr(config, option))
     securities = [config.security]
     for listener in config.listeners:
         securities.append(listener.security)

@@ -23,6 +23,8 @@ import time
 from datetime import datetime, timezone
 
 from midge import __version__
+from midge.security.throttle import peer_host
+from midge.server.tasks import spawn
 from midge.server.tls_diagnostics import FailureKind
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -103,6 +105,12 @@ def render(server, now: float | None = None, wall: datetime | None = None) -> st
                sessions - connected)
     out.family("midge_sessions_maximum", "gauge", "Most sessions seen ($SYS/broker/clients/maximum).",
                max(stats.clients_maximum, sessions))
+    pool = server.auth_pool  # None before start
+    if pool is not None:
+        out.family("midge_password_checks_running", "gauge",
+                   "Full password hashes (PBKDF2) running on the hashing threads now.", pool.running)
+        out.family("midge_password_checks_waiting", "gauge",
+                   "Password checks queued for a hashing thread (a login storm shows here).", pool.waiting)
     counters = (
         ("midge_sessions_expired_total", stats.clients_expired,
          "Persistent sessions expired ($SYS/broker/clients/expired)."),
@@ -212,7 +220,7 @@ class MetricsStage:
     """
 
     __slots__ = ("server", "state", "connection", "buffer", "out", "failure", "closed_by_peer",
-                 "handshake_complete", "info")
+                 "handshake_complete", "info", "pending")
 
     def __init__(self, server, state, connection):
         self.server = server
@@ -224,9 +232,10 @@ class MetricsStage:
         self.closed_by_peer = False  # set after the answer: the connection then closes
         self.handshake_complete = False
         self.info = None
+        self.pending = False  # the answer waits for a password hash (off the loop)
 
     def feed(self, data: bytes) -> bytes:
-        if self.closed_by_peer:
+        if self.closed_by_peer or self.pending:
             return b""
         self.buffer += data
         end = self.buffer.find(b"\r\n\r\n")
@@ -254,15 +263,36 @@ class MetricsStage:
         if target.split("?", 1)[0] != "/metrics":
             self._answer(404, "Not Found", "metrics are at /metrics\n")
             return
-        if not self._authorised(headers.get("authorization", "")):
+        verdict = self._authorised(headers.get("authorization", ""))
+        if isinstance(verdict, bool):
+            self._authorised_answer(verdict, method)
+            return
+        # A full password hash runs on the server's pool: answer when it is done.
+        self.pending = True   # nothing more is read from this connection
+        server = self.server
+        spawn(server.loop, server.tasks, self._answer_later(verdict, method), server.log,
+              "metrics basic auth")
+
+    async def _answer_later(self, verdict, method: str) -> None:
+        try:
+            authorised = await verdict
+        except Exception as exc:  # noqa: BLE001 - a failed check denies, and says why
+            self.server.log.error(f"Metrics basic auth check failed: {exc!r}; denying.")
+            authorised = False
+        self._authorised_answer(authorised, method)
+        self.connection.stage_output(self)
+
+    def _authorised_answer(self, authorised: bool, method: str) -> None:
+        if not authorised:
             self._answer(401, "Unauthorized", "basic auth with a user of the password_file is required\n",
                          extra='WWW-Authenticate: Basic realm="midge metrics", charset="UTF-8"\r\n')
             return
         body = render(self.server)
         self._answer(200, "OK", body, content_type=CONTENT_TYPE, head_only=method == "HEAD")
 
-    def _authorised(self, header: str) -> bool:
-        """Basic auth when a password_file applies and anonymous clients are refused."""
+    def _authorised(self, header: str):
+        """Basic auth when a password_file applies and anonymous clients are refused:
+        a bool, or an awaitable of one while the password is hashed off the loop."""
         listener = self.state.listener
         security = self.server.security
         context = security.context_for_listener(listener)
@@ -278,7 +308,10 @@ class MetricsStage:
             username, sep, password = base64.b64decode(credentials.strip(), validate=True).decode("utf-8").partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return False
-        return bool(sep) and security.verify_password(listener, username, password.encode("utf-8"))
+        if not sep:
+            return False
+        return security.verify_password(listener, username, password.encode("utf-8"),
+                                        address=peer_host(self.connection.peer))
 
     def _answer(self, code: int, reason: str, body: str, content_type: str = "text/plain; charset=utf-8",
                 extra: str = "", head_only: bool = False) -> None:

@@ -10,6 +10,8 @@ this order (docs/operations.md tells operators the whole story):
    (server/keeper.py), a root process that will re-read the files the config names.
 2. As root, in `Server.start()`: read the config's keys, certificates, CRLs, password,
    ACL and PSK files and load plugins; bind every listener (ports below 1024 too).
+   (The cluster's TLS files and `.creds` file are read when the node joins NATS, after
+   the switch, through the keeper: midge.files, as a reload reads keys.)
 3. `switch(server)`, called once by the server after binding: import every module the
    broker may need later (the interpreter's files may be unreadable to the user: a
    Python installed in /root), set the user's groups, gid and uid, check that root
@@ -45,6 +47,13 @@ PRELOAD = (
     "websockets.server", "websockets.http11", "websockets.frames", "websockets.protocol",
     "websockets.headers", "websockets.extensions.permessage_deflate", "websockets.asyncio.client",
     "uvloop",
+)
+#: The NATS client and what it imports lazily (nkeys signs with a `.creds` file's seed):
+#: loaded only when the node joins a cluster, since a plain broker never needs them.
+PRELOAD_CLUSTER = (
+    "nats", "nats.aio.client", "nats.aio.msg", "nats.aio.subscription", "nats.aio.transport",
+    "nats.errors", "nats.js", "nats.js.api", "nats.js.errors", "nats.js.client", "nats.js.manager",
+    "nkeys", "nacl.signing", "urllib.parse",
 )
 _SKIP = ("midge.__main__",)
 
@@ -133,7 +142,7 @@ class PrivilegeSwitch:
             log.warning(note)
         if self.name is None:
             return
-        problems = preload()
+        problems = preload(cluster=clustered(server.config))
         for problem in problems:
             log.warning(f"Warning: could not load {problem} before switching user; "
                         "midge may fail later where it needs it.")
@@ -161,14 +170,20 @@ class PrivilegeSwitch:
             log.warning(warning)
 
 
-def preload() -> list[str]:
-    """Import every midge module and PRELOAD; return the names that failed."""
+def clustered(config) -> bool:
+    """Will this process join NATS (cluster_url, or a worker of `workers N`)?"""
+    return bool(getattr(config, "cluster_url", None) or os.environ.get("MIDGE_CLUSTER_URL"))
+
+
+def preload(cluster: bool = False) -> list[str]:
+    """Import every midge module and PRELOAD (and PRELOAD_CLUSTER for a cluster node);
+    return the names that failed."""
     import midge
 
     failed = []
     names = [info.name for info in pkgutil.walk_packages(midge.__path__, "midge.")
              if info.name not in _SKIP]
-    for name in (*names, *PRELOAD):
+    for name in (*names, *PRELOAD, *(PRELOAD_CLUSTER if cluster else ())):
         if name in sys.modules:
             continue
         try:
