@@ -135,17 +135,6 @@ def test_takeover_across_nodes_v5_reason_and_will(pair):
     a.wait_for_log("Client tk-same connected on node b, closing it here.")
 
 
-def test_session_taken_over_on_other_node_is_not_present(pair):
-    """Sessions do not move between nodes yet (docs/cluster.md): the old node ends it."""
-    a, b = pair
-    first = connect(a.port, "mv-c", 4, clean=False)
-    subscribe(first, "mv/t", 1)
-    first.close()
-    second = connect(b.port, "mv-c", 4, clean=False)
-    assert second.connack["session_present"] == 0
-    a.wait_for_log("Client mv-c connected on node b")
-
-
 def test_retained_survive_kill_9_and_reach_a_new_node(nodes):
     a = nodes.start("a")
     b = nodes.start("b")

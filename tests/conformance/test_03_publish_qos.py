@@ -252,7 +252,6 @@ def test_qos0_not_acknowledged(broker, cid):
 
 
 # MQTT-4.4.0-1 / 4.3.3: an incoming QoS 2 flow survives a reconnect: the PUBREL on the new connection completes it.
-@pytest.mark.cluster_gap("sessions do not move between nodes yet")
 def test_incoming_qos2_completed_after_reconnect(broker, cid):
     sub = connect(broker.port, cid("s"))
     subscribe(sub, "q/in2", 0)

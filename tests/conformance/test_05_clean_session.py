@@ -9,7 +9,6 @@ EXPIRY = [(p.SESSION_EXPIRY_INTERVAL, 60)]
 
 
 # MQTT-3.2.2-2/3: clean session 0 with a stored session: CONNACK session present 1.
-@pytest.mark.cluster_gap("sessions do not move between nodes yet")
 def test_session_present_after_reconnect_v311(broker, cid):
     client_id = cid()
     connect(broker.port, client_id, 4, clean=False, connack=p.gen_connack(0, False)).close()
@@ -124,7 +123,6 @@ def test_v5_disconnect_session_expiry_after_zero(broker, cid):
 
 
 # MQTT 3.1.2.4 / 4.1: a 3.1.1 persistent session is kept after a v3 network drop as well.
-@pytest.mark.cluster_gap("sessions do not move between nodes yet")
 def test_session_kept_after_network_drop(broker, cid):
     client_id = cid("s")
     sub = connect(broker.port, client_id, 4, clean=False)
@@ -137,7 +135,6 @@ def test_session_kept_after_network_drop(broker, cid):
 
 
 # MQTT 4.1 / 3.1.2.4: a session can move between protocol versions: a 3.1.1 session resumed by v5 keeps subscriptions.
-@pytest.mark.cluster_gap("sessions do not move between nodes yet")
 def test_session_resumed_across_versions(broker, cid):
     client_id = cid("s")
     sub = connect(broker.port, client_id, 4, clean=False)

@@ -58,7 +58,6 @@ def test_retained_message_expires(broker, cid):
 
 
 # MQTT-3.1.3-9 / 3.1.2.5: reconnecting before the will delay has passed cancels the will.
-@pytest.mark.cluster_gap("sessions do not move between nodes yet: the reconnect elsewhere ends the session, which sends the will")
 def test_will_delay_cancelled_by_reconnect(broker, cid):
     watcher = connect(broker.port, cid("w"), 5)
     subscribe(watcher, "ex/will", 0)

@@ -319,6 +319,8 @@ class Broker(Database):
             attempt(log, f"{who} (releasing the publishers it held)", flow.session_gone, self, session, now)
         if self.persist is not None:
             self.persist.sessions.add(session)
+        if self.router is not None:
+            self.router.session_changed(session)   # the cluster's record of it (session_moves.py)
         if will is not None and send_will:
             attempt(log, f"{who} (publishing its will)", self._will_on_close, session, client, will, now)
         if session.expiry_interval == 0:
@@ -358,6 +360,8 @@ class Broker(Database):
             del self.sessions[session.client_id]
         if self.persist is not None:
             self.persist.sessions.add(session)
+        if self.router is not None:
+            self.router.session_changed(session)
         session_expiry.remove(session)
         if session.will is not None:
             will, client = session.will, session.will_client

@@ -225,6 +225,24 @@ def _after_authentication(client, packet, now, session_expiry, assigned) -> None
 
 
 def _on_authorised(client, packet, now, session_expiry, assigned, server_keep_alive) -> None:
+    router = client.broker.router
+    if router is not None and router.moves.must_fetch(client.client_id, packet.clean_start):
+        # In a cluster the session may be on another node (or only in the cluster's
+        # store): hold this CONNECT, and what follows it, until it is here.
+        client.deferred = []
+
+        def fetched(when, client=client):
+            if client.state == CLOSED:
+                return
+            client.deferred_resume_pending = True
+            _open_session(client, packet, when, session_expiry, assigned, server_keep_alive)
+            client.resume_deferred(when)
+        router.moves.fetch(client, fetched)
+        return
+    _open_session(client, packet, now, session_expiry, assigned, server_keep_alive)
+
+
+def _open_session(client, packet, now, session_expiry, assigned, server_keep_alive) -> None:
     broker = client.broker
     limits = broker.limits
     log = broker.log

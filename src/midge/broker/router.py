@@ -25,6 +25,7 @@ records to `receive` / `receive_shared`.
 from __future__ import annotations
 
 from midge.broker.message import Message
+from midge.broker.session_moves import SessionMoves
 from midge.broker.subjects import encode_token, topic_to_subject
 from midge.broker.subs import SubscriptionTree
 from midge.empty import EMPTY_MAP
@@ -253,6 +254,7 @@ class ClusterSubscriptionTree(SubscriptionTree):
         self.router = router
 
     def add(self, sub) -> bool:
+        self.router.session_changed(sub.session)
         is_new = super().add(sub)
         if is_new:
             self.router.local_added(sub.filter, sub.group, sub.session.client)
@@ -260,6 +262,7 @@ class ClusterSubscriptionTree(SubscriptionTree):
 
     def remove(self, session, topic_filter: str, group: str | None = None) -> bool:
         removed = super().remove(session, topic_filter, group)
+        self.router.session_changed(session)
         if removed:
             self.router.local_removed(topic_filter, group)
         return removed
@@ -308,13 +311,14 @@ class Router:
         self.hold = None          # set by the edge: hold a client's output until the next delta is known
         self._woken = False
         self.clients: dict[str, float] = {}   # client id -> wall-clock connect time (takeover)
-        self.connects: list[tuple[str, float, bool]] = []   # to announce: (id, wall time, clean start)
+        self.connects: list[tuple[str, float, bool, bool]] = []   # to announce: (id, wall, clean start, persistent)
         self.routed_out = 0
         self.routed_in = 0
         self.subject_prefix = cluster_name
         self.inbox_prefix = f"{cluster_name}.n."
         self.shared_prefix = f"{cluster_name}.g."
         self.retained_prefix = f"{cluster_name}.r"
+        self.moves = SessionMoves(self)   # persistent sessions across nodes (session_moves.py)
 
     # -- subjects --------------------------------------------------------------------
 
@@ -593,13 +597,41 @@ class Router:
             self._shared_member(key, node_id, False)
         self.routes.clear()
 
-    # -- client ids across the cluster ------------------------------------------------
+    # -- client ids and sessions across the cluster ----------------------------------
+
+    def wake_edge(self) -> None:
+        self._wake()
+
+    def session_changed(self, session) -> None:
+        """The broker changed what a persistent session's record holds (session_moves.py).
+
+        A session that has ended (no session of its id left here) drops its connect
+        time too: `clients` only settles takeovers of sessions this node holds, and
+        would otherwise grow with every client id ever seen."""
+        self.moves.session_changed(session)
+        client_id = session.client_id
+        if client_id not in self.broker.sessions and client_id not in self.moves.changed:
+            self.clients.pop(client_id, None)   # (a recorded one: once its deletion is dated)
 
     def client_connected(self, client, now: float) -> None:
-        """Called by the broker after a CONNACK: announce the id (the edge sends it)."""
-        wall = self.broker.wall_clock()
-        self.clients[client.client_id] = wall
-        self.connects.append((client.client_id, wall, bool(client.clean_start)))
+        """Called by the broker after a CONNACK: announce the id (the edge sends every
+        connect of a loop turn in one message) and record a persistent session here."""
+        client_id = client.client_id
+        wall = self.moves.connect_wall(client_id)
+        self.clients[client_id] = wall
+        session = client.session
+        persistent = session is not None and session.expiry_interval != 0
+        self.connects.append((client_id, wall, bool(client.clean_start), persistent))
+        if session is not None:
+            self.moves.session_changed(session)
+            if self.moves.must_hold(client_id, persistent) and self.nodes and self.moves.hold is not None:
+                # Its CONNACK waits until every node knows where the session is, so a
+                # reconnect elsewhere right after finds it (session_moves.py).
+                self.moves.hold(client)
+            if self.changes and session.subscriptions and self.hold is not None and self.nodes:
+                # A session that arrived with subscriptions: its CONNACK waits until every
+                # node knows them, so a message published after it reaches the client.
+                self.hold(client)
         self._wake()
 
     def remote_connect(self, client_id: str, node_id: str, wall: float, clean_start: bool, now: float) -> None:
@@ -627,5 +659,8 @@ class Router:
             broker.log.notice(f"Client {client_id} connected on node {node_id}, ending its session here.")
         if session.will is not None and not clean_start:
             broker.cancel_delayed_will(session)   # resumed elsewhere within the will delay
+        # The id is the other node's now: its record (if any) is not ours to delete.
+        entry = self.moves.directory.get(client_id)
+        self.moves.directory[client_id] = (node_id, entry[1] if entry else [])
         broker.end_session(session, now)
         self.clients.pop(client_id, None)

@@ -154,6 +154,22 @@ def _props_blob(message):
     return encode_varint(len(raw)) + raw if raw else None
 
 
+def session_row(session, now, wall_now, incoming=()) -> tuple:
+    """The `sessions` row of a session: also the record a cluster keeps of it in
+    JetStream (without incoming QoS 2 messages), so a node can resume it from there."""
+    client = session.client or session.last_client
+    subs = [(key, sub.filter, sub.qos, sub.no_local, sub.retain_as_published,
+             sub.retain_handling, sub.identifier, sub.group)
+            for key, sub in session.subscriptions.items()]
+    # The session's last connection (None for a session nobody connected to yet).
+    username = client.username if client is not None else None
+    listener = client.listener if client is not None else None
+    disconnected = None if session.client is not None else _wall(session.disconnected_at, now, wall_now)
+    return (session.client_id, session.expiry_interval, session.protocol, session.next_packet_id,
+            disconnected, username, listener.port if listener is not None else None,
+            _dumps(subs), _dumps(list(incoming)))
+
+
 def _upgrade_from_1(db) -> None:
     """Version 1 -> 2: the retained publisher's username and listener (unknown for the
     messages already stored: check_retain_source skips those, as before), and the
@@ -227,6 +243,31 @@ class Store:
                                    f"it, or move the file aside.")
         except sqlite3.Error as exc:
             raise PersistError(f"persistence file {path}: {exc}") from exc
+        self._use(db)
+
+    @classmethod
+    def in_memory(cls, data: bytes | None = None, wall_clock=time.time) -> Store:
+        """A persistence file held in memory, empty or the bytes of one (`serialize`):
+        the form a session takes to move between cluster nodes (server/cluster_sessions.py),
+        so a moved session is written and read by the same code as a stored one."""
+        store = cls.__new__(cls)
+        store.path = ":memory:"
+        store.log = None
+        store.wall_clock = wall_clock
+        db = sqlite3.connect(":memory:", isolation_level=None)
+        if data is not None:
+            db.deserialize(data)
+        else:
+            db.execute("PRAGMA page_size=512")   # a session or two: keep the bytes small
+            db.executescript(_SCHEMA)
+            db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        store._use(db)
+        return store
+
+    def serialize(self) -> bytes:
+        return self.db.serialize()
+
+    def _use(self, db) -> None:
         self.db = db
         self._message_rows: dict[int, tuple] = {}   # id(Message) -> (Message, row id)
         self._row_refs: dict[int, int] = {}          # row id -> number of holders
@@ -524,18 +565,8 @@ class Store:
                 a[0] == b[0] and a[1] is b[1] for a, b in zip(previous[5], row[5])):
             return
         mirror.row = row
-        subs = [(key, sub.filter, sub.qos, sub.no_local, sub.retain_as_published,
-                 sub.retain_handling, sub.identifier, sub.group)
-                for key, sub in session.subscriptions.items()]
-        # The session's last connection (None for a session nobody connected to yet).
-        username = client.username if client is not None else None
-        listener = client.listener if client is not None else None
-        disconnected = None if session.client is not None else _wall(
-            session.disconnected_at, now, wall_now)
         db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (client_id, session.expiry_interval, session.protocol,
-                    session.next_packet_id, disconnected, username,
-                    listener.port if listener is not None else None, _dumps(subs), _dumps(incoming)))
+                   session_row(session, now, wall_now, incoming))
 
     def _write_will(self, session, wall_now, now) -> None:
         """The session's delayed will (v5 will delay), or no row when it has none. It is

@@ -5,8 +5,11 @@ Subjects, all under `<cluster_name>.`:
 - `n.<node>`: this node's inbox; batches of records from other nodes (router.py).
 - `g.<group>.<filter>`: a shared subscription group; the nodes with members subscribe
   as one NATS queue group, so each batch reaches exactly one of them.
-- `ctl`: announcements (full interest, deltas), heartbeats, hellos and client connects,
-  on one subject so that one node's control messages are handled in the order sent.
+- `ctl`: announcements (full interest, deltas), heartbeats, hellos and client connects
+  (`cs`, batched: cluster_sessions.py), on one subject so that one node's control
+  messages are handled in the order sent.
+- `s.<node>`, `sess.<client>`: persistent sessions moving between nodes and their
+  records in the JetStream stream `<cluster_name>_sessions` (cluster_sessions.py).
 - `ping.<node>`: answered by the live node with that id (duplicate ids are refused).
 - `r.<topic subject>`: retained messages, kept in the JetStream stream
   `<cluster_name>_retained` with one message per subject.
@@ -28,6 +31,7 @@ from midge.broker.message import Message
 from midge.broker.router import ClusterSubscriptionTree, Router
 from midge.broker.subjects import encode_token
 from midge.log import LogType
+from midge.server.cluster_sessions import ClusterSessions
 from midge.server.tasks import spawn
 
 HEARTBEAT_INTERVAL = 1.0
@@ -80,6 +84,7 @@ class Cluster:
         self.nc = None
         self.js = None
         self.router: Router | None = None
+        self.sessions = ClusterSessions(self)   # persistent sessions across nodes (cluster_sessions.py)
         self.loop = None
         self.seq = 0
         self.queue_subs: dict[tuple[str, str], object] = {}
@@ -111,6 +116,7 @@ class Cluster:
         install(broker, router)
         router.wake = self._schedule_flush
         router.hold = self._hold
+        router.moves.hold = self.sessions.hold
         await nc.subscribe(f"{prefix}.ack.{encode_token(self.node_id)}", cb=self._on_ack)
         await nc.subscribe(router.inbox_subject(self.node_id), cb=self._on_inbox,
                            pending_bytes_limit=256 * 1024 * 1024)
@@ -120,6 +126,7 @@ class Cluster:
         for key in list(router.local_shared):
             await self._queue_subscribe(*key)
         await self._open_retained()
+        await self.sessions.start()
         self._announce_full()
         self._control({"t": "hello"})
         await nc.flush()
@@ -365,9 +372,8 @@ class Cluster:
                 router.forget_node(node_id)
                 self._node_gone(node_id)
                 self.log.notice(f"Cluster: node {node_id} left cluster {self.name}.")
-        elif kind == "c":
-            router.remote_connect(body["client"], node_id, body["wall"], body["clean"], now)
-            self.server.drain()
+        elif kind == "cs":
+            self.sessions.on_connects(node_id, body, now)
 
     # -- sending -----------------------------------------------------------------------
 
@@ -446,11 +452,7 @@ class Cluster:
                         self._spawn(self._queue_subscribe(group, topic_filter))
                     else:
                         self._spawn(self._queue_unsubscribe(group, topic_filter))
-        connects = router.connects
-        if connects:
-            router.connects = []
-            for client_id, wall, clean in connects:
-                self._control({"t": "c", "client": client_id, "wall": wall, "clean": clean})
+        self.sessions.flush()   # connects (one message per turn), session records and moves
 
     def _hold(self, client, changed: bool = True) -> None:
         """Hold this client's output (a SUBACK, a PUBACK) until every other node has
@@ -494,6 +496,7 @@ class Cluster:
         for seq, (waiting, _, _) in list(self._syncs.items()):
             waiting.discard(f"{node_id}|r")
             waiting.discard(f"{node_id}|d")
+            waiting.discard(f"{node_id}|c")
             if not waiting:
                 self._release(seq)
 
@@ -567,7 +570,7 @@ class Cluster:
 
     # -- retained messages in JetStream ------------------------------------------------
 
-    async def _add_retained_stream(self, js, config):
+    async def _add_retained_stream(self, js, config, purpose: str = "retained messages"):
         """Create the stream with 3 replicas on a NATS cluster (so retained messages outlive
         a nats-server and its disk), fewer when the cluster has fewer servers (JetStream
         refuses more replicas than servers), 1 on a single server."""
@@ -587,7 +590,7 @@ class Cluster:
                     raise
                 replicas -= 1
                 continue
-            self.log.notice(f"Cluster: created JetStream stream {config.name} for retained messages "
+            self.log.notice(f"Cluster: created JetStream stream {config.name} for {purpose} "
                             f"({replicas} replica{'s' if replicas > 1 else ''}).")
             return created
 

@@ -1,0 +1,228 @@
+"""Persistent sessions across the nodes of a cluster (the sans-I/O half; docs/cluster.md).
+
+Where a session lives: on the node its client last connected to. Every persistent
+session (v3 clean session 0, v5 session expiry above 0) has a record in the cluster's
+JetStream key-value bucket: the node that holds it and its `sessions` row as the
+persistence file stores it (subscriptions, expiry, protocol, disconnection time;
+persist/transfer.py). The record is written when the session connects, subscribes,
+unsubscribes, disconnects or ends, never per message. Every node follows the bucket,
+so `directory` here knows, without asking anyone, which node holds which session.
+
+A CONNECT with clean start 0 whose session the directory places elsewhere waits
+(`must_fetch`, `fetch`): the edge asks the node that holds it, which closes its
+connection as a local takeover does (v5 0x8E), hands over the whole session (in-flight,
+queued and incoming QoS 2 messages, a delayed will) and forgets it; if that node does
+not answer (it died), the session is rebuilt from its record: subscriptions and expiry,
+no messages. A CONNECT with clean start 1 deletes the record, and the node that holds
+the session ends it when the connect is announced.
+
+Every connect is still announced to every node (client ids are unique cluster-wide),
+but in one control message per loop turn (`take_connects`), not one per connect.
+"""
+
+from __future__ import annotations
+
+from midge.broker.client import CLOSED
+from midge.log import LogType
+from midge.persist.transfer import dump_session, load_session, record_row, restore_record
+from midge.protocol.constants import ReasonCode
+
+# Answers of the node asked for a session, besides the session itself:
+REFUSED = b"-"   # its own connect of that id is the later one: it keeps the session
+RESTORE = b"+"   # the record names it but it has no such session (it restarted): use the record
+NONE = b""       # it ended the session (its record is on its way out): there is none
+
+
+class SessionMoves:
+    def __init__(self, router):
+        self.router = router
+        self.broker = router.broker
+        self.node_id = router.node_id
+        self.directory: dict[str, tuple[str, list]] = {}   # client id -> (holder node, sessions row)
+        self.fetches: list[tuple] = []          # for the edge: (client, holder node, wall, resume)
+        self.changed: dict[str, object] = {}    # client id -> Session whose record is out of date
+        self.deletes: dict[str, float] = {}     # records to delete: client id -> generation
+        self.connect_walls: dict[str, float] = {}   # client id -> wall clock its CONNECT began
+        self.generations: dict[str, float] = {}   # client id -> newest generation seen (record_seen)
+        self.discarding: set[str] = set()   # clean starts that discarded a session elsewhere
+        # Set by the edge: hold a persistent connect's CONNACK until the other nodes
+        # acknowledged its announcement.
+        self.hold = None
+        self.moved_in = 0
+        self.moved_out = 0
+        self.restored = 0
+
+    # -- the node a client connects to --------------------------------------------------
+
+    def must_fetch(self, client_id: str, clean_start: bool) -> bool:
+        """Before a CONNECT picks its session: True when the session is elsewhere (or only
+        in the cluster's store) and must be fetched first (`fetch`)."""
+        entry = self.directory.get(client_id)
+        if entry is None:
+            return False
+        local = self.broker.sessions.get(client_id)
+        if clean_start:
+            if local is None or entry[0] != self.node_id:
+                # Discarded everywhere: the record goes now, the node holding the session
+                # ends it when this connect is announced (Router.remote_connect), and the
+                # CONNACK waits for that announcement's acknowledgements.
+                self._delete(client_id, self.broker.wall_clock())   # (this connect's generation)
+                self.discarding.add(client_id)
+            return False
+        return local is None
+
+    def fetch(self, client, resume) -> None:
+        """Ask for `client`'s session; `resume(now)` continues its CONNECT once
+        `arrived` has put it here (or established there is none)."""
+        client_id = client.client_id
+        wall = self.broker.wall_clock()
+        self.connect_walls[client_id] = wall
+        holder = self.directory[client_id][0]
+        self.fetches.append((client, holder, wall, resume))
+        self.router.wake_edge()
+
+    def take_fetches(self) -> list[tuple]:
+        fetches, self.fetches = self.fetches, []
+        return fetches
+
+    def arrived(self, client, data: bytes | None, now: float, resume) -> None:
+        """The holder's answer: the session's bytes, REFUSED, NONE, RESTORE, or None (no
+        answer: it died); for the last two the record, if any, is what resumes."""
+        broker = self.broker
+        client_id = client.client_id
+        if client.state != CLOSED and client_id not in broker.sessions and data != REFUSED:
+            session = None
+            try:
+                if data and data != RESTORE:
+                    session = load_session(broker, data, now, broker.config.listeners)
+                    if session is not None:
+                        self.moved_in += 1
+                elif data is None or data == RESTORE:
+                    entry = self.directory.get(client_id)
+                    if entry is not None and entry[1]:
+                        session = restore_record(broker, entry[1], now, broker.config.listeners)
+                        if session is not None:
+                            self.restored += 1
+            except Exception as exc:   # a damaged transfer costs the session, never the node
+                broker.log.error(f"Cluster: could not resume the session of {client_id}: {exc!r}")
+                session = broker.sessions.get(client_id)
+                if session is not None and session.client is None:
+                    broker.end_session(session, now)
+                session = None
+            if session is None and client_id in self.directory:
+                self._delete(client_id, self.connect_walls.get(client_id, 0.0))   # expired, or gone
+        resume(now)
+
+    # -- the node that holds the session --------------------------------------------------
+
+    def give(self, client_id: str, node_id: str, wall: float, now: float) -> bytes:
+        """Another node's client connected with `client_id` and clean start 0: close our
+        connection of it (a takeover), hand over the session, forget it here."""
+        broker = self.broker
+        session = broker.sessions.get(client_id)
+        if session is None:
+            entry = self.directory.get(client_id)
+            if entry is None or entry[0] != self.node_id or client_id in self.changed:
+                return NONE   # (changed: it ended here, its record is being deleted)
+            return RESTORE
+        client = session.client
+        if client is not None:
+            mine = self.router.clients.get(client_id, 0.0)
+            if (mine, self.node_id) > (wall, node_id):
+                return REFUSED
+            if broker.limits.connection_messages and broker.log.enabled(LogType.NOTICE):
+                broker.log.notice(f"Client {client_id} connected on node {node_id}, "
+                                  "closing it here and moving its session there.")
+            # A session that goes on keeps quiet: no will (as a local takeover).
+            client.close(now, "takeover", ReasonCode.SESSION_TAKEN_OVER, None, session.expiry_interval == 0)
+            session = broker.sessions.get(client_id)
+            if session is None:
+                return NONE   # session expiry 0: it ended with its connection
+        data = dump_session(broker, session, now)
+        entry = self.directory.get(client_id)
+        self.directory[client_id] = (node_id, entry[1] if entry else [])   # theirs now: no delete from here
+        # Resumed elsewhere: a delayed will is the new node's to cancel, not ours to send.
+        broker.cancel_delayed_will(session)
+        session.will = None
+        session.will_client = None
+        broker.end_session(session, now)
+        self.router.clients.pop(client_id, None)
+        self.moved_out += 1
+        return data
+
+    # -- records ------------------------------------------------------------------------
+
+    def session_changed(self, session) -> None:
+        """A session's record may be out of date (connect, subscription, disconnect, end)."""
+        client_id = session.client_id
+        if session.expiry_interval == 0 and client_id not in self.directory:
+            return   # a clean session has no record (its connect is announced, that is all)
+        self.changed[client_id] = session
+        self.router.wake_edge()
+
+    def take_records(self, now: float) -> tuple[list, list]:
+        """For the edge: records to write as (client id, row, generation), and deletions
+        as (client id, generation)."""
+        broker = self.broker
+        puts = []
+        if self.changed:
+            wall = broker.wall_clock()
+            clients = self.router.clients
+            for client_id, session in self.changed.items():
+                if broker.sessions.get(client_id) is session and session.expiry_interval != 0:
+                    row = record_row(session, now, wall)
+                    self.directory[client_id] = (self.node_id, row)
+                    puts.append((client_id, row, clients.get(client_id, 0.0)))
+                    continue
+                entry = self.directory.get(client_id)
+                current = broker.sessions.get(client_id)
+                if entry is not None and entry[0] == self.node_id and (
+                        current is None or current.expiry_interval == 0):
+                    self._delete(client_id, clients.get(client_id, 0.0))
+                if current is None:
+                    clients.pop(client_id, None)   # dated its deletion: forget its connect
+            self.changed.clear()
+        deletes = list(self.deletes.items())
+        self.deletes.clear()
+        return puts, deletes
+
+    def _delete(self, client_id: str, generation: float) -> None:
+        self.directory.pop(client_id, None)
+        self.deletes[client_id] = generation
+        self.router.wake_edge()
+
+    def record_seen(self, client_id: str, holder: str | None, row, generation: float) -> None:
+        """The bucket changed (any node's write, ours included): holder None for a
+        deletion. Records and deletions carry the generation of the session they are
+        about (the wall clock of the connect that made it); one older than what was
+        seen last for that id was overtaken on its way (written by a node before it
+        learnt of a newer connect elsewhere) and is ignored."""
+        if generation < self.generations.get(client_id, 0.0):
+            return
+        self.generations[client_id] = generation
+        if holder is None:
+            self.directory.pop(client_id, None)
+        elif holder != self.node_id or client_id in self.broker.sessions or client_id not in self.directory:
+            self.directory[client_id] = (holder, row)
+
+    # -- connects -------------------------------------------------------------------------
+
+    def connect_seen(self, client_id: str, node_id: str, persistent: bool) -> None:
+        """Another node announced a connect: a persistent session is there now (its
+        record, written meanwhile, brings the row)."""
+        if persistent:
+            entry = self.directory.get(client_id)
+            self.directory[client_id] = (node_id, entry[1] if entry else [])
+
+    def must_hold(self, client_id: str, persistent: bool) -> bool:
+        """Whether a connect's CONNACK waits until every node acknowledged it: when it has
+        a persistent session, or discarded one held elsewhere."""
+        discarded = client_id in self.discarding
+        if discarded:
+            self.discarding.discard(client_id)
+        return persistent or discarded
+
+    def connect_wall(self, client_id: str) -> float:
+        """When this node's connect of `client_id` began (the later connect keeps the id)."""
+        wall = self.connect_walls.pop(client_id, None)
+        return wall if wall is not None else self.broker.wall_clock()

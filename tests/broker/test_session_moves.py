@@ -1,0 +1,303 @@
+"""Persistent sessions moving between cluster nodes, in process (broker/session_moves.py,
+persist/transfer.py): two brokers with their routers; the test carries what the edge
+(server/cluster_sessions.py) would carry over NATS, so every byte of a moving session
+goes through the same dump and load as over the wire."""
+
+from __future__ import annotations
+
+from midge.broker.router import ClusterSubscriptionTree, Router
+from midge.broker.session_moves import NONE, REFUSED, RESTORE
+from midge.persist.transfer import dump_session, load_session, record_row, restore_record
+from midge.protocol.constants import Property
+from midge.protocol.packets import Connack, Connect, Disconnect, Pubcomp, Publish, Pubrec, Pubrel, Will
+from tests.broker.harness import Harness
+
+EXPIRY = {Property.SESSION_EXPIRY_INTERVAL: 300}
+
+
+class Node:
+    """One broker with its router, on a wall clock the test moves."""
+
+    def __init__(self, node_id: str, clock: list):
+        self.node_id = node_id
+        self.h = Harness()
+        broker = self.h.broker
+        broker.wall_clock = lambda: clock[0]
+        self.router = Router(broker, node_id, "midge")
+        broker.subs = ClusterSubscriptionTree(self.router)
+        broker.router = self.router
+        self.moves = self.router.moves
+        self.held = []
+        self.moves.hold = self.held.append
+
+    @property
+    def broker(self):
+        return self.h.broker
+
+    def connect_waiting(self, client_id, version=5, clean_start=False, properties=None, will=None):
+        """Send a CONNECT that has to fetch its session: no CONNACK yet."""
+        conn = self.h.open(version)
+        conn.send(Connect(version, client_id, clean_start, 60, None, None, will,
+                          EXPIRY if properties is None and version == 5 else properties or {}, "MQTT"))
+        assert conn.inbox == [], conn.inbox
+        (fetch,) = self.moves.take_fetches()
+        return conn, fetch
+
+
+def share_records(source: Node, *nodes: Node) -> None:
+    """What the JetStream stream carries: `source`'s record writes, to every node."""
+    puts, deletes = source.moves.take_records(source.h.now)
+    for node in (source,) + nodes:
+        for client_id, row, generation in puts:
+            node.moves.record_seen(client_id, source.node_id, row, generation)
+        for client_id, generation in deletes:
+            node.moves.record_seen(client_id, None, None, generation)
+
+
+def nodes():
+    clock = [1_000_000.0]
+    return Node("a", clock), Node("b", clock), clock
+
+
+def arrive(node: Node, fetch, data) -> None:
+    client, holder, wall, resume = fetch
+    node.moves.arrived(client, data, node.h.now, resume)
+    node.h.drain()
+
+
+def test_offline_session_moves_with_queue_inflight_and_incoming_qos2():
+    a, b, _ = nodes()
+    sub = a.h.connect("s", version=5, clean_start=False, properties=EXPIRY)
+    sub.subscribe("t/+", qos=2)
+    pub = a.h.connect("p", version=4, clean_start=False)
+    pub.publish("t/1", b"m1", qos=1, packet_id=1)
+    first = sub.publishes()[0]
+    pub.publish("t/2", b"m2", qos=2, packet_id=2)
+    pub.send(Pubrel(2))
+    second = sub.publishes()[0]
+    sub.send(Pubrec(second.packet_id))
+    assert isinstance(sub.take_one(), Pubrel)
+    pub.send(Publish("t/3", b"held", 2, False, False, 9, {}))   # incoming QoS 2, no PUBREL yet
+    assert isinstance(pub.take()[-1], Pubrec)
+    sub.lose()
+    pub.lose()
+    other = a.h.connect("o", version=4)
+    other.publish("t/4", b"m4", qos=1, packet_id=1)   # queued for the offline session
+    share_records(a, b)
+    assert b.moves.directory["s"][0] == "a" and b.moves.directory["p"][0] == "a"
+    # The subscriber reaches b: CONNACK session present, in-flight again with DUP, the queue.
+    conn, fetch = b.connect_waiting("s")
+    assert fetch[1] == "a"
+    arrive(b, fetch, a.moves.give("s", "b", fetch[2], a.h.now))
+    assert "s" not in a.broker.sessions and a.moves.directory["s"][0] == "b"
+    packets = conn.take()
+    assert isinstance(packets[0], Connack) and packets[0].session_present
+    assert (packets[1].topic, packets[1].dup, packets[1].packet_id) == ("t/1", True, first.packet_id)
+    assert packets[2] == Pubrel(second.packet_id)
+    assert (packets[3].topic, packets[3].payload, packets[3].dup) == ("t/4", b"m4", False)
+    assert b.moves.moved_in == 1 and a.moves.moved_out == 1
+    # The publisher reaches b too and completes its QoS 2 message there.
+    pconn, pfetch = b.connect_waiting("p", version=4, properties={})
+    arrive(b, pfetch, a.moves.give("p", "b", pfetch[2], a.h.now))
+    assert pconn.take()[0].session_present
+    pconn.send(Pubrel(9))
+    assert pconn.take() == [Pubcomp(9)]
+    assert [p.payload for p in conn.publishes()] == [b"held"]
+    # b writes the records now; a stale write of a (an older generation) changes nothing.
+    share_records(b, a)
+    assert a.moves.directory["s"][0] == "b"
+
+
+def test_takeover_of_a_connected_session_closes_it_without_will_and_moves_it():
+    a, b, clock = nodes()
+    watcher = a.h.connect("w", version=4)
+    watcher.subscribe("will", qos=0)
+    old = a.h.connect("c", version=5, clean_start=False, properties=EXPIRY,
+                      will=Will("will", b"gone", 0, False, {}))
+    old.subscribe("x", qos=1)
+    share_records(a, b)
+    clock[0] += 1
+    conn, fetch = b.connect_waiting("c")
+    arrive(b, fetch, a.moves.give("c", "b", fetch[2], a.h.now))
+    a.h.drain()
+    assert old.take() == [Disconnect(0x8E, {})]
+    assert watcher.take() == []   # the session goes on: no will
+    assert conn.take()[0].session_present
+    assert a.h.log.has("Client c connected on node b, closing it here and moving its session there.")
+
+
+def test_the_later_connect_keeps_the_session():
+    a, b, clock = nodes()
+    a.h.connect("c", version=5, clean_start=False, properties=EXPIRY)
+    share_records(a, b)
+    conn, fetch = b.connect_waiting("c")
+    # a's connect is later than the one b asks for: a keeps it, b starts afresh.
+    assert a.moves.give("c", "b", fetch[2] - 5, a.h.now) == REFUSED
+    arrive(b, fetch, REFUSED)
+    assert not conn.take()[0].session_present
+    assert "c" in a.broker.sessions
+
+
+def test_dead_holder_session_resumes_from_its_record():
+    a, b, _ = nodes()
+    sub = a.h.connect("s", version=4, clean_start=False)
+    sub.subscribe("k/+", qos=1)
+    sub.subscribe("gone", qos=1, packet_id=2)
+    sub.unsubscribe("gone", packet_id=3)
+    sub.lose()
+    share_records(a, b)
+    conn, fetch = b.connect_waiting("s", version=4, properties={})
+    arrive(b, fetch, None)   # no answer: a died
+    assert conn.take()[0].session_present
+    assert b.moves.restored == 1
+    other = b.h.connect("o", version=4)
+    other.publish("k/1", b"x", qos=1, packet_id=1)
+    other.publish("gone", b"no", qos=1, packet_id=2)
+    assert [p.payload for p in conn.publishes()] == [b"x"]
+
+
+def test_restarted_holder_says_restore_and_a_holder_that_ended_it_says_none():
+    a, b, _ = nodes()
+    sub = a.h.connect("s", version=4, clean_start=False)
+    sub.subscribe("r", qos=1)
+    sub.lose()
+    share_records(a, b)
+    restarted = Node("a", [a.broker.wall_clock()])   # a again, without its sessions
+    restarted.moves.record_seen("s", "a", b.moves.directory["s"][1], 1.0)
+    assert restarted.moves.give("s", "b", 0.0, 0.0) == RESTORE
+    conn, fetch = b.connect_waiting("s", version=4, properties={})
+    arrive(b, fetch, RESTORE)
+    assert conn.take()[0].session_present
+    # A holder that ended the session (its deletion still on its way) says there is none.
+    gone = a.h.connect("t", version=4, clean_start=False)
+    gone.subscribe("t", qos=1)
+    gone.lose()
+    share_records(a, b)
+    a.broker.end_session(a.broker.sessions["t"], a.h.now)
+    assert a.moves.give("t", "b", 0.0, a.h.now) == NONE
+    assert b.moves.give("nobody", "a", 0.0, b.h.now) == NONE
+    conn, fetch = b.connect_waiting("t", version=4, properties={})
+    arrive(b, fetch, NONE)
+    assert not conn.take()[0].session_present
+    assert "t" in b.moves.deletes
+
+
+def test_expired_record_is_not_resumed_and_is_deleted():
+    a, b, clock = nodes()
+    sub = a.h.connect("s", version=5, clean_start=False, properties={Property.SESSION_EXPIRY_INTERVAL: 10})
+    sub.subscribe("e", qos=1)
+    sub.disconnect()
+    share_records(a, b)
+    clock[0] += 11
+    conn, fetch = b.connect_waiting("s")
+    arrive(b, fetch, None)
+    assert not conn.take()[0].session_present
+    assert "s" in b.moves.deletes and "s" not in b.moves.directory
+
+
+def test_session_expiry_on_the_holder_deletes_the_record_everywhere():
+    a, b, _ = nodes()
+    sub = a.h.connect("s", version=5, clean_start=False, properties={Property.SESSION_EXPIRY_INTERVAL: 10})
+    sub.subscribe("e", qos=1)
+    sub.disconnect()
+    share_records(a, b)
+    a.h.advance(11)
+    share_records(a, b)
+    assert "s" not in b.moves.directory and "s" not in a.moves.directory
+    assert not b.moves.must_fetch("s", False)
+
+
+def test_clean_start_discards_a_session_held_elsewhere():
+    a, b, _ = nodes()
+    sub = a.h.connect("s", version=4, clean_start=False)
+    sub.subscribe("d", qos=1)
+    sub.lose()
+    share_records(a, b)
+    conn = b.h.connect("s", version=4, clean_start=True)
+    assert not conn.connack.session_present
+    assert b.held == []   # (no other node known: nothing to wait for)
+    assert "s" in b.moves.deletes and "s" not in b.moves.directory
+    (announced,) = b.router.connects
+    assert announced[0] == "s" and announced[2] is True
+    # a learns of the connect: its session ends, and its own stale record write (older
+    # generation than the deletion) changes nothing anywhere.
+    a.router.remote_connect("s", "b", announced[1], True, a.h.now)
+    assert "s" not in a.broker.sessions
+    share_records(b, a)
+    a.moves.record_seen("s", "a", ["stale"], 0.0)
+    assert "s" not in a.moves.directory
+    assert a.h.log.has("Client s connected on node b, ending its session here.")
+
+
+def test_persistent_connect_is_held_until_the_nodes_know_and_announced():
+    a, b, _ = nodes()
+    a.router.nodes["b"] = object()   # (another node is known: announcements are acknowledged)
+    conn = a.h.open(5)
+    conn.send(Connect(5, "p", False, 60, None, None, None, EXPIRY, "MQTT"))
+    assert [client.client_id for client in a.held] == ["p"]
+    (announced,) = a.router.connects
+    assert announced[0] == "p" and announced[3] is True
+    b.moves.connect_seen("p", "a", True)
+    b.moves.connect_seen("q", "a", False)
+    assert b.moves.directory == {"p": ("a", [])}
+    clean = a.h.connect("q", version=4)
+    assert clean.connack and [client.client_id for client in a.held] == ["p"]   # a clean connect is not held
+    assert a.moves.changed.keys() == {"p"}   # and has no record
+
+
+def test_damaged_transfer_costs_the_session_not_the_node():
+    a, b, _ = nodes()
+    sub = a.h.connect("s", version=4, clean_start=False)
+    sub.subscribe("z", qos=1)
+    sub.lose()
+    share_records(a, b)
+    conn, fetch = b.connect_waiting("s", version=4, properties={})
+    arrive(b, fetch, b"not a persistence file")
+    assert not conn.take()[0].session_present
+    assert b.h.log.has("Cluster: could not resume the session of s")
+
+
+def test_remote_connect_while_connected_takes_over_and_leaves_the_record_to_the_new_node():
+    a, b, _ = nodes()
+    old = a.h.connect("c", version=5, clean_start=False, properties=EXPIRY)
+    a.router.remote_connect("c", "b", a.broker.wall_clock() + 1, False, a.h.now)
+    a.h.drain()
+    assert old.take() == [Disconnect(0x8E, {})]
+    assert a.moves.directory["c"][0] == "b"
+    puts, deletes = a.moves.take_records(a.h.now)
+    assert deletes == []
+
+
+def test_transfer_and_record_round_trip():
+    a, b, _ = nodes()
+    sub = a.h.connect("s", version=5, clean_start=False, properties=EXPIRY,
+                      will=Will("w", b"bye", 1, False, {Property.WILL_DELAY_INTERVAL: 30}))
+    sub.subscribe("r/#", qos=2, no_local=True)
+    sub.lose()   # the will waits for its delay
+    session = a.broker.sessions["s"]
+    data = dump_session(a.broker, session, a.h.now)
+    row = record_row(session, a.h.now, a.broker.wall_clock())
+    moved = load_session(b.broker, data, b.h.now)
+    assert moved.subscriptions["r/#"].no_local and moved.will is not None
+    fresh = Node("c", [a.broker.wall_clock()])
+    restored = restore_record(fresh.broker, row, fresh.h.now)
+    assert list(restored.subscriptions) == ["r/#"] and restored.expiry_interval == 300
+
+
+def test_connect_times_are_forgotten_with_the_session():
+    """Router.clients (the takeover tie-break) holds only ids with a session here: it
+    does not grow with every client id a long-running node has seen."""
+    a, _b, _clock = nodes()
+    for n in range(50):
+        conn = a.h.connect(f"clean-{n}", version=4, clean_start=True)
+        conn.disconnect()
+    assert a.router.clients == {}
+    kept = a.h.connect("kept", version=4, clean_start=False)
+    kept.disconnect()                       # offline, still here: its time stays
+    assert list(a.router.clients) == ["kept"]
+    a.moves.take_records(a.h.now)
+    again = a.h.connect("kept", version=4, clean_start=True)   # clean start ends it
+    again.disconnect()
+    _puts, deletes = a.moves.take_records(a.h.now)
+    assert [client_id for client_id, _ in deletes] == ["kept"]
+    assert a.router.clients == {}
