@@ -3,6 +3,9 @@ each against single-node midge measured in the same run.
 
     .venv/bin/python bench/cluster.py --quick            # 10k messages, 3 repetitions
     .venv/bin/python bench/cluster.py --scenario cross-qos0 --repeat 5
+    .venv/bin/python bench/cluster.py --scenario cross-qos0 --repeat 1 --profile /tmp/prof
+        # py-spy on every midge node: /tmp/prof/<scenario>-<system>-<node>-<rep>.txt,
+        # read with bench/profile_summary.py
 
 Same method as run.py: a fresh system per run, the two systems alternate within a
 scenario, the same mosquitto.conf apart from the cluster lines, the same checked
@@ -154,9 +157,21 @@ class System:
 
 # --- the systems under comparison ---------------------------------------------------
 
+# Set by --profile: a folder for py-spy's collapsed stacks of every midge node.
+PROFILE_DIR: Path | None = None
+
+
+def _profile_to(workdir: Path, role: str) -> Path | None:
+    if PROFILE_DIR is None:
+        return None
+    return PROFILE_DIR / f"{workdir.name}-{role}.txt"
+
+
 def single(workdir: Path, extra: str = "") -> tuple[System, int, int]:
     port = free_port()
-    return System({"midge": Broker("midge", broker_config(port, "") + extra, workdir, port)}), port, port
+    broker = Broker("midge", broker_config(port, "") + extra, workdir, port,
+                    profile_to=_profile_to(workdir, "midge"))
+    return System({"midge": broker}), port, port
 
 
 def two_nodes(workdir: Path, same_node: bool) -> tuple[System, int, int]:
@@ -174,7 +189,8 @@ def two_nodes(workdir: Path, same_node: bool) -> tuple[System, int, int]:
             folder.chmod(0o777)
             nodes[f"node-{node}"] = Broker(
                 "midge", broker_config(ports[node], "") + f"cluster_url {nats.url}\n"
-                f"cluster_node_id {node}\n", folder, ports[node])
+                f"cluster_node_id {node}\n", folder, ports[node],
+                profile_to=_profile_to(workdir, f"node-{node}"))
         deadline = time.monotonic() + 20
         for node, other in (("a", "b"), ("b", "a")):
             _wait_log(nodes[f"node-{node}"].log_path, f"node {other} is part of cluster", 1,
@@ -304,7 +320,13 @@ def main(argv: list[str]) -> int:
                         help="only this scenario (repeatable): "
                              + ", ".join(s.name for s in SCENARIOS))
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--profile", metavar="DIR", type=Path,
+                        help="py-spy every midge node into DIR (bench/profile_summary.py reads it)")
     args = parser.parse_args(argv)
+    if args.profile:
+        global PROFILE_DIR
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE_DIR = args.profile.resolve()
     wrong = [s for s in args.scenario or [] if s not in {s.name for s in SCENARIOS}]
     if wrong:
         parser.error(f"unknown scenario(s) {wrong}")

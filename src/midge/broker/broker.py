@@ -39,6 +39,7 @@ from midge.broker.handle_subscribe import handle_subscribe, handle_unsubscribe
 from midge.broker.limits import Limits, ListenerLimits
 from midge.broker.message import WAIT_COMP, WILL_ONLY_PROPERTIES, Message
 from midge.broker.retain import RetainStore
+from midge.broker.router import NO_ROUTE
 from midge.broker.session import Session
 from midge.broker.stats import Stats
 from midge.broker.subs import SubscriptionTree, merge_by_session
@@ -439,8 +440,11 @@ class Broker(Database):
         mount point (the bytes received from a v3 publisher): sent as they are.
         """
         routed = False
-        if self.router is not None:
-            routed = self.router.route(message, now)   # other nodes' share (router.py)
+        router = self.router
+        if router is not None and (message.retain or router.routes.get(message.topic) is not NO_ROUTE):
+            # Other nodes' share (router.py); a topic cached as wanted by no other node
+            # costs this lookup only.
+            routed = router.route(message, now, wire)
         if message.retain:
             self.retained.store(message)
         if self.limits.allow_duplicate_messages:

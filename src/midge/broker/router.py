@@ -28,8 +28,10 @@ from midge.broker.message import Message
 from midge.broker.session_moves import SessionMoves
 from midge.broker.subjects import encode_token, topic_to_subject
 from midge.broker.subs import SubscriptionTree
+from midge.empty import EMPTY_MAP
+from midge.protocol.codec import encode_publish_qos0_v3
 from midge.protocol.constants import PacketType
-from midge.protocol.properties import decode_properties, encode_property_block
+from midge.protocol.properties import decode_properties, encode_varint, read_varint
 
 # Record flags (first byte)
 _QOS_MASK = 0x03
@@ -37,23 +39,36 @@ _RETAIN = 0x04
 _EXPIRY = 0x08
 _PROPERTIES = 0x10
 _ORIGIN = 0x20
+_FLAG_BYTES = tuple(bytes((flags,)) for flags in range(64))
 
 _CACHE_LIMIT = 50_000
-_NO_ROUTE = ((), ())
+NO_ROUTE = ((), ())
+# A received record's PUBLISH bytes are handed to local v3 subscribers as they are
+# (`Broker.publish`'s `wire`) up to this size; a larger one is encoded when needed.
+_WIRE_LIMIT = 16 * 1024
+
+_new_object = object.__new__
 
 
 # -- Records: one message as it crosses the cluster ------------------------------------
+#
+# flags (1 byte: QoS, retain, which optional fields follow)
+# [expiry: absolute wall-clock deadline in ms, 8 bytes]
+# [origin client id: 2-byte length + UTF-8]
+# [v5 properties: variable-length length + the properties as the publisher sent them]
+# the message as an MQTT 3.1.1 QoS 0 PUBLISH (0x30, remaining length, topic, payload)
+#
+# The last part is the very packet a v3 subscriber gets: the publishing node often has
+# it already (the bytes a v3 publisher sent), the receiving node passes it on as it is,
+# and its remaining length frames the record. A batch is records end to end.
 
-def encode_record(message: Message, now: float, wall_now: float) -> bytes:
-    """flags, topic, [expiry deadline], [origin client id], [v5 properties], payload.
 
-    Lengths are 4 bytes (topic, origin, payload) so any MQTT message fits. The expiry is
-    an absolute wall-clock deadline in milliseconds: the message expires at the same
-    moment on every node, counted from its original publish (docs/cluster.md: clocks).
-    """
-    topic = message.topic.encode()
+def record_head(message: Message, now: float, wall_now: float) -> bytes:
+    """Everything before the PUBLISH packet. The expiry is an absolute wall-clock
+    deadline: the message expires at the same moment on every node, counted from its
+    original publish (docs/cluster.md: clocks)."""
     flags = message.qos | (_RETAIN if message.retain else 0)
-    parts = [b"", len(topic).to_bytes(4, "big"), topic]
+    parts = [b""]
     if message.expiry_at is not None:
         flags |= _EXPIRY
         deadline = int((wall_now + (message.expiry_at - now)) * 1000)
@@ -61,51 +76,87 @@ def encode_record(message: Message, now: float, wall_now: float) -> bytes:
     if message.origin_id is not None:
         flags |= _ORIGIN
         origin = message.origin_id.encode()
-        parts.append(len(origin).to_bytes(4, "big"))
-        parts.append(origin)
+        parts.append(len(origin).to_bytes(2, "big") + origin)
     if message.properties:
         flags |= _PROPERTIES
-        parts.append(encode_property_block(message.properties))
-    payload = message.payload
-    parts.append(len(payload).to_bytes(4, "big"))
-    parts.append(payload)
-    parts[0] = bytes((flags,))
+        raw = message.forwarded_properties()
+        parts.append(encode_varint(len(raw)) + raw)
+    parts[0] = _FLAG_BYTES[flags]
     return b"".join(parts)
 
 
-def decode_records(data: bytes, now: float, wall_now: float) -> list[Message]:
-    """Every record of a batch, as messages whose expiry is on this node's clock."""
-    messages = []
+def encode_record(message: Message, now: float, wall_now: float, wire: bytes | None = None) -> bytes:
+    """One message as a record; `wire`: its QoS 0 v3 PUBLISH, if already encoded."""
+    return record_head(message, now, wall_now) + (
+        wire or encode_publish_qos0_v3(message.topic, message.payload, False))
+
+
+def decode_records(data: bytes, now: float, wall_now: float) -> list[tuple[Message, bytes | None]]:
+    """Every record of a batch, as `iter_records` gives them."""
+    return list(iter_records(data, now, wall_now))
+
+
+def iter_records(data: bytes, now: float, wall_now: float):
+    """(message with its expiry on this node's clock, its QoS 0 v3 PUBLISH bytes or None
+    when large) for each record of a batch, one at a time: a batch holds thousands, and
+    a message delivered before the next is decoded is freed at once (a list of them all
+    kept the garbage collector busy: 44 % of a receiving node's samples). Topics and
+    origins that repeat the previous record's are not decoded again."""
     pos = 0
     end = len(data)
-    from_bytes = int.from_bytes
+    topic_field, topic = b"", ""
+    origin_field, origin = b"", None
     while pos < end:
         flags = data[pos]
-        length = from_bytes(data[pos + 1:pos + 5], "big")
-        pos += 5
-        topic = data[pos:pos + length].decode()
-        pos += length
+        pos += 1
         expiry_at = None
-        if flags & _EXPIRY:
-            deadline = from_bytes(data[pos:pos + 8], "big") / 1000
-            pos += 8
-            expiry_at = now + (deadline - wall_now)
-        origin = None
-        if flags & _ORIGIN:
-            length = from_bytes(data[pos:pos + 4], "big")
-            pos += 4
-            origin = data[pos:pos + length].decode()
-            pos += length
-        properties: dict = {}
-        if flags & _PROPERTIES:
-            properties, pos = decode_properties(data, pos, end, PacketType.PUBLISH, True)
-        length = from_bytes(data[pos:pos + 4], "big")
-        pos += 4
-        payload = data[pos:pos + length]
-        pos += length
-        messages.append(Message(topic, payload, flags & _QOS_MASK, bool(flags & _RETAIN), properties,
-                                expiry_at, origin, None))
-    return messages
+        properties = EMPTY_MAP
+        raw = b""
+        if flags & 0x38:
+            if flags & _EXPIRY:
+                deadline = int.from_bytes(data[pos:pos + 8], "big") / 1000
+                pos += 8
+                expiry_at = now + (deadline - wall_now)
+            if flags & _ORIGIN:
+                if not data.startswith(origin_field, pos) or not origin_field:
+                    length = 2 + ((data[pos] << 8) | data[pos + 1])
+                    origin_field = data[pos:pos + length]
+                    origin = origin_field[2:].decode()
+                pos += len(origin_field)
+                this_origin = origin
+            else:
+                this_origin = None
+            if flags & _PROPERTIES:
+                length, body = read_varint(data, pos, end)
+                properties, pos = decode_properties(data, pos, end, PacketType.PUBLISH, True)
+                raw = data[body:pos]
+        else:
+            this_origin = None
+        # The PUBLISH: 0x30, remaining length, topic field, payload.
+        start = pos
+        size = data[pos + 1]
+        if size < 0x80:
+            pos += 2
+        else:
+            size, pos = read_varint(data, pos + 1, end)
+        stop = pos + size
+        if stop > end or data[start] != 0x30:
+            raise ValueError(f"bad record at byte {start} of a {end}-byte batch")
+        if not topic_field or not data.startswith(topic_field, pos):
+            topic_field = data[pos:pos + 2 + ((data[pos] << 8) | data[pos + 1])]
+            topic = topic_field[2:].decode()
+        message = _new_object(Message)
+        message.topic = topic
+        message.payload = data[pos + len(topic_field):stop]
+        message.qos = flags & _QOS_MASK
+        message.retain = bool(flags & _RETAIN)
+        message.properties = properties
+        message.expiry_at = expiry_at
+        message.origin_id = this_origin
+        message.origin_client = None
+        message.property_bytes = raw
+        yield message, (data[start:stop] if stop - start <= _WIRE_LIMIT else None)
+        pos = stop
 
 
 # -- The interest table ----------------------------------------------------------------
@@ -216,17 +267,14 @@ class ClusterSubscriptionTree(SubscriptionTree):
             self.router.local_removed(topic_filter, group)
         return removed
 
-    def match(self, topic: str) -> tuple:
-        subs, groups = super().match(topic)
-        return (subs, ()) if groups else (subs, groups)
-
-    def match_sessions(self, topic: str) -> tuple:
-        entries, groups = super().match_sessions(topic)
-        return (entries, ()) if groups else (entries, groups)
+    def _walk(self, node, levels, index, subs, groups, dollar):
+        # Shared groups are left out where the tree is walked, so the cached results of
+        # `match` / `match_sessions` never hold any (a cache hit costs nothing more).
+        super()._walk(node, levels, index, subs, [], dollar)
 
     def has_subscribers(self, topic: str) -> bool:
         subs, _ = super().match(topic)
-        return bool(subs) or bool(self.router.route_for(topic)[0] or self.router.route_for(topic)[1])
+        return bool(subs) or self.router.route_for(topic) is not NO_ROUTE
 
     def shared_group(self, topic_filter: str, group: str):
         """The local SharedGroup of `$share/group/filter`, or None."""
@@ -251,11 +299,12 @@ class Router:
         self._remote = InterestTrie()       # remote plain filters, keyed by node id
         self._shared = InterestTrie()       # every node's shared groups, keyed by (group, filter)
         self._shared_nodes: dict[tuple[str, str], set] = {}  # (group, filter) -> node ids with members
-        self._routes: dict[str, tuple] = {}  # topic -> (node ids, shared keys)
+        self.routes: dict[str, tuple] = {}  # topic -> (inbox subjects, shared group subjects)
         self.local_filters: dict[str, int] = {}
         self.local_shared: dict[tuple[str, str], int] = {}
         # For the edge: records to send, per destination subject, and interest changes.
-        self.outbox: dict[str, list[bytes]] = {}
+        self.outbox: dict[str, list[bytes]] = {}   # subject -> pieces of one batch, end to end
+        self._heads: tuple[dict, ...] = tuple({} for _ in range(8))   # [qos | retain] -> origin -> record head
         self.retained_out: list[tuple[str, bytes]] = []
         self.changes: list[tuple[str, str, str | None]] = []   # ("+"|"-", filter, group)
         self.wake = None          # set by the edge: called when there is something to send
@@ -284,58 +333,78 @@ class Router:
 
     # -- out -------------------------------------------------------------------------
 
-    def route(self, message: Message, now: float) -> bool:
+    def route(self, message: Message, now: float, wire: bytes | None = None) -> bool:
         """A message published on this node: queue it for every other node that wants it
-        and for every shared group; True if any. Retained messages also go to the store."""
+        and for every shared group; True if any. Retained messages also go to the store.
+
+        `wire`: the message as a QoS 0 v3 PUBLISH if the broker has it (the bytes a v3
+        publisher sent), the end of its record. A topic nobody elsewhere wants costs
+        one dict lookup (the route cache; `$SYS` topics are never routed).
+        """
         topic = message.topic
-        if topic[:4] == "$SYS":
-            return False   # each node's $SYS tree is its own (docs/cluster.md)
-        if message.retain:
-            self.retained_out.append((self.retained_subject(topic),
-                                      encode_record(message, now, self.broker.wall_clock())))
-            client = message.origin_client
-            if client is not None and self.hold is not None and self.nodes:
-                self.hold(client)   # its PUBACK waits until every node stored the message
-            self._wake()
-        route = self._routes.get(topic)
+        route = self.routes.get(topic)
         if route is None:
             route = self.route_for(topic)
-        nodes, shared = route
-        if not nodes and not shared:
+        if message.retain and topic[:4] != "$SYS":
+            self._store_retained_out(message, now, wire)
+        if route is NO_ROUTE:
             return False
-        record = encode_record(message, now, self.broker.wall_clock())
+        if wire is None:
+            wire = encode_publish_qos0_v3(topic, message.payload, False)
+        origin = message.origin_id
+        if message.expiry_at is None and not message.properties and origin is not None:
+            # The commonest record: flags and origin client id, cached per publisher.
+            heads = self._heads[message.qos | (_RETAIN if message.retain else 0)]
+            head = heads.get(origin)
+            if head is None:
+                if len(heads) >= _CACHE_LIMIT:
+                    heads.clear()
+                head = heads[origin] = record_head(message, now, 0.0)
+        else:
+            head = record_head(message, now, self.broker.wall_clock())
         outbox = self.outbox
+        nodes, shared = route
         for subject in nodes:
             batch = outbox.get(subject)
             if batch is None:
-                outbox[subject] = [record]
+                outbox[subject] = [head, wire]
             else:
-                batch.append(record)
+                batch += (head, wire)
         for subject in shared:
             batch = outbox.get(subject)
             if batch is None:
-                outbox[subject] = [record]
+                outbox[subject] = [head, wire]
             else:
-                batch.append(record)
+                batch += (head, wire)
         self.routed_out += 1
-        self._wake()
+        if not self._woken:
+            self._wake()
         return True
 
+    def _store_retained_out(self, message: Message, now: float, wire: bytes | None) -> None:
+        self.retained_out.append((self.retained_subject(message.topic),
+                                  encode_record(message, now, self.broker.wall_clock(), wire)))
+        client = message.origin_client
+        if client is not None and self.hold is not None and self.nodes:
+            self.hold(client)   # its PUBACK waits until every node stored the message
+        self._wake()
+
     def route_for(self, topic: str) -> tuple:
-        """(inbox subjects of interested nodes, subjects of matching shared groups)."""
-        route = self._routes.get(topic)
+        """(inbox subjects of interested nodes, subjects of matching shared groups),
+        cached per topic until the interest changes; `NO_ROUTE` when none."""
+        route = self.routes.get(topic)
         if route is not None:
             return route
         nodes = self._remote.match(topic) if self.nodes else ()
         shared = self._shared.match(topic) if self._shared_nodes else ()
-        if not nodes and not shared:
-            route = _NO_ROUTE
+        if (not nodes and not shared) or topic[:4] == "$SYS":
+            route = NO_ROUTE   # each node's $SYS tree is its own (docs/cluster.md)
         else:
             route = (tuple(self.inbox_subject(n) for n in sorted(nodes)),
                      tuple(self.shared_subject(g, f) for g, f in sorted(shared)))
-        if len(self._routes) >= _CACHE_LIMIT:
-            self._routes.clear()
-        self._routes[topic] = route
+        if len(self.routes) >= _CACHE_LIMIT:
+            self.routes.clear()
+        self.routes[topic] = route
         return route
 
     def _wake(self) -> None:
@@ -344,7 +413,8 @@ class Router:
             self.wake()
 
     def take_outbox(self) -> tuple[dict, list]:
-        """For the edge: the batches to send and the retained records to store."""
+        """For the edge: the batches to send (subject -> pieces whose concatenation is
+        the batch) and the retained records to store ((subject, record) pairs)."""
         self._woken = False
         outbox, self.outbox = self.outbox, {}
         retained, self.retained_out = self.retained_out, []
@@ -353,22 +423,36 @@ class Router:
     # -- in --------------------------------------------------------------------------
 
     def receive(self, data: bytes, now: float) -> int:
-        """A batch from another node: deliver locally, never route back out."""
+        """A batch from another node: deliver locally, never route back out (the router
+        is off for the whole batch: one swap, not one per message). A message whose
+        expiry passed on its way (NATS was away) is not delivered."""
         broker = self.broker
-        messages = decode_records(data, now, broker.wall_clock())
-        for message in messages:
-            broker.publish_remote(message, now)
-        self.routed_in += len(messages)
-        return len(messages)
+        publish = broker.publish
+        count = 0
+        broker.router = None
+        try:
+            for message, wire in iter_records(data, now, broker.wall_clock()):
+                count += 1
+                expiry_at = message.expiry_at
+                if expiry_at is not None and expiry_at <= now:
+                    continue
+                publish(message, now, wire)
+        finally:
+            broker.router = self
+            self.routed_in += count
+        return count
 
     def receive_shared(self, group: str, topic_filter: str, data: bytes, now: float) -> int:
         """A batch for `$share/group/filter`, which NATS gave to this node: one member each."""
         broker = self.broker
-        messages = decode_records(data, now, broker.wall_clock())
         shared = broker.subs.shared_group(topic_filter, group)
-        for message in messages:
+        count = 0
+        for message, wire in iter_records(data, now, broker.wall_clock()):
+            count += 1
             if shared is None:
                 broker.stats.publish_dropped += 1   # the last member left meanwhile
+                continue
+            if message.expired(now):
                 continue
             sub = shared.pick()
             if sub is None:
@@ -377,13 +461,13 @@ class Router:
             # a local $share pick.
             entry = (sub.session, sub.qos, sub.retain_as_published,
                      [sub.identifier] if sub.identifier is not None else None, False, None)
-            broker.deliver(message, (entry,), now)
-        self.routed_in += len(messages)
-        return len(messages)
+            broker.deliver(message, (entry,), now, wire)
+        self.routed_in += count
+        return count
 
     def store_retained(self, data: bytes, now: float, stored_wall: float | None = None) -> None:
         """A retained message from the cluster's store (JetStream): into the local store."""
-        for message in decode_records(data, now, self.broker.wall_clock()):
+        for message, _ in decode_records(data, now, self.broker.wall_clock()):
             if message.expired(now):
                 message = Message(message.topic, b"", 0, True, {})
             self.broker.retained.store(message)
@@ -456,7 +540,7 @@ class Router:
             if not members:
                 del self._shared_nodes[key]
                 self._shared.remove(key[1], key)
-        self._routes.clear()
+        self.routes.clear()
 
     def node(self, node_id: str) -> RemoteNode:
         node = self.nodes.get(node_id)
@@ -476,7 +560,7 @@ class Router:
         for group, topic_filter in shared:
             node.shared[(group, topic_filter)] = 1
             self._shared_member((group, topic_filter), node_id, True)
-        self._routes.clear()
+        self.routes.clear()
 
     def apply_delta(self, node_id: str, seq: int, changes, now: float) -> bool:
         """One announced change; False when a delta was missed (ask for a full one)."""
@@ -499,7 +583,7 @@ class Router:
                     self._shared_member(key, node_id, True)
                 elif sign == "-" and node.shared.pop(key, None) is not None:
                     self._shared_member(key, node_id, False)
-        self._routes.clear()
+        self.routes.clear()
         return True
 
     def forget_node(self, node_id: str) -> None:
@@ -511,7 +595,7 @@ class Router:
             self._remote.remove(topic_filter, node_id)
         for key in node.shared:
             self._shared_member(key, node_id, False)
-        self._routes.clear()
+        self.routes.clear()
 
     # -- client ids and sessions across the cluster ----------------------------------
 

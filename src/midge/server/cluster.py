@@ -38,6 +38,7 @@ HEARTBEAT_INTERVAL = 1.0
 NODE_TIMEOUT = 5.0          # a node silent this long has left (its interest is dropped)
 PENDING_LIMIT = 8 * 1024 * 1024   # bytes buffered for NATS while it is unreachable
 LOAD_TIMEOUT = 30.0
+FLUSH_INTERVAL = 0.001      # under load, one batch per destination per millisecond at most
 SYNC_TIMEOUT = 2.0          # longest a SUBACK waits for the other nodes' acknowledgements
 
 
@@ -92,6 +93,7 @@ class Cluster:
         self.rtt_ms = 0.0
         self.connected = False
         self._flush_scheduled = False
+        self._last_flush = 0.0
         self._connect_errors: list[BaseException] = []
         self._held: list = []        # connections waiting for the next delta's acknowledgements
         self._syncs: dict[str, tuple[set, list, object]] = {}   # key -> (nodes to ack, connections, timer)
@@ -402,17 +404,27 @@ class Cluster:
                        "shared": [list(k) for k in snapshot["shared"]]})
 
     def _schedule_flush(self) -> None:
+        """Flush at the next loop turn, or, under load, FLUSH_INTERVAL after the last
+        flush: at most one NATS message per destination per interval, so the records of
+        a busy node travel in batches whatever the loop's rhythm (an idle node sends at
+        once)."""
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            loop = self.loop
+            wait = self._last_flush + FLUSH_INTERVAL - loop.time()
+            if wait > 0:
+                loop.call_later(wait, self._flush)
+            else:
+                loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        """Everything the router queued during this loop turn goes out now."""
+        """Everything the router queued since the last flush goes out now."""
         self._flush_scheduled = False
+        self._last_flush = self.loop.time()
         router = self.router
         outbox, retained = router.take_outbox()
-        for subject, records in outbox.items():
-            self._send(subject, records[0] if len(records) == 1 else b"".join(records))
+        for subject, pieces in outbox.items():
+            self._send(subject, b"".join(pieces))
         held, self._held = self._held, []
         key = ""
         changes = router.take_changes()
