@@ -570,13 +570,13 @@ class Cluster:
 
     # -- retained messages in JetStream ------------------------------------------------
 
-    async def _add_retained_stream(self, js, config, purpose: str = "retained messages"):
-        """Create the stream with 3 replicas on a NATS cluster (so retained messages outlive
+    async def _add_stream(self, js, config, purpose: str):
+        """Create the stream with 3 replicas on a NATS cluster (so what it keeps outlives
         a nats-server and its disk), fewer when the cluster has fewer servers (JetStream
         refuses more replicas than servers), 1 on a single server."""
         import nats.js.errors
 
-        info = getattr(self.nc, "_server_info", None) or {}
+        info = getattr(self.nc, "_server_info", None) or {}   # nats-py has no public accessor
         servers = len(info.get("connect_urls") or ()) if info.get("cluster") else 1
         replicas = max(1, min(3, servers))   # (a server with several addresses counts more)
         while True:
@@ -594,34 +594,35 @@ class Cluster:
                             f"({replicas} replica{'s' if replicas > 1 else ''}).")
             return created
 
-    async def _open_retained(self) -> None:
-        """Make sure the stream exists, then load every retained message before any
-        client can subscribe, and keep following the stream."""
+    async def follow_stream(self, stream: str, subject: str, on_record, purpose: str) -> int:
+        """Open (or create) a stream that keeps the last message of each subject, hand
+        every message to `on_record(subject, data)` until all stored ones are read, and
+        go on following it; return how many were read at start.
+
+        Used for the retained messages and the persistent-session records: both must be
+        loaded before any client connects. A NATS cluster that is electing a JetStream
+        leader (at start, or after losing the server that led; each stream has its own)
+        answers 503 or not at all for a few seconds: this waits for it, up to
+        LOAD_TIMEOUT, then names the stream.
+        """
         from nats.js.api import DeliverPolicy, StorageType, StreamConfig
         import nats.errors
         import nats.js.errors
 
-        self.js = js = self.nc.jetstream()
-        stream = f"{self.name}_retained"
-        subjects = [f"{self.router.retained_prefix}.>"]
-        if not (getattr(self.nc, "_server_info", None) or {}).get("jetstream", True):
-            raise ClusterError(f"JetStream is needed for retained messages (stream {stream}) and "
-                               f"{self._url()} does not run it: start nats-server with -js")
+        js = self.js
         loaded = asyncio.Event()
         count = 0
 
-        async def on_retained(msg):
+        async def on_message(msg):
             nonlocal count
             count += 1
             try:
-                self.router.store_retained(msg.data, self.loop.time())
+                on_record(msg.subject, msg.data)
             except Exception as exc:
-                self.log.error(f"Cluster: bad retained record on {msg.subject}: {exc!r}")
+                self.log.error(f"Cluster: bad record for {purpose} on {msg.subject}: {exc!r}")
             if not loaded.is_set() and msg.metadata.num_pending == 0:
                 loaded.set()
 
-        # A NATS cluster that is electing a JetStream leader (at start, or after losing
-        # the server that led) answers 503 or not at all for a few seconds: wait for it.
         deadline = self.loop.time() + LOAD_TIMEOUT
         waiting = False
         while True:
@@ -629,11 +630,12 @@ class Cluster:
                 try:
                     info = await js.stream_info(stream)
                 except nats.js.errors.NotFoundError:
-                    info = await self._add_retained_stream(js, StreamConfig(
-                        name=stream, subjects=subjects, max_msgs_per_subject=1, storage=StorageType.FILE))
+                    info = await self._add_stream(js, StreamConfig(
+                        name=stream, subjects=[subject], max_msgs_per_subject=1, storage=StorageType.FILE),
+                        purpose)
                 if info.state.messages == 0:
                     loaded.set()
-                await js.subscribe(subjects[0], cb=on_retained, ordered_consumer=True,
+                await js.subscribe(subject, cb=on_message, ordered_consumer=True,
                                    deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
                                    pending_bytes_limit=256 * 1024 * 1024)
                 break
@@ -648,12 +650,26 @@ class Cluster:
                                      "(electing a leader?); waiting.")
                 await asyncio.sleep(0.5)   # back-off between retries
             except Exception as exc:
-                raise ClusterError(f"JetStream stream {stream} for retained messages: {exc}") from exc
+                raise ClusterError(f"JetStream stream {stream} for {purpose}: {exc}") from exc
         try:
             await asyncio.wait_for(loaded.wait(), LOAD_TIMEOUT)
         except asyncio.TimeoutError:
-            raise ClusterError(f"could not read the retained messages of stream {stream} in "
+            raise ClusterError(f"could not read the {purpose} of stream {stream} in "
                                f"{LOAD_TIMEOUT:.0f} s") from None
+        return count
+
+    async def _open_retained(self) -> None:
+        """Make sure the stream exists, then load every retained message before any
+        client can subscribe, and keep following the stream."""
+        self.js = self.nc.jetstream()
+        stream = f"{self.name}_retained"
+        if not (getattr(self.nc, "_server_info", None) or {}).get("jetstream", True):
+            raise ClusterError(f"JetStream is needed for retained messages (stream {stream}) and "
+                               f"{self._url()} does not run it: start nats-server with -js")
+        router = self.router
+        count = await self.follow_stream(
+            stream, f"{router.retained_prefix}.>",
+            lambda subject, data: router.store_retained(data, self.loop.time()), "retained messages")
         if self.log.enabled(LogType.INFORMATION):
             self.log.info(f"Cluster: {count} retained message(s) loaded from JetStream.")
 

@@ -29,7 +29,6 @@ SYNC_TIMEOUT = 2.0      # longest a persistent CONNACK waits for the other nodes
 # NATS callback and a JSON parse). No CONNACK waits for it; a persistent connect (whose
 # CONNACK waits for the acknowledgements) sends the batch at once.
 CONNECT_BATCH = 0.01
-LOAD_TIMEOUT = 30.0
 
 
 class ClusterSessions:
@@ -49,64 +48,10 @@ class ClusterSessions:
 
     async def start(self) -> None:
         """Join: answer session requests, read every record before serving anyone."""
-        from nats.js.api import DeliverPolicy, StorageType, StreamConfig
-        import nats.errors
-        import nats.js.errors
-        from midge.server.cluster import ClusterError
-
         cluster = self.cluster
         await cluster.nc.subscribe(self.request_prefix + encode_token(cluster.node_id), cb=self._on_request)
-        js = cluster.js
-        subject = self.record_prefix + ">"
-        loaded = asyncio.Event()
-        count = 0
-
-        async def on_record(msg):
-            nonlocal count
-            count += 1
-            try:
-                self._record(msg.subject, msg.data)
-            except Exception as exc:
-                cluster.log.error(f"Cluster: bad session record on {msg.subject}: {exc!r}")
-            if not loaded.is_set() and msg.metadata.num_pending == 0:
-                loaded.set()
-
-        # Each stream has its own JetStream leader: on a NATS cluster that is electing one
-        # (a nats-server just died) this stream may answer later than the retained one.
-        deadline = cluster.loop.time() + LOAD_TIMEOUT
-        waiting = False
-        while True:
-            try:
-                try:
-                    info = await js.stream_info(self.stream)
-                except nats.js.errors.NotFoundError:
-                    # As many replicas as the retained stream (3 on a NATS cluster of 3 servers).
-                    info = await cluster._add_retained_stream(js, StreamConfig(
-                        name=self.stream, subjects=[subject], max_msgs_per_subject=1, storage=StorageType.FILE),
-                        "persistent sessions")
-                if info.state.messages == 0:
-                    loaded.set()
-                await js.subscribe(subject, cb=on_record, ordered_consumer=True,
-                                   deliver_policy=DeliverPolicy.LAST_PER_SUBJECT,
-                                   pending_bytes_limit=256 * 1024 * 1024)
-                break
-            except (nats.errors.TimeoutError, nats.js.errors.ServiceUnavailableError) as exc:
-                if cluster.loop.time() > deadline:
-                    raise ClusterError(f"JetStream did not serve stream {self.stream} within {LOAD_TIMEOUT:.0f} s "
-                                       f"({exc or type(exc).__name__}): does the NATS cluster have a "
-                                       "JetStream leader?") from None
-                if not waiting:
-                    waiting = True
-                    cluster.log.warning(f"Cluster: JetStream is not answering for stream {self.stream} yet "
-                                        "(electing a leader?); waiting.")
-                await asyncio.sleep(0.5)   # back-off between retries
-            except Exception as exc:
-                raise ClusterError(f"JetStream stream {self.stream} for persistent sessions: {exc}") from exc
-        try:
-            await asyncio.wait_for(loaded.wait(), LOAD_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise ClusterError(f"could not read the session records of stream {self.stream} in "
-                               f"{LOAD_TIMEOUT:.0f} s") from None
+        await cluster.follow_stream(self.stream, self.record_prefix + ">", self._record,
+                                    "persistent session records")
         if cluster.log.enabled(LogType.INFORMATION):
             cluster.log.info(f"Cluster: {len(self.moves.directory)} persistent session record(s) loaded "
                              "from JetStream.")
