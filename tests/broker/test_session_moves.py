@@ -54,6 +54,20 @@ def share_records(source: Node, *nodes: Node) -> None:
             node.moves.record_seen(client_id, None, None, generation)
 
 
+def offline_on(holder: Node, client_id: str, topic: str, *others: Node, version: int = 4,
+               properties=None, lose: bool = True):
+    """A persistent session on `holder` subscribed to `topic` at QoS 1, its client gone
+    (network loss, or a DISCONNECT with lose=False), its record shared with `others`."""
+    conn = holder.h.connect(client_id, version=version, clean_start=False, properties=properties)
+    conn.subscribe(topic, qos=1)
+    if lose:
+        conn.lose()
+    else:
+        conn.disconnect()
+    share_records(holder, *others)
+    return conn
+
+
 def nodes():
     clock = [1_000_000.0]
     return Node("a", clock), Node("b", clock), clock
@@ -158,10 +172,7 @@ def test_dead_holder_session_resumes_from_its_record():
 
 def test_restarted_holder_says_restore_and_a_holder_that_ended_it_says_none():
     a, b, _ = nodes()
-    sub = a.h.connect("s", version=4, clean_start=False)
-    sub.subscribe("r", qos=1)
-    sub.lose()
-    share_records(a, b)
+    offline_on(a, "s", "r", b)
     restarted = Node("a", [a.broker.wall_clock()])   # a again, without its sessions
     restarted.moves.record_seen("s", "a", b.moves.directory["s"][1], 1.0)
     assert restarted.moves.give("s", "b", 0.0, 0.0) == RESTORE
@@ -169,10 +180,7 @@ def test_restarted_holder_says_restore_and_a_holder_that_ended_it_says_none():
     arrive(b, fetch, RESTORE)
     assert conn.take()[0].session_present
     # A holder that ended the session (its deletion still on its way) says there is none.
-    gone = a.h.connect("t", version=4, clean_start=False)
-    gone.subscribe("t", qos=1)
-    gone.lose()
-    share_records(a, b)
+    offline_on(a, "t", "t", b)
     a.broker.end_session(a.broker.sessions["t"], a.h.now)
     assert a.moves.give("t", "b", 0.0, a.h.now) == NONE
     assert b.moves.give("nobody", "a", 0.0, b.h.now) == NONE
@@ -184,10 +192,8 @@ def test_restarted_holder_says_restore_and_a_holder_that_ended_it_says_none():
 
 def test_expired_record_is_not_resumed_and_is_deleted():
     a, b, clock = nodes()
-    sub = a.h.connect("s", version=5, clean_start=False, properties={Property.SESSION_EXPIRY_INTERVAL: 10})
-    sub.subscribe("e", qos=1)
-    sub.disconnect()
-    share_records(a, b)
+    offline_on(a, "s", "e", b, version=5,
+               properties={Property.SESSION_EXPIRY_INTERVAL: 10}, lose=False)
     clock[0] += 11
     conn, fetch = b.connect_waiting("s")
     arrive(b, fetch, None)
@@ -197,10 +203,8 @@ def test_expired_record_is_not_resumed_and_is_deleted():
 
 def test_session_expiry_on_the_holder_deletes_the_record_everywhere():
     a, b, _ = nodes()
-    sub = a.h.connect("s", version=5, clean_start=False, properties={Property.SESSION_EXPIRY_INTERVAL: 10})
-    sub.subscribe("e", qos=1)
-    sub.disconnect()
-    share_records(a, b)
+    offline_on(a, "s", "e", b, version=5,
+               properties={Property.SESSION_EXPIRY_INTERVAL: 10}, lose=False)
     a.h.advance(11)
     share_records(a, b)
     assert "s" not in b.moves.directory and "s" not in a.moves.directory
@@ -209,10 +213,7 @@ def test_session_expiry_on_the_holder_deletes_the_record_everywhere():
 
 def test_clean_start_discards_a_session_held_elsewhere():
     a, b, _ = nodes()
-    sub = a.h.connect("s", version=4, clean_start=False)
-    sub.subscribe("d", qos=1)
-    sub.lose()
-    share_records(a, b)
+    offline_on(a, "s", "d", b)
     conn = b.h.connect("s", version=4, clean_start=True)
     assert not conn.connack.session_present
     assert b.held == []   # (no other node known: nothing to wait for)
@@ -247,10 +248,7 @@ def test_persistent_connect_is_held_until_the_nodes_know_and_announced():
 
 def test_damaged_transfer_costs_the_session_not_the_node():
     a, b, _ = nodes()
-    sub = a.h.connect("s", version=4, clean_start=False)
-    sub.subscribe("z", qos=1)
-    sub.lose()
-    share_records(a, b)
+    offline_on(a, "s", "z", b)
     conn, fetch = b.connect_waiting("s", version=4, properties={})
     arrive(b, fetch, b"not a persistence file")
     assert not conn.take()[0].session_present
