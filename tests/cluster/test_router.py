@@ -414,6 +414,8 @@ def test_records_round_trip_and_a_damaged_batch_is_refused():
         [(m.topic, m.payload, m.qos, m.retain, m.origin_id) for m in messages]
     assert decoded[0].properties == {Property.USER_PROPERTY: [("k", "v")]}
     assert decoded[0].expiry_at == pytest.approx(now + 30)
+    for message in decoded:   # built field by field (no __init__): none may be missing
+        assert all(hasattr(message, name) for name in Message.__slots__), message
     with pytest.raises(ValueError):
         decode_records(b"\x00\x20\x03abc", now, wall)   # not a PUBLISH
 

