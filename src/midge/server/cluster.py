@@ -570,13 +570,19 @@ class Cluster:
 
     # -- retained messages in JetStream ------------------------------------------------
 
+    def _server_info(self) -> dict:
+        """The INFO the NATS server sent (cluster, connect_urls, jetstream). nats-py keeps
+        it in a private attribute and has no public accessor; {} if that ever changes
+        (then: one replica, and JetStream assumed present)."""
+        return getattr(self.nc, "_server_info", None) or {}
+
     async def _add_stream(self, js, config, purpose: str):
         """Create the stream with 3 replicas on a NATS cluster (so what it keeps outlives
         a nats-server and its disk), fewer when the cluster has fewer servers (JetStream
         refuses more replicas than servers), 1 on a single server."""
         import nats.js.errors
 
-        info = getattr(self.nc, "_server_info", None) or {}   # nats-py has no public accessor
+        info = self._server_info()
         servers = len(info.get("connect_urls") or ()) if info.get("cluster") else 1
         replicas = max(1, min(3, servers))   # (a server with several addresses counts more)
         while True:
@@ -663,7 +669,7 @@ class Cluster:
         client can subscribe, and keep following the stream."""
         self.js = self.nc.jetstream()
         stream = f"{self.name}_retained"
-        if not (getattr(self.nc, "_server_info", None) or {}).get("jetstream", True):
+        if not self._server_info().get("jetstream", True):
             raise ClusterError(f"JetStream is needed for retained messages (stream {stream}) and "
                                f"{self._url()} does not run it: start nats-server with -js")
         router = self.router
