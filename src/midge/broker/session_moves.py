@@ -2,10 +2,10 @@
 
 Where a session lives: on the node its client last connected to. Every persistent
 session (v3 clean session 0, v5 session expiry above 0) has a record in the cluster's
-JetStream key-value bucket: the node that holds it and its `sessions` row as the
+JetStream stream `<cluster_name>_sessions` (last message per subject): the node that holds it and its `sessions` row as the
 persistence file stores it (subscriptions, expiry, protocol, disconnection time;
 persist/transfer.py). The record is written when the session connects, subscribes,
-unsubscribes, disconnects or ends, never per message. Every node follows the bucket,
+unsubscribes, disconnects or ends, never per message. Every node follows the stream,
 so `directory` here knows, without asking anyone, which node holds which session.
 
 A CONNECT with clean start 0 whose session the directory places elsewhere waits
@@ -17,7 +17,9 @@ no messages. A CONNECT with clean start 1 deletes the record, and the node that 
 the session ends it when the connect is announced.
 
 Every connect is still announced to every node (client ids are unique cluster-wide),
-but in one control message per loop turn (`take_connects`), not one per connect.
+but batched: the edge sends the connects of up to 10 ms in one control message
+(server/cluster_sessions.py, CONNECT_BATCH); a persistent connect, whose CONNACK waits
+for the other nodes' acknowledgements, sends its batch at once.
 """
 
 from __future__ import annotations
@@ -192,7 +194,7 @@ class SessionMoves:
         self.router.wake_edge()
 
     def record_seen(self, client_id: str, holder: str | None, row, generation: float) -> None:
-        """The bucket changed (any node's write, ours included): holder None for a
+        """The stream of records changed (any node's write, ours included): holder None for a
         deletion. Records and deletions carry the generation of the session they are
         about (the wall clock of the connect that made it); one older than what was
         seen last for that id was overtaken on its way (written by a node before it
