@@ -299,3 +299,68 @@ def test_connect_times_are_forgotten_with_the_session():
     _puts, deletes = a.moves.take_records(a.h.now)
     assert [client_id for client_id, _ in deletes] == ["kept"]
     assert a.router.clients == {}
+
+
+# -- Moving without loss: the cut per publishing node ---------------------------------
+
+def carry(source: Node, nodes: dict) -> None:
+    """Deliver `source`'s record batches to the nodes they are for, as NATS would."""
+    outbox, _retained = source.router.take_outbox()
+    for subject, pieces in outbox.items():
+        for node in nodes.values():
+            if subject == node.router.inbox_subject(node.node_id):
+                node.router.receive(b"".join(pieces), node.h.now, source.node_id)
+                node.h.drain()
+
+
+def test_messages_published_anywhere_during_a_move_arrive_once():
+    """A third node publishes while the session moves from a to b: every message it
+    published before its cut is in the session a hands over, every one after it in b's
+    placeholder, and none in both; the same for a's own and b's own publishers."""
+    clock = [1_000_000.0]
+    a, b, c = Node("a", clock), Node("b", clock), Node("c", clock)
+    every = {"a": a, "b": b, "c": c}
+    offline_on(a, "s", "t/+", b, c, version=5, properties=EXPIRY)
+    for node in every.values():   # every node knows every other's interest
+        for other in every.values():
+            if other is not node:
+                node.router.apply_full(other.node_id, 0, other.router.snapshot()["filters"], [], node.h.now)
+    pubs = {name: node.h.connect(f"p{name}", version=4) for name, node in every.items()}
+    ids = iter(range(1, 100))
+
+    def publish(name, payload):
+        pubs[name].publish("t/x", payload, qos=1, packet_id=next(ids))
+
+    conn, fetch = b.connect_waiting("s")
+    answer = a.moves.prepare("s", "b", fetch[2], a.h.now)
+    publish("c", b"c-before")             # c knows nothing of the move: to a only
+    assert b.moves.prepared(fetch[0], answer, b.h.now)
+    (change,) = b.router.take_changes()   # the placeholder's interest
+    a.moves.marker("s", "b", "a", "b")    # b's cut is the placeholder: its marker goes at once
+    publish("b", b"b-own")                # into the placeholder; a, which gets it too, keeps out
+    carry(b, every)
+    for node in (a, c):
+        assert node.router.apply_delta("b", 1, [change], node.h.now)
+    publish("c", b"c-to-both")            # c routes to a and b now, but has not cut yet
+    carry(c, every)
+    # c's cut: markers to a and b after what it routed before.
+    assert c.moves.announced("s", "a", "b") == ("a", "b")
+    publish("c", b"c-after")
+    a.moves.marker("s", "c", "a", "b")
+    b.moves.marker("s", "c", "a", "b")
+    carry(c, every)
+    publish("a", b"a-before")             # a's own, before its cut: a's session has it
+    carry(a, every)
+    assert a.moves.announced("s", "a", "b") == ("b",)
+    publish("a", b"a-after")              # after: b's
+    b.moves.marker("s", "a", "a", "b")
+    carry(a, every)
+    assert a.moves.outgoing["s"].complete
+    arrive(b, fetch, a.moves.hand_over("s", a.h.now))
+    connack, *packets = conn.take()
+    assert connack.session_present
+    # a's session first (what reached a before each cut), then the placeholder's.
+    assert [p.payload for p in packets] == [
+        b"c-before", b"c-to-both", b"a-before", b"b-own", b"c-after", b"a-after"]
+    assert not a.moves.outgoing and not b.moves.incoming
+    assert "_send_or_queue" not in vars(a.broker) and "_send_or_queue" not in vars(b.broker)

@@ -219,6 +219,22 @@ class Database:
             stats.publish_bytes_sent += sent * len(message.payload)
         return cache
 
+    def withhold_while_moving(self, withheld) -> None:
+        """While a cluster session move is on (session_moves.py), a QoS 1/2 delivery, or
+        any to an offline session, that `withheld(session)` names is not made: the node
+        at the other end of the move makes it. None when no move is on. Installed over
+        `_send_or_queue` on the instance, so that the commonest case, no move, costs
+        that hot path nothing."""
+        if withheld is None:
+            self.__dict__.pop("_send_or_queue", None)
+            return
+        send_or_queue = type(self)._send_or_queue.__get__(self)
+
+        def send_or_queue_unless_withheld(session, *rest) -> None:
+            if not withheld(session):
+                send_or_queue(session, *rest)
+        self.__dict__["_send_or_queue"] = send_or_queue_unless_withheld
+
     def _send_or_queue(self, session, client, message, qos, retain, sub_ids, now, cache) -> None:
         """A QoS 1/2 delivery, or any delivery to a session without a connected client:
         into flight while the window allows, else into the session queue (QoS 0 to an

@@ -321,6 +321,9 @@ class Router:
         self.inbox_prefix = f"{cluster_name}.n."
         self.shared_prefix = f"{cluster_name}.g."
         self.retained_prefix = f"{cluster_name}.r"
+        # The node whose message the broker is delivering (a session move's cut depends
+        # on it): this node's own, or a batch's sender while `receive` runs.
+        self.origin: str | None = node_id
         self.moves = SessionMoves(self)   # persistent sessions across nodes (session_moves.py)
 
     # -- subjects --------------------------------------------------------------------
@@ -425,14 +428,15 @@ class Router:
 
     # -- in --------------------------------------------------------------------------
 
-    def receive(self, data: bytes, now: float) -> int:
-        """A batch from another node: deliver locally, never route back out (the router
+    def receive(self, data: bytes, now: float, origin: str | None = None) -> int:
+        """A batch from node `origin`: deliver locally, never route back out (the router
         is off for the whole batch: one swap, not one per message). A message whose
         expiry passed on its way (NATS was away) is not delivered."""
         broker = self.broker
         publish = broker.publish
         count = 0
         broker.router = None
+        self.origin = origin
         try:
             for message, wire in iter_records(data, now, broker.wall_clock()):
                 count += 1
@@ -442,6 +446,7 @@ class Router:
                 publish(message, now, wire)
         finally:
             broker.router = self
+            self.origin = self.node_id
             self.routed_in += count
         return count
 
@@ -449,6 +454,18 @@ class Router:
         """A batch for `$share/group/filter`, which NATS gave to this node: one member each."""
         broker = self.broker
         shared = broker.subs.shared_group(topic_filter, group)
+        count = 0
+        # A shared message reaches one node only: no session move withholds it.
+        self.origin = None
+        try:
+            count = self._deliver_shared(shared, data, now)
+        finally:
+            self.origin = self.node_id
+        self.routed_in += count
+        return count
+
+    def _deliver_shared(self, shared, data: bytes, now: float) -> int:
+        broker = self.broker
         count = 0
         for message, wire in iter_records(data, now, broker.wall_clock()):
             count += 1
@@ -465,7 +482,6 @@ class Router:
             entry = (sub.session, sub.qos, sub.retain_as_published,
                      [sub.identifier] if sub.identifier is not None else None, False, None)
             broker.deliver(message, (entry,), now, wire)
-        self.routed_in += count
         return count
 
     def store_retained(self, data: bytes, now: float, stored_wall: float | None = None) -> None:

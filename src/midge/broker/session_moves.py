@@ -16,6 +16,19 @@ not answer (it died), the session is rebuilt from its record: subscriptions and 
 no messages. A CONNECT with clean start 1 deletes the record, and the node that holds
 the session ends it when the connect is announced.
 
+Nothing acknowledged is lost while a session moves (docs/cluster.md, "moving without
+loss"). The move has a cut per publishing node: a message a node published before its
+cut belongs to the old holder's session, one after it to the new node's. The new node
+first asks the holder for the session's subscriptions (`prepare`: the holder closes
+its connection, the session stops changing) and opens a placeholder with them, so
+messages for the session are routed to it too; it announces the move, and every node,
+on that announcement, sends a marker to both nodes on the same NATS subject as its
+messages (so in order with them). The holder keeps a node's messages until that node's
+marker (`MoveOut.cut`), the placeholder takes them from it (`MoveIn.passed`); the holder
+hands the session over once every node's marker is in (`hand_over`), and the new node
+puts the placeholder's messages after the session's own. `withheld` is what the
+broker asks, for a QoS 1/2 delivery, while a move is on.
+
 Every connect is still announced to every node (client ids are unique cluster-wide),
 but batched: the edge sends the connects of up to 10 ms in one control message
 (server/cluster_sessions.py, CONNECT_BATCH); a persistent connect, whose CONNACK waits
@@ -23,6 +36,8 @@ for the other nodes' acknowledgements, sends its batch at once.
 """
 
 from __future__ import annotations
+
+import json
 
 from midge.broker.client import CLOSED
 from midge.log import LogType
@@ -33,6 +48,38 @@ from midge.protocol.constants import ReasonCode
 REFUSED = b"-"   # its own connect of that id is the later one: it keeps the session
 RESTORE = b"+"   # the record names it but it has no such session (it restarted): use the record
 NONE = b""       # it ended the session (its record is on its way out): there is none
+ROW = b"="       # (followed by the session's `sessions` row as JSON) it is moving: open a placeholder
+
+
+class MoveOut:
+    """A session this node holds and is handing over to `target`: the nodes whose
+    marker (cut) is in no longer add to it; it goes when every node's is."""
+
+    __slots__ = ("session", "target", "waiting", "cut")
+
+    def __init__(self, session, target: str, waiting: set):
+        self.session = session
+        self.target = target
+        self.waiting = waiting      # every node's cut is needed, this node's own included
+        self.cut: set = set()
+
+    @property
+    def complete(self) -> bool:
+        return self.waiting <= self.cut
+
+
+class MoveIn:
+    """A session coming to this node from `source`: until a node's marker is in, its
+    messages are the old holder's to deliver, not this node's."""
+
+    __slots__ = ("session", "source", "waiting", "passed", "placeholder")
+
+    def __init__(self, session, source: str, waiting: set):
+        self.session = session      # the placeholder, then the session it became
+        self.source = source
+        self.waiting = waiting
+        self.passed: set = set()
+        self.placeholder = True     # until the holder answered: its changes write no record
 
 
 class SessionMoves:
@@ -47,6 +94,8 @@ class SessionMoves:
         self.connect_walls: dict[str, float] = {}   # client id -> wall clock its CONNECT began
         self.generations: dict[str, float] = {}   # client id -> newest generation seen (record_seen)
         self.discarding: set[str] = set()   # clean starts that discarded a session elsewhere
+        self.outgoing: dict[str, MoveOut] = {}   # sessions this node is handing over
+        self.incoming: dict[str, MoveIn] = {}    # sessions on their way here
         # Set by the edge: hold a persistent connect's CONNACK until the other nodes
         # acknowledged its announcement.
         self.hold = None
@@ -87,18 +136,56 @@ class SessionMoves:
         fetches, self.fetches = self.fetches, []
         return fetches
 
-    def arrived(self, client, data: bytes | None, now: float, resume) -> None:
-        """The holder's answer: the session's bytes, REFUSED, NONE, RESTORE, or None (no
-        answer: it died); for the last two the record, if any, is what resumes."""
+    def prepared(self, client, answer: bytes | None, now: float) -> bool:
+        """The holder's answer to `prepare`. True when the session is moving: a
+        placeholder with its subscriptions is open here (the edge announces the move,
+        then asks for the session and calls `arrived`); False for any other answer,
+        which `arrived` takes as it is."""
+        if answer is None or answer[:1] != ROW:
+            return False
         broker = self.broker
         client_id = client.client_id
-        if client.state != CLOSED and client_id not in broker.sessions and data != REFUSED:
-            session = None
+        holder = self.directory[client_id][0] if client_id in self.directory else ""
+        # (Registered first: the placeholder's subscriptions write no record.)
+        self.incoming[client_id] = move = MoveIn(None, holder, set(self.router.nodes))
+        move.passed.add(self.node_id)
+        if client_id not in broker.sessions:
+            try:
+                move.session = restore_record(broker, json.loads(answer[1:]), now, broker.config.listeners)
+            except Exception as exc:   # the session itself may still come
+                broker.log.error(f"Cluster: could not open the session of {client_id} for its move: {exc!r}")
+        self._watch()
+        return True
+
+    def arrived(self, client, data: bytes | None, now: float, resume) -> None:
+        """The holder's answer: the session's bytes, REFUSED, NONE, RESTORE, or None (no
+        answer: it died); for the last two the record, if any, is what resumes (or the
+        placeholder of a move, which holds the record's subscriptions and the messages
+        that came since)."""
+        broker = self.broker
+        client_id = client.client_id
+        move = self.incoming.get(client_id)
+        placeholder = move.session if move is not None and move.placeholder else None
+        if move is not None:
+            move.placeholder = False
+        if placeholder is not None and broker.sessions.get(client_id) is not placeholder:
+            placeholder = None   # (it expired meanwhile)
+        session = None
+        if data == REFUSED:
+            if placeholder is not None:
+                self._close_placeholder(placeholder, now)
+        elif placeholder is not None and (data is None or data == RESTORE):
+            session = placeholder   # the holder died or restarted: what came here is the session
+            self.restored += 1
+            self.session_changed(session)
+        elif placeholder is not None or (client.state != CLOSED and client_id not in broker.sessions):
+            extra = self._close_placeholder(placeholder, now) if placeholder is not None else []
             try:
                 if data and data != RESTORE:
                     session = load_session(broker, data, now, broker.config.listeners)
                     if session is not None:
                         self.moved_in += 1
+                        self._append(session, extra)
                 elif data is None or data == RESTORE:
                     entry = self.directory.get(client_id)
                     if entry is not None and entry[1]:
@@ -113,13 +200,110 @@ class SessionMoves:
                 session = None
             if session is None and client_id in self.directory:
                 self._delete(client_id, self.connect_walls.get(client_id, 0.0))   # expired, or gone
+        if move is not None:
+            move.session = session
+            self._settle(client_id)
         resume(now)
+
+    def _close_placeholder(self, placeholder, now: float) -> list:
+        """End a move's placeholder without a record change; what it queued."""
+        queued = list(placeholder.queue) if placeholder.queued else []
+        self.broker.end_session(placeholder, now)
+        self.changed.pop(placeholder.client_id, None)
+        return queued
+
+    def _append(self, session, deliveries: list) -> None:
+        """The placeholder's messages, after the moved session's own (renumbered)."""
+        if not deliveries:
+            return
+        queue = session.queue
+        for delivery in deliveries:
+            if delivery.packet_id is not None:
+                delivery.packet_id = session.allocate_packet_id()
+            queue.append(delivery)
+            session.queue_bytes += len(delivery.message.payload)
+
+    def finish_incoming(self, client_id: str) -> None:
+        """The edge gave up waiting for markers (a node is slow or gone): the session is
+        an ordinary one from now on."""
+        move = self.incoming.get(client_id)
+        if move is not None and not move.placeholder:
+            del self.incoming[client_id]
+            self._watch()
+
+    # -- cuts: which node's messages are whose ---------------------------------------------
+
+    def announced(self, client_id: str, source: str, target: str) -> tuple[str, ...]:
+        """The move of `client_id` from `source` to `target` was announced (after the
+        target's interest): this node's cut is now. The nodes to send a marker to, after
+        every message routed so far."""
+        if self.node_id == target:
+            return ()
+        if self.node_id == source:
+            move = self.outgoing.get(client_id)
+            if move is not None and move.target == target:
+                move.cut.add(self.node_id)   # from now on our own publishes are the target's
+            return (target,)
+        return (source, target)
+
+    def marker(self, client_id: str, origin: str, source: str, target: str) -> bool:
+        """`origin`'s marker for a move, after all it sent before its cut; True when it
+        completes an outgoing move (the edge hands the session over)."""
+        if self.node_id == source:
+            move = self.outgoing.get(client_id)
+            if move is not None and move.target == target:
+                move.cut.add(origin)
+                return move.complete
+        elif self.node_id == target:
+            incoming = self.incoming.get(client_id)
+            if incoming is not None and incoming.source == source:
+                incoming.passed.add(origin)
+                self._settle(client_id)
+        return False
+
+    def node_gone(self, node_id: str) -> list[str]:
+        """A node left: no marker will come from it. The outgoing moves now complete."""
+        done = []
+        for client_id, move in self.outgoing.items():
+            if node_id in move.waiting:
+                move.waiting.discard(node_id)
+                if move.complete:
+                    done.append(client_id)
+        for client_id in list(self.incoming):
+            self.incoming[client_id].waiting.discard(node_id)
+            self._settle(client_id)
+        return done
+
+    def withheld(self, session) -> bool:
+        """While a move is on: is this delivery, from the node whose message the broker
+        is delivering (`Router.origin`), the other node's to make?"""
+        client_id = session.client_id
+        origin = self.router.origin
+        move = self.outgoing.get(client_id)
+        if move is not None and move.session is session:
+            return origin in move.cut
+        incoming = self.incoming.get(client_id)
+        if incoming is not None and incoming.session is session:
+            return origin in incoming.waiting and origin not in incoming.passed
+        return False
+
+    def _settle(self, client_id: str) -> None:
+        move = self.incoming.get(client_id)
+        if move is not None and not move.placeholder and (move.session is None or move.waiting <= move.passed):
+            del self.incoming[client_id]
+            self._watch()
+
+    def _watch(self) -> None:
+        """The broker asks `withheld` only while a move is on."""
+        self.broker.withhold_while_moving(self.withheld if self.outgoing or self.incoming else None)
 
     # -- the node that holds the session --------------------------------------------------
 
-    def give(self, client_id: str, node_id: str, wall: float, now: float) -> bytes:
+    def prepare(self, client_id: str, node_id: str, wall: float, now: float) -> bytes:
         """Another node's client connected with `client_id` and clean start 0: close our
-        connection of it (a takeover), hand over the session, forget it here."""
+        connection of it (a takeover) and answer ROW and the session's subscriptions,
+        so the other node opens a placeholder; the session goes with `hand_over` once
+        every node's cut is in. Or REFUSED, RESTORE, NONE (see above)."""
         broker = self.broker
         session = broker.sessions.get(client_id)
         if session is None:
@@ -140,9 +324,24 @@ class SessionMoves:
             session = broker.sessions.get(client_id)
             if session is None:
                 return NONE   # session expiry 0: it ended with its connection
+        self.outgoing[client_id] = MoveOut(session, node_id, set(self.router.nodes) | {self.node_id})
+        self._watch()
+        return ROW + json.dumps(record_row(session, now, broker.wall_clock()), separators=(",", ":")).encode()
+
+    def hand_over(self, client_id: str, now: float) -> bytes:
+        """The moving session, as bytes, and forget it here (NONE if it ended meanwhile,
+        REFUSED if its client connected here again: the later connect keeps it)."""
+        broker = self.broker
+        move = self.outgoing.pop(client_id, None)
+        self._watch()
+        session = broker.sessions.get(client_id)
+        if session is None or move is None or move.session is not session:
+            return NONE
+        if session.client is not None:
+            return REFUSED
         data = dump_session(broker, session, now)
         entry = self.directory.get(client_id)
-        self.directory[client_id] = (node_id, entry[1] if entry else [])   # theirs now: no delete from here
+        self.directory[client_id] = (move.target, entry[1] if entry else [])   # theirs now: no delete from here
         # Resumed elsewhere: a delayed will is the new node's to cancel, not ours to send.
         broker.cancel_delayed_will(session)
         session.will = None
@@ -152,6 +351,19 @@ class SessionMoves:
         self.moved_out += 1
         return data
 
+    def abandon(self, client_id: str, target: str) -> None:
+        """The node a session was moving to never asked for it (it died): keep it."""
+        move = self.outgoing.get(client_id)
+        if move is not None and move.target == target:
+            del self.outgoing[client_id]
+            self._watch()
+
+    def give(self, client_id: str, node_id: str, wall: float, now: float) -> bytes:
+        """`prepare` and `hand_over` at once: a cluster of two nodes with nothing in flight
+        (in-process tests)."""
+        answer = self.prepare(client_id, node_id, wall, now)
+        return self.hand_over(client_id, now) if answer[:1] == ROW else answer
+
     # -- records ------------------------------------------------------------------------
 
     def session_changed(self, session) -> None:
@@ -159,6 +371,9 @@ class SessionMoves:
         client_id = session.client_id
         if session.expiry_interval == 0 and client_id not in self.directory:
             return   # a clean session has no record (its connect is announced, that is all)
+        move = self.incoming.get(client_id)
+        if move is not None and move.placeholder:
+            return   # a move's placeholder: the record is the holder's until the session is here
         self.changed[client_id] = session
         self.router.wake_edge()
 

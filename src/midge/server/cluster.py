@@ -29,9 +29,9 @@ import uuid
 
 from midge.broker.message import Message
 from midge.broker.router import ClusterSubscriptionTree, Router
-from midge.broker.subjects import encode_token
+from midge.broker.subjects import decode_level, encode_token
 from midge.log import LogType
-from midge.server.cluster_sessions import ClusterSessions
+from midge.server.cluster_sessions import MARKER, ClusterSessions
 from midge.server.tasks import spawn
 
 HEARTBEAT_INTERVAL = 1.0
@@ -81,6 +81,10 @@ class Cluster:
         self.name = self.config.cluster_name
         self.node_id = node_id
         self.instance = uuid.uuid4().hex[:12]
+        # The reply field of this node's record batches: who sent them (a session move's
+        # cut is per sending node; cluster_sessions.py).
+        self.sender = encode_token(node_id).encode() + b" "
+        self._senders: dict[str, str] = {}   # reply field -> node id
         self.nc = None
         self.js = None
         self.router: Router | None = None
@@ -301,10 +305,26 @@ class Cluster:
         if msg.reply:
             await self.nc.publish(msg.reply, self.instance.encode())
 
+    def origin_of(self, msg) -> str | None:
+        """The node that sent a record batch or a marker (its NATS reply field)."""
+        reply = msg.reply
+        if not reply:
+            return None
+        node_id = self._senders.get(reply)
+        if node_id is None:
+            if len(self._senders) > 1024:
+                self._senders.clear()
+            node_id = self._senders[reply] = decode_level(reply)
+        return node_id
+
     async def _on_inbox(self, msg) -> None:
         server = self.server
+        data = msg.data
         try:
-            self.router.receive(msg.data, self.loop.time())
+            if data[:1] == MARKER:
+                self.sessions.on_marker(self.origin_of(msg), data)
+            else:
+                self.router.receive(data, self.loop.time(), self.origin_of(msg))
         except Exception as exc:
             self.log.error(f"Cluster: bad batch from NATS subject {msg.subject}: {exc!r}")
         server.drain()
@@ -374,15 +394,19 @@ class Cluster:
                 self.log.notice(f"Cluster: node {node_id} left cluster {self.name}.")
         elif kind == "cs":
             self.sessions.on_connects(node_id, body, now)
+        elif kind == "mv":
+            self.sessions.on_move(body)
 
     # -- sending -----------------------------------------------------------------------
 
-    def _send(self, subject: str, data: bytes) -> None:
-        """Queue one NATS PUB without a coroutine; nats-py's flusher writes it."""
+    def _send(self, subject: str, data: bytes, reply: bytes = b"") -> None:
+        """Queue one NATS PUB without a coroutine; nats-py's flusher writes it. `reply`:
+        the NATS reply field, which on record batches names the sending node."""
         nc = self.nc
         if nc is None or nc.is_closed:
             return
-        command = b"PUB " + subject.encode() + b" " + str(len(data)).encode() + b"\r\n" + data + b"\r\n"
+        command = (b"PUB " + subject.encode() + b" " + reply + str(len(data)).encode() + b"\r\n"
+                   + data + b"\r\n")
         if not nc.is_connected and nc._pending_data_size + len(command) > PENDING_LIMIT:
             self.dropped += 1
             self.server.broker.stats.publish_dropped += 1
@@ -423,8 +447,9 @@ class Cluster:
         self._last_flush = self.loop.time()
         router = self.router
         outbox, retained = router.take_outbox()
+        sender = self.sender
         for subject, pieces in outbox.items():
-            self._send(subject, b"".join(pieces))
+            self._send(subject, b"".join(pieces), sender)
         held, self._held = self._held, []
         key = ""
         changes = router.take_changes()
@@ -493,6 +518,7 @@ class Cluster:
             conn.flush()
 
     def _node_gone(self, node_id: str) -> None:
+        self.sessions.node_gone(node_id)
         for seq, (waiting, _, _) in list(self._syncs.items()):
             waiting.discard(f"{node_id}|r")
             waiting.discard(f"{node_id}|d")

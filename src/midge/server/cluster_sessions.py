@@ -10,6 +10,11 @@
   session as a one-session persistence file (persist/transfer.py), empty for none.
 - Client connects of one loop turn go out as one `cs` control message on
   `<cluster_name>.ctl`.
+- A move (session_moves.py, "nothing acknowledged is lost"): the new node asks the
+  holder to `prepare`, opens the placeholder, sends its interest and an `mv` control
+  message; each node, on `mv`, sends what it routed so far and then a marker (MARKER
+  and JSON, on the inbox subject of both nodes, so in order with its records); the
+  holder answers `give` once every marker is in (MOVE_TIMEOUT at most).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import asyncio
 import itertools
 import json
 
-from midge.broker.session_moves import RESTORE
+from midge.broker.session_moves import NONE, RESTORE
 from midge.broker.subjects import decode_level, encode_token
 from midge.log import LogType
 
@@ -29,6 +34,11 @@ SYNC_TIMEOUT = 2.0      # longest a persistent CONNACK waits for the other nodes
 # NATS callback and a JSON parse). No CONNACK waits for it; a persistent connect (whose
 # CONNACK waits for the acknowledgements) sends the batch at once.
 CONNECT_BATCH = 0.01
+# Longest the holder of a moving session waits for every node's marker (a node that
+# does not send one is slow or dying); below FETCH_TIMEOUT, which the new node waits.
+MOVE_TIMEOUT = 1.0
+# A marker's first byte: never a record's (their flags use six bits).
+MARKER = b"\xff"
 
 
 class ClusterSessions:
@@ -41,6 +51,7 @@ class ClusterSessions:
         self._acks = itertools.count(1)
         self._held: list = []   # connections whose CONNACK waits for the next `cs` acknowledgements
         self._batch_timer = None
+        self._handovers: dict[str, asyncio.Future] = {}   # client id -> set when every marker is in
 
     @property
     def moves(self):
@@ -132,40 +143,125 @@ class ClusterSessions:
     # -- moving a session ---------------------------------------------------------------------
 
     async def _fetch(self, client, holder: str, wall: float, resume) -> None:
-        """Ask `holder` for the session of `client` (connecting here); resume its CONNECT."""
-        import nats.errors
-
+        """Move the session of `client` (connecting here) from `holder`; resume its
+        CONNECT."""
         cluster = self.cluster
+        moves = self.moves
+        client_id = client.client_id
         data = None
         if holder != cluster.node_id:
-            body = json.dumps({"client": client.client_id, "node": cluster.node_id, "wall": wall}).encode()
-            try:
-                reply = await cluster.nc.request(self.request_prefix + encode_token(holder), body,
-                                                 timeout=FETCH_TIMEOUT)
-                data = reply.data
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError, asyncio.TimeoutError):
-                if cluster.log.enabled(LogType.NOTICE):
-                    cluster.log.notice(f"Cluster: node {holder} did not hand over the session of "
-                                       f"{client.client_id}; resuming it from its record.")
-            except Exception as exc:
-                cluster.log.warning(f"Cluster: asking node {holder} for the session of {client.client_id}: {exc!r}")
+            data = await self._ask(holder, client_id, wall, "prepare")
+            if moves.prepared(client, data, cluster.loop.time()):
+                self._announce_move(client_id, holder)
+                data = await self._ask(holder, client_id, wall, "give")
+                cluster.loop.call_later(MOVE_TIMEOUT, moves.finish_incoming, client_id)
         try:
-            self.moves.arrived(client, data, cluster.loop.time(), resume)
+            moves.arrived(client, data, cluster.loop.time(), resume)
         finally:
             cluster.server.drain()
 
-    async def _on_request(self, msg) -> None:
-        """Another node's client took a session this node holds: hand it over."""
+    async def _ask(self, holder: str, client_id: str, wall: float, step: str) -> bytes | None:
+        """One request to the node holding a session; None when it does not answer."""
+        import nats.errors
+
         cluster = self.cluster
-        data = b""
+        body = json.dumps({"client": client_id, "node": cluster.node_id, "wall": wall, "step": step}).encode()
+        try:
+            reply = await cluster.nc.request(self.request_prefix + encode_token(holder), body,
+                                             timeout=FETCH_TIMEOUT)
+            return reply.data
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError, asyncio.TimeoutError):
+            if cluster.log.enabled(LogType.NOTICE):
+                cluster.log.notice(f"Cluster: node {holder} did not hand over the session of "
+                                   f"{client_id}; resuming it from its record.")
+        except Exception as exc:
+            cluster.log.warning(f"Cluster: asking node {holder} for the session of {client_id}: {exc!r}")
+        return None
+
+    def _announce_move(self, client_id: str, holder: str) -> None:
+        """The placeholder is open: its interest goes out, then our marker (what we
+        routed to the holder before it is the holder's), then the move itself."""
+        cluster = self.cluster
+        cluster._flush()
+        move = {"c": client_id, "from": holder, "to": cluster.node_id}
+        cluster._send(cluster.router.inbox_subject(holder), MARKER + json.dumps(move).encode(), cluster.sender)
+        cluster._control(dict(move, t="mv"))
+
+    def on_move(self, body: dict) -> None:
+        """A move was announced (`mv`, after the new node's interest): our cut. What we
+        routed so far goes out, then a marker to both nodes."""
+        cluster = self.cluster
+        client_id, source, target = body["c"], body["from"], body["to"]
+        targets = self.moves.announced(client_id, source, target)
+        if not targets:
+            return
+        cluster._flush()
+        marker = MARKER + json.dumps({"c": client_id, "from": source, "to": target}).encode()
+        for node_id in targets:
+            cluster._send(cluster.router.inbox_subject(node_id), marker, cluster.sender)
+        self._completed(client_id)
+
+    def on_marker(self, origin: str | None, data: bytes) -> None:
+        """A node's marker: everything it sent before its cut is here."""
+        body = json.loads(data[1:])
+        client_id = body["c"]
+        if origin is not None and self.moves.marker(client_id, origin, body["from"], body["to"]):
+            self._completed(client_id)
+
+    def node_gone(self, node_id: str) -> None:
+        for client_id in self.moves.node_gone(node_id):
+            self._completed(client_id)
+
+    def _completed(self, client_id: str) -> None:
+        move = self.moves.outgoing.get(client_id)
+        waiter = self._handovers.get(client_id)
+        if move is not None and move.complete and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _on_request(self, msg) -> None:
+        """Another node's client took a session this node holds: `prepare` its move, or
+        `give` it once every node's marker is in."""
+        cluster = self.cluster
+        data = NONE
+        client_id = ""
         try:
             body = json.loads(msg.data)
-            data = self.moves.give(body["client"], body["node"], body["wall"], cluster.loop.time())
+            client_id = body["client"]
+            if body.get("step") == "give":
+                cluster._spawn(self._give(msg, client_id, body["node"]))
+                return
+            data = self.moves.prepare(client_id, body["node"], body["wall"], cluster.loop.time())
+            if client_id in self.moves.outgoing:
+                # The new node asks for the session next; if it never does (it died),
+                # the session stays here.
+                cluster.loop.call_later(2 * FETCH_TIMEOUT, self.moves.abandon, client_id, body["node"])
         except Exception as exc:
             cluster.log.error(f"Cluster: could not hand over a session: {exc!r}")
+        cluster.server.drain()
+        if msg.reply:
+            await msg.respond(data)
+
+    async def _give(self, msg, client_id: str, target: str) -> None:
+        cluster = self.cluster
+        move = self.moves.outgoing.get(client_id)
+        if move is not None and not move.complete:
+            waiter = self._handovers[client_id] = cluster.loop.create_future()
+            try:
+                await asyncio.wait_for(waiter, MOVE_TIMEOUT)
+            except asyncio.TimeoutError:
+                missing = sorted(move.waiting - move.cut)
+                cluster.log.warning(f"Cluster: no marker from node(s) {', '.join(missing)} for the move of "
+                                    f"{client_id}; handing the session over to {target} without it.")
+            finally:
+                self._handovers.pop(client_id, None)
+        data = NONE
+        try:
+            data = self.moves.hand_over(client_id, cluster.loop.time())
+        except Exception as exc:
+            cluster.log.error(f"Cluster: could not hand over the session of {client_id}: {exc!r}")
         limit = cluster.nc.max_payload
         if len(data) > limit:
-            cluster.log.error(f"Cluster: the session of {body.get('client')} ({len(data)} bytes) is larger than "
+            cluster.log.error(f"Cluster: the session of {client_id} ({len(data)} bytes) is larger than "
                               f"NATS's max_payload ({limit}); it resumes from its record, without its messages.")
             data = RESTORE
         cluster.server.drain()
