@@ -31,7 +31,8 @@ def persistent(port, client_id, ver, **kwargs):
 
 def wait_for_record(nats_url: str, client_id: str, check, timeout: float = 10.0) -> dict:
     """The session's record in JetStream (stream midge_sessions), once `check(record)`
-    holds: records are written a loop turn after the change, without an acknowledgement."""
+    holds (a disconnection's record is written after the client has gone: nothing
+    waits for it)."""
     import nats
 
     async def read():
@@ -198,6 +199,50 @@ def test_owner_killed_session_resumes_elsewhere_with_subscriptions(nodes, ver):
     acknowledge(sub, {"qos": 2, "mid": expect_publish(sub, "kl/a/y", b"y", qos=2)})
     sub.ping()
     b.wait_for_log(f"did not hand over the session of kl-{ver}")
+
+
+@pytest.mark.parametrize("ver", [4, 5])
+def test_what_a_suback_promised_survives_a_kill_right_after(nodes, ver):
+    """A persistent session's SUBACK and UNSUBACK wait until JetStream stored its record:
+    the node killed the moment the client has them, the session resumes elsewhere with
+    exactly those subscriptions."""
+    a, b = nodes.start("a"), nodes.start("b")
+    nodes.joined(a, b)
+    sub = persistent(a.port, f"ks-{ver}", ver)
+    subscribe(sub, "ks/kept", 1, mid=1)
+    subscribe(sub, "ks/gone", 1, mid=2)
+    sub.send(p.gen_unsubscribe(3, "ks/gone", ver))
+    assert sub.receive()["type"] == "UNSUBACK"
+    subscribe(sub, "ks/late", 1, mid=4)
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    sub = persistent(b.port, f"ks-{ver}", ver)
+    assert sub.connack["session_present"] == 1
+    pub = connect(b.port, f"ks-p-{ver}", ver)
+    publish(pub, "ks/gone", 1, b"no", 1)
+    publish(pub, "ks/kept", 1, b"kept", 2)
+    publish(pub, "ks/late", 1, b"late", 3)
+    acknowledge(sub, {"qos": 1, "mid": expect_publish(sub, "ks/kept", b"kept", qos=1)})
+    acknowledge(sub, {"qos": 1, "mid": expect_publish(sub, "ks/late", b"late", qos=1)})
+    sub.ping()
+
+
+def test_suback_of_a_persistent_session_waits_for_jetstream(nodes):
+    """With NATS stopped (SIGSTOP), a persistent session's SUBACK is held (its record
+    cannot be stored) and comes once NATS runs again; a clean session's is not held."""
+    a = nodes.start("a")
+    kept = persistent(a.port, "js-wait", 4)
+    clean = connect(a.port, "js-clean", 4)
+    nats = nodes.nats.proc
+    nats.send_signal(signal.SIGSTOP)
+    try:
+        subscribe(clean, "js/clean", 1, mid=1)      # no record: answered at once
+        kept.send(p.gen_subscribe(1, "js/kept", 1, 4))
+        with pytest.raises(TimeoutError):
+            kept.read_packet(timeout=0.5)
+    finally:
+        nats.send_signal(signal.SIGCONT)
+    assert kept.receive()["type"] == "SUBACK"
 
 
 def test_expired_session_is_not_resumed_on_another_node(pair):

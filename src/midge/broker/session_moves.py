@@ -99,6 +99,9 @@ class SessionMoves:
         # Set by the edge: hold a persistent connect's CONNACK until the other nodes
         # acknowledged its announcement.
         self.hold = None
+        # Set by the edge: hold a connected client's output (CONNACK, SUBACK, UNSUBACK)
+        # until its session's record is stored.
+        self.record_hold = None
         self.moved_in = 0
         self.moved_out = 0
         self.restored = 0
@@ -375,6 +378,9 @@ class SessionMoves:
         if move is not None and move.placeholder:
             return   # a move's placeholder: the record is the holder's until the session is here
         self.changed[client_id] = session
+        client = session.client
+        if client is not None and self.record_hold is not None and session.expiry_interval != 0:
+            self.record_hold(client)
         self.router.wake_edge()
 
     def take_records(self, now: float) -> tuple[list, list]:

@@ -31,7 +31,7 @@ from midge.broker.message import Message
 from midge.broker.router import ClusterSubscriptionTree, Router
 from midge.broker.subjects import decode_level, encode_token
 from midge.log import LogType
-from midge.server.cluster_sessions import MARKER, ClusterSessions
+from midge.server.cluster_sessions import MARKER, ClusterSessions, hold_output, release_output
 from midge.server.tasks import spawn
 
 HEARTBEAT_INTERVAL = 1.0
@@ -121,6 +121,7 @@ class Cluster:
         router.wake = self._schedule_flush
         router.hold = self._hold
         router.moves.hold = self.sessions.hold
+        router.moves.record_hold = self.sessions.hold_for_record
         await nc.subscribe(f"{prefix}.ack.{encode_token(self.node_id)}", cb=self._on_ack)
         await nc.subscribe(router.inbox_subject(self.node_id), cb=self._on_inbox,
                            pending_bytes_limit=256 * 1024 * 1024)
@@ -483,16 +484,13 @@ class Cluster:
         """Hold this client's output (a SUBACK, a PUBACK) until every other node has
         acknowledged what it changed (a new filter, a retained message)."""
         conn = client.io
-        if conn is None or not hasattr(conn, "cluster_wait") or not self.connected or conn.cluster_wait:
+        if conn is None or not hasattr(conn, "cluster_wait") or not self.connected:
             return
-        if changed:
-            conn.cluster_wait = True
-            self._held.append(conn)
-        elif self._held:
-            conn.cluster_wait = True   # rides with the announcement not sent yet
+        if changed or self._held:
+            hold_output(conn)   # (unchanged: rides with the announcement not sent yet)
             self._held.append(conn)
         elif self._syncs:
-            conn.cluster_wait = True   # rides with the latest announcement in flight
+            hold_output(conn)   # rides with the latest announcement in flight
             self._syncs[next(reversed(self._syncs))][1].append(conn)
 
     async def _on_ack(self, msg) -> None:
@@ -514,8 +512,7 @@ class Cluster:
 
     def _release_connections(self, connections) -> None:
         for conn in connections:
-            conn.cluster_wait = False
-            conn.flush()
+            release_output(conn)
 
     def _node_gone(self, node_id: str) -> None:
         self.sessions.node_gone(node_id)

@@ -41,6 +41,19 @@ MOVE_TIMEOUT = 1.0
 MARKER = b"\xff"
 
 
+def hold_output(conn) -> None:
+    """Hold a connection's output until one more acknowledgement is in (`release_output`):
+    a SUBACK may wait for the other nodes and for JetStream at once."""
+    conn.cluster_wait += 1
+
+
+def release_output(conn) -> None:
+    if conn.cluster_wait > 0:
+        conn.cluster_wait -= 1
+        if not conn.cluster_wait:
+            conn.flush()
+
+
 class ClusterSessions:
     def __init__(self, cluster):
         self.cluster = cluster
@@ -52,6 +65,13 @@ class ClusterSessions:
         self._held: list = []   # connections whose CONNACK waits for the next `cs` acknowledgements
         self._batch_timer = None
         self._handovers: dict[str, asyncio.Future] = {}   # client id -> set when every marker is in
+        # Record writes JetStream acknowledges: a persistent session's CONNACK, SUBACK and
+        # UNSUBACK wait until its record is stored, so a node killed right after loses
+        # nothing the client was told (docs/cluster.md).
+        self.stored_prefix = f"{name}.stored.{encode_token(cluster.node_id)}."
+        self._stored_keys = itertools.count(1)
+        self._record_held: list = []      # connections whose output waits for this turn's records
+        self._storing: dict[str, list] = {}   # key -> [records not yet acknowledged, connections, timer]
 
     @property
     def moves(self):
@@ -61,6 +81,7 @@ class ClusterSessions:
         """Join: answer session requests, read every record before serving anyone."""
         cluster = self.cluster
         await cluster.nc.subscribe(self.request_prefix + encode_token(cluster.node_id), cb=self._on_request)
+        await cluster.nc.subscribe(self.stored_prefix + "*", cb=self._on_stored)
         await cluster.follow_stream(self.stream, self.record_prefix + ">", self._record,
                                     "persistent session records")
         if cluster.log.enabled(LogType.INFORMATION):
@@ -86,13 +107,16 @@ class ClusterSessions:
                 self._batch_timer = cluster.loop.call_later(CONNECT_BATCH, self._send_connects)
         if moves.changed or moves.deletes:
             puts, deletes = moves.take_records(cluster.loop.time())
+            reply = self._acknowledged(len(puts) + len(deletes))
             for client_id, row, generation in puts:
                 cluster._send(self.record_prefix + encode_token(client_id),
                               json.dumps({"node": cluster.node_id, "gen": generation, "row": row},
-                                         separators=(",", ":")).encode())
+                                         separators=(",", ":")).encode(), reply)
             for client_id, generation in deletes:   # (a deletion is a record without a node)
                 cluster._send(self.record_prefix + encode_token(client_id),
-                              json.dumps({"gen": generation}).encode())
+                              json.dumps({"gen": generation}).encode(), reply)
+        elif self._record_held:
+            self._acknowledged(0)
         if moves.fetches:
             for client, holder, wall, resume in moves.take_fetches():
                 cluster._spawn(self._fetch(client, holder, wall, resume))
@@ -117,13 +141,58 @@ class ClusterSessions:
             cluster._syncs[key] = (waiting, held, timer)
         cluster._control(body)
 
+    def hold_for_record(self, client) -> None:
+        """Hold `client`'s output (a CONNACK, SUBACK, UNSUBACK written this turn) until
+        JetStream stored its session's record (`_acknowledged`)."""
+        conn = client.io
+        if conn is None or not hasattr(conn, "cluster_wait") or not self.cluster.connected:
+            return
+        hold_output(conn)
+        self._record_held.append(conn)
+
+    def _acknowledged(self, count: int) -> bytes:
+        """The reply field for this turn's `count` record writes: JetStream's
+        acknowledgements release the connections held for them."""
+        held, self._record_held = self._record_held, []
+        if not held:
+            return b""
+        if not count:
+            for conn in held:
+                release_output(conn)
+            return b""
+        key = str(next(self._stored_keys))
+        timer = self.cluster.loop.call_later(SYNC_TIMEOUT, self._release_stored, key)
+        self._storing[key] = [count, held, timer]
+        return (self.stored_prefix + key + " ").encode()
+
+    async def _on_stored(self, msg) -> None:
+        """JetStream's acknowledgement of one record write."""
+        key = msg.subject[len(self.stored_prefix):]
+        storing = self._storing.get(key)
+        if storing is None:
+            return
+        storing[0] -= 1
+        if b'"error"' in msg.data:
+            self.cluster.log.warning("Cluster: JetStream did not store a persistent session record: "
+                                     + msg.data.decode(errors="replace"))
+            storing[0] = 0
+        if storing[0] <= 0:
+            self._release_stored(key)
+
+    def _release_stored(self, key: str) -> None:
+        storing = self._storing.pop(key, None)
+        if storing is not None:
+            storing[2].cancel()
+            for conn in storing[1]:
+                release_output(conn)
+
     def hold(self, client) -> None:
         """Hold `client`'s output (its CONNACK, written this turn) until the other nodes
         acknowledged its connect (Cluster._on_ack releases it)."""
         conn = client.io
-        if conn is None or not hasattr(conn, "cluster_wait") or not self.cluster.connected or conn.cluster_wait:
+        if conn is None or not hasattr(conn, "cluster_wait") or not self.cluster.connected:
             return
-        conn.cluster_wait = True
+        hold_output(conn)
         self._held.append(conn)
 
     def on_connects(self, node_id: str, body: dict, now: float) -> None:

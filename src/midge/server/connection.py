@@ -55,7 +55,7 @@ class Connection(asyncio.Protocol):
         self.counted = False  # counted in the listener's connection_count
         self.tls_info = None
         self.waiting = False  # a revocation (OCSP) check runs: hold what the TLS stage decrypts
-        self.cluster_wait = False  # server/cluster.py holds the output until the nodes acknowledged
+        self.cluster_wait = 0      # server/cluster.py holds the output until this many acknowledgements are in
 
     # -- Protocol interface ---------------------------------------------------------
 
@@ -182,7 +182,7 @@ class Connection(asyncio.Protocol):
         """Write what the broker queued for this client; close if it asked to."""
         client = self.client
         if client is None or self.cluster_wait:
-            return   # (cluster_wait: a SUBACK waits until every node knows the new filter)
+            return   # (cluster_wait: e.g. a SUBACK waits until every node knows the new filter)
         output = client.output
         if output and not self.closed:
             if self.stages:
