@@ -364,3 +364,64 @@ def test_messages_published_anywhere_during_a_move_arrive_once():
         b"c-before", b"c-to-both", b"a-before", b"b-own", b"c-after", b"a-after"]
     assert not a.moves.outgoing and not b.moves.incoming
     assert "_send_or_queue" not in vars(a.broker) and "_send_or_queue" not in vars(b.broker)
+
+
+def moving(a: Node, b: Node, client_id: str = "s"):
+    """A move of `client_id` from a to b, prepared: b's placeholder is open."""
+    for node, other in ((a, b), (b, a)):
+        node.router.apply_full(other.node_id, 0, other.router.snapshot()["filters"], [], node.h.now)
+    conn, fetch = b.connect_waiting(client_id)
+    answer = a.moves.prepare(client_id, "b", fetch[2], a.h.now)
+    assert b.moves.prepared(fetch[0], answer, b.h.now)
+    return conn, fetch
+
+
+def test_holder_dying_mid_move_leaves_the_placeholder_as_the_session():
+    a, b, _ = nodes()
+    offline_on(a, "s", "d/+", b, version=5, properties=EXPIRY)
+    conn, fetch = moving(a, b)
+    assert b.moves.changed == {}          # a placeholder writes no record
+    pub = b.h.connect("p", version=4)
+    pub.publish("d/1", b"after the cut", qos=1, packet_id=1)
+    arrive(b, fetch, None)                # the holder never answers `give`
+    connack, *packets = conn.take()
+    assert connack.session_present and [p.payload for p in packets] == [b"after the cut"]
+    assert b.moves.restored == 1 and "s" in b.moves.changed   # its record is b's now
+    assert list(b.broker.sessions["s"].subscriptions) == ["d/+"]
+
+
+def test_refused_move_closes_the_placeholder_and_the_holder_keeps_the_session():
+    a, b, _ = nodes()
+    offline_on(a, "s", "r", b, version=5, properties=EXPIRY)
+    conn, fetch = moving(a, b)
+    again = a.h.connect("s", version=5, clean_start=False, properties=EXPIRY)   # back on a meanwhile
+    assert again.connack.session_present
+    assert a.moves.hand_over("s", a.h.now) == REFUSED   # the later connect keeps it
+    arrive(b, fetch, REFUSED)
+    assert not conn.take()[0].session_present
+    assert not b.moves.incoming and not a.moves.outgoing
+    assert "_send_or_queue" not in vars(b.broker)
+
+
+def test_a_node_that_leaves_is_not_waited_for_and_an_unclaimed_move_is_abandoned():
+    a, b, clock = nodes()
+    c = Node("c", clock)
+    offline_on(a, "s", "g", b, c, version=5, properties=EXPIRY)
+    a.router.apply_full("c", 0, [], [], a.h.now)
+    conn, fetch = moving(a, b)
+    assert a.moves.outgoing["s"].waiting == {"a", "b", "c"}
+    a.moves.announced("s", "a", "b")
+    a.moves.marker("s", "b", "a", "b")
+    assert a.moves.node_gone("c") == ["s"]   # complete without c's marker
+    b.moves.incoming["s"].waiting.add("c")
+    b.moves.node_gone("c")
+    arrive(b, fetch, a.moves.hand_over("s", a.h.now))
+    assert conn.take()[0].session_present
+    b.moves.finish_incoming("s")
+    assert not b.moves.incoming
+    # A move whose new node never asks for the session: the holder keeps it.
+    offline_on(a, "t", "g", b, version=5, properties=EXPIRY)
+    conn, fetch = moving(a, b, "t")
+    a.moves.abandon("t", "b")
+    assert not a.moves.outgoing and "t" in a.broker.sessions
+    assert "_send_or_queue" not in vars(a.broker)
