@@ -425,3 +425,28 @@ def test_a_node_that_leaves_is_not_waited_for_and_an_unclaimed_move_is_abandoned
     a.moves.abandon("t", "b")
     assert not a.moves.outgoing and "t" in a.broker.sessions
     assert "_send_or_queue" not in vars(a.broker)
+
+
+def test_a_second_connect_during_the_move_waits_for_it_then_takes_over():
+    a, b, _ = nodes()
+    offline_on(a, "s", "w", b, version=5, properties=EXPIRY)
+    first, fetch = moving(a, b)
+    second = b.h.open(5)
+    second.send(Connect(5, "s", False, 60, None, None, None, EXPIRY, "MQTT"))
+    assert second.inbox == [] and b.moves.take_fetches() == []   # no second move: it waits
+    arrive(b, fetch, a.moves.hand_over("s", a.h.now))
+    connack, taken_over = first.take()
+    assert connack.session_present and taken_over == Disconnect(0x8E, {})
+    (connack,) = second.take()
+    assert connack.session_present and b.broker.sessions["s"].client is second.client
+
+
+def test_client_back_on_the_holder_during_a_move_gets_everything():
+    a, b, _ = nodes()
+    offline_on(a, "s", "k", b, version=5, properties=EXPIRY)
+    conn, fetch = moving(a, b)
+    a.moves.announced("s", "a", "b")        # a's own publishes are b's from now...
+    again = a.h.connect("s", version=5, clean_start=False, properties=EXPIRY)
+    pub = a.h.connect("p", version=4)
+    pub.publish("k", b"kept", qos=1, packet_id=1)
+    assert [p.payload for p in again.publishes()] == [b"kept"]   # ...but its client is here again

@@ -72,7 +72,7 @@ class MoveIn:
     """A session coming to this node from `source`: until a node's marker is in, its
     messages are the old holder's to deliver, not this node's."""
 
-    __slots__ = ("session", "source", "waiting", "passed", "placeholder")
+    __slots__ = ("session", "source", "waiting", "passed", "placeholder", "waiters")
 
     def __init__(self, session, source: str, waiting: set):
         self.session = session      # the placeholder, then the session it became
@@ -80,6 +80,7 @@ class MoveIn:
         self.waiting = waiting
         self.passed: set = set()
         self.placeholder = True     # until the holder answered: its changes write no record
+        self.waiters: list = []     # later CONNECTs of the same id: they go on once it is here
 
 
 class SessionMoves:
@@ -115,6 +116,9 @@ class SessionMoves:
         if entry is None:
             return False
         local = self.broker.sessions.get(client_id)
+        move = self.incoming.get(client_id)
+        if move is not None and move.placeholder:
+            return True   # on its way here: this CONNECT waits for it too (`fetch`)
         if clean_start:
             if local is None or entry[0] != self.node_id:
                 # Discarded everywhere: the record goes now, the node holding the session
@@ -130,6 +134,10 @@ class SessionMoves:
         `arrived` has put it here (or established there is none)."""
         client_id = client.client_id
         wall = self.broker.wall_clock()
+        move = self.incoming.get(client_id)
+        if move is not None and move.placeholder:
+            move.waiters.append(resume)   # a second CONNECT while the session moves here
+            return
         self.connect_walls[client_id] = wall
         holder = self.directory[client_id][0]
         self.fetches.append((client, holder, wall, resume))
@@ -207,6 +215,8 @@ class SessionMoves:
             move.session = session
             self._settle(client_id)
         resume(now)
+        for later in move.waiters if move is not None else ():
+            later(now)   # (each takes the session over from the one before, as locally)
 
     def _close_placeholder(self, placeholder, now: float) -> list:
         """End a move's placeholder without a record change; what it queued."""
@@ -284,7 +294,8 @@ class SessionMoves:
         origin = self.router.origin
         move = self.outgoing.get(client_id)
         if move is not None and move.session is session:
-            return origin in move.cut
+            # (Its client back here meanwhile: the move will be refused, keep everything.)
+            return origin in move.cut and session.client is None
         incoming = self.incoming.get(client_id)
         if incoming is not None and incoming.session is session:
             return origin in incoming.waiting and origin not in incoming.passed
