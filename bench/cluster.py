@@ -3,6 +3,7 @@ each against single-node midge measured in the same run.
 
     .venv/bin/python bench/cluster.py --quick            # 10k messages, 3 repetitions
     .venv/bin/python bench/cluster.py --scenario cross-qos0 --repeat 5
+    .venv/bin/python bench/cluster.py --scenario same-node-qos0 --scale 5   # 500k messages
     .venv/bin/python bench/cluster.py --scenario cross-qos0 --repeat 1 --profile /tmp/prof
         # py-spy on every midge node: /tmp/prof/<scenario>-<system>-<node>-<rep>.txt,
         # read with bench/profile_summary.py
@@ -319,6 +320,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--scenario", action="append", metavar="NAME",
                         help="only this scenario (repeatable): "
                              + ", ".join(s.name for s in SCENARIOS))
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="multiply every scenario's size (a longer window: 100,000 QoS 0 "
+                             "messages are ~0.3 CPU-s, ~30 clock ticks, so one run's ratio moves by 10 %%)")
     parser.add_argument("--timeout", type=float, default=180.0)
     parser.add_argument("--profile", metavar="DIR", type=Path,
                         help="py-spy every midge node into DIR (bench/profile_summary.py reads it)")
@@ -345,11 +349,11 @@ def main(argv: list[str]) -> int:
     try:
         with open(out_path, "w") as out:
             out.write(json.dumps({"type": "machine", **info, "quick": args.quick,
-                                  "repeat": args.repeat}) + "\n")
+                                  "repeat": args.repeat, "scale": args.scale}) + "\n")
             for scenario in SCENARIOS:
                 if args.scenario and scenario.name not in args.scenario:
                     continue
-                size = scenario.quick if args.quick else scenario.full
+                size = round((scenario.quick if args.quick else scenario.full) * args.scale)
                 for rep in range(args.repeat):
                     labels = list(scenario.systems)
                     for label in (labels if rep % 2 == 0 else labels[::-1]):
