@@ -6,7 +6,7 @@ goes through the same dump and load as over the wire."""
 from __future__ import annotations
 
 from midge.broker.router import ClusterSubscriptionTree, Router
-from midge.broker.session_moves import NONE, REFUSED, RESTORE
+from midge.broker.session_moves import GENERATION_KEEP, NONE, REFUSED, RESTORE
 from midge.persist.transfer import dump_session, load_session, record_row, restore_record
 from midge.protocol.constants import Property
 from midge.protocol.packets import Connack, Connect, Disconnect, Pubcomp, Publish, Pubrec, Pubrel, Will
@@ -450,3 +450,15 @@ def test_client_back_on_the_holder_during_a_move_gets_everything():
     pub = a.h.connect("p", version=4)
     pub.publish("k", b"kept", qos=1, packet_id=1)
     assert [p.payload for p in again.publishes()] == [b"kept"]   # ...but its client is here again
+
+
+def test_generations_of_deleted_records_are_forgotten_after_a_while():
+    a, b, _ = nodes()
+    for n in range(20):
+        b.moves.record_seen(f"gone-{n}", "a", ["row"], 5.0)
+        b.moves.record_seen(f"gone-{n}", None, None, 6.0)
+    b.moves.record_seen("gone-0", "a", ["stale"], 5.5)   # overtaken: still rejected
+    assert "gone-0" not in b.moves.directory
+    b.h.advance(GENERATION_KEEP + 1)
+    b.moves.record_seen("live", "a", ["row"], 7.0)
+    assert set(b.moves.generations) == {"live"} and b.moves.deleted == {}

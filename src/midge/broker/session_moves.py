@@ -48,6 +48,7 @@ from midge.protocol.constants import ReasonCode
 REFUSED = b"-"   # its own connect of that id is the later one: it keeps the session
 RESTORE = b"+"   # the record names it but it has no such session (it restarted): use the record
 NONE = b""       # it ended the session (its record is on its way out): there is none
+GENERATION_KEEP = 600.0   # seconds a deleted record's generation is remembered
 ROW = b"="       # (followed by the session's `sessions` row as JSON) it is moving: open a placeholder
 
 
@@ -94,6 +95,7 @@ class SessionMoves:
         self.deletes: dict[str, float] = {}     # records to delete: client id -> generation
         self.connect_walls: dict[str, float] = {}   # client id -> wall clock its CONNECT began
         self.generations: dict[str, float] = {}   # client id -> newest generation seen (record_seen)
+        self.deleted: dict[str, float] = {}   # client id -> when its deletion was seen, oldest first
         self.discarding: set[str] = set()   # clean starts that discarded a session elsewhere
         self.outgoing: dict[str, MoveOut] = {}   # sessions this node is handing over
         self.incoming: dict[str, MoveIn] = {}    # sessions on their way here
@@ -434,10 +436,27 @@ class SessionMoves:
         if generation < self.generations.get(client_id, 0.0):
             return
         self.generations[client_id] = generation
+        self._forget_deleted(client_id)
         if holder is None:
+            self.deleted[client_id] = self.broker.now
             self.directory.pop(client_id, None)
         elif holder != self.node_id or client_id in self.broker.sessions or client_id not in self.directory:
             self.directory[client_id] = (holder, row)
+
+    def _forget_deleted(self, client_id: str) -> None:
+        """The generation of an id whose record was deleted is kept GENERATION_KEEP
+        seconds (an overtaken write is in flight for a round trip, not minutes), then
+        forgotten: ids that come and go do not grow `generations` for ever."""
+        deleted = self.deleted
+        deleted.pop(client_id, None)
+        if deleted:
+            horizon = self.broker.now - GENERATION_KEEP
+            for old, seen in list(deleted.items()):
+                if seen > horizon:
+                    break
+                del deleted[old]
+                if old not in self.directory:
+                    self.generations.pop(old, None)
 
     # -- connects -------------------------------------------------------------------------
 

@@ -565,8 +565,12 @@ class Store:
                 a[0] == b[0] and a[1] is b[1] for a, b in zip(previous[5], row[5])):
             return
         mirror.row = row
-        db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   session_row(session, now, wall_now, incoming))
+        self.put_session_row(session_row(session, now, wall_now, incoming))
+
+    def put_session_row(self, row) -> None:
+        """Write one `sessions` row (`session_row`'s shape); also how a cluster's record
+        of a session becomes a one-session store to load (persist/transfer.py)."""
+        self.db.execute("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", tuple(row))
 
     def _write_will(self, session, wall_now, now) -> None:
         """The session's delayed will (v5 will delay), or no row when it has none. It is

@@ -44,7 +44,7 @@ def restore_record(broker, row, now: float, listeners=()):
     store = Store.in_memory(wall_clock=broker.wall_clock)
     row = list(row)
     row[8] = "[]"   # incoming QoS 2 messages are not in the record
-    store.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", tuple(row))
+    store.put_session_row(row)
     return _load(store, broker, now, listeners)
 
 
