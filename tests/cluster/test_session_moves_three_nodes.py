@@ -5,6 +5,7 @@ nodes in turn, and a session too large for NATS's max_payload."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import pytest
@@ -236,15 +237,16 @@ def test_session_moves_while_a_third_node_publishes(nodes, ver, qos):
 
     numbers = [d[0] for d in sub.deliveries if d[0] != end]
     missing = sorted(set(acked) - set(numbers))
-    assert not missing, (f"{len(missing)} of {len(acked)} acknowledged messages lost across {MOVES + 1} moves: "
-                         f"{missing[:50]}{' ...' if len(missing) > 50 else ''}; per move (acknowledged before "
-                         f"it, at its CONNACK, lost): {describe_losses(windows, missing)}")
     # Every PUBACK / PUBREC reached the node before the session moved on (a DISCONNECT,
     # or the barrier before a takeover): nothing may come twice.
     counts: dict[int, list] = {}
     for number, dup, connection in sub.deliveries:
         counts.setdefault(number, []).append((dup, connection))
     duplicates = {n: seen for n, seen in counts.items() if len(seen) > 1}
+    assert not missing, (f"{len(missing)} of {len(acked)} acknowledged messages lost across {MOVES + 1} moves: "
+                         f"{missing[:50]}{' ...' if len(missing) > 50 else ''}; per move (acknowledged before "
+                         f"it, at its CONNACK, lost): {describe_losses(windows, missing)}; "
+                         f"{len(duplicates)} delivered twice")
     assert not duplicates, f"{len(duplicates)} numbers delivered more than once ((dup, connection), ...): " \
                            f"{dict(list(duplicates.items())[:20])}"
 
@@ -336,8 +338,6 @@ class PahoSession:
 
 
 def mosquitto_pub(port: int, topic: str, message: str, qos: int) -> None:
-    import subprocess
-
     subprocess.run([require_peer("mosquitto_pub"), "-p", str(port), "-t", topic, "-m", message, "-q", str(qos)],
                    check=True, timeout=TIMEOUT)
 
