@@ -15,6 +15,7 @@ import pytest
 
 from midge.broker.subjects import encode_token
 
+from tests.brokerproc import free_port
 from tests.conformance import packets as p
 from tests.conformance.wire import connect, expect_publish, subscribe
 from tests.peers import require_module, require_peer
@@ -379,3 +380,31 @@ def test_racing_connects_of_one_id_leave_exactly_one(pair, ver):
                 assert packet["type"] == "DISCONNECT" and packet["rc"] == 0x8E, packet
     (survivor,) = [conn for conn in conns if conn not in closed]
     survivor.ping()
+
+
+def test_session_moves_are_counted_in_metrics_and_sys(nodes):
+    """The node a session moved to counts it (Prometheus `midge_cluster_*` and
+    `$SYS/broker/cluster/sessions/moved/in`), the node it left too."""
+    from tests.ops.test_metrics import samples, scrape, value
+
+    metrics = free_port()
+    a = nodes.start("a", extra="sys_interval 1\n")
+    b = nodes.start("b", extra=f"sys_interval 1\nlistener {metrics} 127.0.0.1\nprotocol metrics\n")
+    nodes.joined(a, b)
+    sub = persistent(a.port, "counted", 4)
+    subscribe(sub, "counted/t", 1, mid=1)
+    sub.close()
+    sub = persistent(b.port, "counted", 4)
+    assert sub.connack["session_present"] == 1
+    status, text, _ = scrape(metrics)
+    found = samples(text)
+    assert status == 200
+    assert value(found, "midge_cluster_node_info", node_id="b", cluster="midge") == 1
+    assert value(found, "midge_cluster_nodes") == 2 and value(found, "midge_cluster_nats_connected") == 1
+    assert value(found, "midge_cluster_session_moves_total", direction="in") == 1
+    assert value(found, "midge_cluster_session_moves_total", direction="out") == 0
+    assert value(found, "midge_cluster_sessions_restored_total") == 0
+    watcher = connect(a.port, "sys-watch", 4)
+    subscribe(watcher, "$SYS/broker/cluster/sessions/moved/out", 0)
+    while watcher.receive(10)["payload"] != b"1":
+        pass

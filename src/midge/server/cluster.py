@@ -586,6 +586,9 @@ class Cluster:
             "messages/routed/dropped": self.dropped,
             "nats/connected": int(self.connected),
             "nats/rtt_ms": f"{self.rtt_ms:.3f}",
+            "sessions/moved/in": router.moves.moved_in,
+            "sessions/moved/out": router.moves.moved_out,
+            "sessions/restored": router.moves.restored,
         }
         for name, value in figures.items():
             broker.publish(Message(f"$SYS/broker/cluster/{name}", str(value).encode(), 0, True, {}), now)

@@ -151,6 +151,7 @@ def render(server, now: float | None = None, wall: datetime | None = None) -> st
                "Shared subscriptions ($SYS/broker/shared_subscriptions/count).", broker.subs.shared_count)
     _listeners(out, server, wall)
     _bridges(out, server)
+    _cluster(out, server)
     persistence = getattr(server, "persistence", None)
     if persistence is not None and getattr(persistence, "write_times", None) is not None:
         out.histogram("midge_persistence_write_seconds",
@@ -207,6 +208,34 @@ def _bridges(out: Exposition, server) -> None:
     out.family("midge_bridge_connected", "gauge", "1 while the bridge is connected to its remote broker.",
                [({"bridge": bridge.config.name}, bool(getattr(bridge, "connected", False)))
                 for bridge in bridges])
+
+
+def _cluster(out: Exposition, server) -> None:
+    """The node's figures in its cluster ($SYS/broker/cluster/...; docs/cluster.md)."""
+    cluster = getattr(server, "cluster", None)
+    router = getattr(cluster, "router", None)
+    if router is None:
+        return
+    moves = router.moves
+    out.family("midge_cluster_node_info", "gauge", "This node's id and cluster name (always 1).",
+               [({"node_id": cluster.node_id, "cluster": cluster.name}, 1)])
+    out.family("midge_cluster_nodes", "gauge", "Live nodes of the cluster, this one included.",
+               len(router.nodes) + 1)
+    out.family("midge_cluster_nats_connected", "gauge", "1 while the node is connected to NATS.",
+               int(cluster.connected))
+    out.family("midge_cluster_nats_rtt_seconds", "gauge", "Round trip to the NATS server, last measured.",
+               round(cluster.rtt_ms / 1000, 6))
+    out.family("midge_cluster_messages_routed_total", "counter",
+               "Messages that crossed to or from other nodes, by direction.",
+               [({"direction": "sent"}, router.routed_out), ({"direction": "received"}, router.routed_in)])
+    out.family("midge_cluster_messages_dropped_total", "counter",
+               "Messages for other nodes dropped while NATS was away (beyond 8 MiB held).", cluster.dropped)
+    out.family("midge_cluster_session_moves_total", "counter",
+               "Persistent sessions moved here from another node (in) or to another node (out).",
+               [({"direction": "in"}, moves.moved_in), ({"direction": "out"}, moves.moved_out)])
+    out.family("midge_cluster_sessions_restored_total", "counter",
+               "Persistent sessions resumed from their JetStream record (their node died or restarted).",
+               moves.restored)
 
 
 # -- The HTTP stage ---------------------------------------------------------------------
