@@ -114,3 +114,20 @@ def test_dead_worker_restarted_reload_and_clean_stop(workers):
     assert not [pid for pid in all_pids if _alive(pid)]
     out = subprocess.run(["pgrep", "-f", f"127.0.0.1:{nats_pid}"], capture_output=True, text=True).stdout
     assert not out.strip()   # no nats-server left listening on that port
+
+
+def test_persistent_session_follows_its_client_between_workers(workers):
+    """mosquitto_sub -c reconnecting: the kernel hands each connection to either worker,
+    and the session (with what was queued while it was away) follows it."""
+    sub_exe, pub_exe = require_peer("mosquitto_sub"), require_peer("mosquitto_pub")
+    port = str(workers.port)
+    subprocess.run([sub_exe, "-p", port, "-i", "wk-keeper", "-c", "-q", "1", "-t", "wk/kept", "-E"],
+                   check=True, timeout=30)
+    sent = 0
+    while workers.output.count("Cluster: session of wk-keeper moved here") < 2 and sent < 40:
+        sent += 1
+        subprocess.run([pub_exe, "-p", port, "-t", "wk/kept", "-m", f"k{sent}", "-q", "1"], check=True, timeout=30)
+        out = subprocess.run([sub_exe, "-p", port, "-i", "wk-keeper", "-c", "-q", "1", "-t", "wk/kept",
+                              "-C", "1", "-W", "20"], capture_output=True, text=True, timeout=30).stdout
+        assert out.split() == [f"k{sent}"], (sent, out)
+    assert workers.output.count("Cluster: session of wk-keeper moved here") >= 2, workers.output

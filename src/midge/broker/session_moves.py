@@ -199,6 +199,10 @@ class SessionMoves:
                     if session is not None:
                         self.moved_in += 1
                         self._append(session, extra)
+                        if broker.log.enabled(LogType.INFORMATION):
+                            broker.log.info(f"Cluster: session of {client_id} moved here from node "
+                                            f"{move.source if move else self.directory.get(client_id, ('?',))[0]} "
+                                            f"({len(session.inflight)} in flight, {session.queued} queued).")
                 elif data is None or data == RESTORE:
                     entry = self.directory.get(client_id)
                     if entry is not None and entry[1]:
