@@ -373,10 +373,13 @@ class Cluster:
             router.nodes[node_id].instance = body.get("inst", "")
             if not known:
                 self.log.notice(f"Cluster: node {node_id} is part of cluster {self.name}.")
+            self.sessions.retry_moves()
         elif kind == "delta":
             changes = [(sign, f, g) for sign, f, g in body["changes"]]
             if not router.apply_delta(node_id, body["seq"], changes, now):
                 self._control({"t": "hello"})   # missed one: everyone resends its full interest
+            else:
+                self.sessions.retry_moves()
             if body.get("ack"):
                 self._send(f"{self.name}.ack.{encode_token(node_id)}",
                            json.dumps({"node": f"{self.node_id}|d", "seq": body["ack"]}).encode())

@@ -65,6 +65,7 @@ class ClusterSessions:
         self._held: list = []   # connections whose CONNACK waits for the next `cs` acknowledgements
         self._batch_timer = None
         self._handovers: dict[str, asyncio.Future] = {}   # client id -> set when every marker is in
+        self._waiting_moves: list[dict] = []   # `mv` announcements whose node's interest we lack
         # Record writes JetStream acknowledges: a persistent session's CONNACK, SUBACK and
         # UNSUBACK wait until its record is stored, so a node killed right after loses
         # nothing the client was told (docs/cluster.md).
@@ -254,13 +255,21 @@ class ClusterSessions:
         cluster._flush()
         move = {"c": client_id, "from": holder, "to": cluster.node_id}
         cluster._send(cluster.router.inbox_subject(holder), MARKER + json.dumps(move).encode(), cluster.sender)
-        cluster._control(dict(move, t="mv"))
+        cluster._control(dict(move, t="mv", seq=cluster.seq))   # (seq: the interest it must know first)
 
     def on_move(self, body: dict) -> None:
         """A move was announced (`mv`, after the new node's interest): our cut. What we
-        routed so far goes out, then a marker to both nodes."""
+        routed so far goes out, then a marker to both nodes. A node that does not know
+        the new node's interest up to the announcement's `seq` yet (it missed a delta
+        and asked for a full announcement) cuts once it does (`retry_moves`): cut
+        earlier, its next messages would reach neither node's session."""
         cluster = self.cluster
         client_id, source, target = body["c"], body["from"], body["to"]
+        known = cluster.router.nodes.get(target)
+        if target != cluster.node_id and (known is None or known.seq < body.get("seq", 0)):
+            body.setdefault("until", cluster.loop.time() + MOVE_TIMEOUT)
+            self._waiting_moves.append(body)
+            return
         targets = self.moves.announced(client_id, source, target)
         if not targets:
             return
@@ -269,6 +278,17 @@ class ClusterSessions:
         for node_id in targets:
             cluster._send(cluster.router.inbox_subject(node_id), marker, cluster.sender)
         self._completed(client_id)
+
+    def retry_moves(self) -> None:
+        """Another node's interest changed: cut the moves that waited for it (or give up
+        on those past their time: the holder no longer waits for our marker either)."""
+        if not self._waiting_moves:
+            return
+        waiting, self._waiting_moves = self._waiting_moves, []
+        now = self.cluster.loop.time()
+        for body in waiting:
+            if body["until"] > now:
+                self.on_move(body)
 
     def on_marker(self, origin: str | None, data: bytes) -> None:
         """A node's marker: everything it sent before its cut is here."""
