@@ -356,7 +356,7 @@ def test_messages_published_anywhere_during_a_move_arrive_once():
     b.moves.marker("s", "a", "a", "b")
     carry(a, every)
     assert a.moves.outgoing["s"].complete
-    arrive(b, fetch, a.moves.hand_over("s", a.h.now))
+    arrive(b, fetch, a.moves.hand_over("s", "b", 0.0, a.h.now))
     connack, *packets = conn.take()
     assert connack.session_present
     # a's session first (what reached a before each cut), then the placeholder's.
@@ -396,7 +396,7 @@ def test_refused_move_closes_the_placeholder_and_the_holder_keeps_the_session():
     conn, fetch = moving(a, b)
     again = a.h.connect("s", version=5, clean_start=False, properties=EXPIRY)   # back on a meanwhile
     assert again.connack.session_present
-    assert a.moves.hand_over("s", a.h.now) == REFUSED   # the later connect keeps it
+    assert a.moves.hand_over("s", "b", 0.0, a.h.now) == REFUSED   # the later connect keeps it
     arrive(b, fetch, REFUSED)
     assert not conn.take()[0].session_present
     assert not b.moves.incoming and not a.moves.outgoing
@@ -415,7 +415,7 @@ def test_a_node_that_leaves_is_not_waited_for_and_an_unclaimed_move_is_abandoned
     assert a.moves.node_gone("c") == ["s"]   # complete without c's marker
     b.moves.incoming["s"].waiting.add("c")
     b.moves.node_gone("c")
-    arrive(b, fetch, a.moves.hand_over("s", a.h.now))
+    arrive(b, fetch, a.moves.hand_over("s", "b", 0.0, a.h.now))
     assert conn.take()[0].session_present
     b.moves.finish_incoming("s")
     assert not b.moves.incoming
@@ -434,7 +434,7 @@ def test_a_second_connect_during_the_move_waits_for_it_then_takes_over():
     second = b.h.open(5)
     second.send(Connect(5, "s", False, 60, None, None, None, EXPIRY, "MQTT"))
     assert second.inbox == [] and b.moves.take_fetches() == []   # no second move: it waits
-    arrive(b, fetch, a.moves.hand_over("s", a.h.now))
+    arrive(b, fetch, a.moves.hand_over("s", "b", 0.0, a.h.now))
     connack, taken_over = first.take()
     assert connack.session_present and taken_over == Disconnect(0x8E, {})
     (connack,) = second.take()
@@ -462,3 +462,25 @@ def test_generations_of_deleted_records_are_forgotten_after_a_while():
     b.h.advance(GENERATION_KEEP + 1)
     b.moves.record_seen("live", "a", ["row"], 7.0)
     assert set(b.moves.generations) == {"live"} and b.moves.deleted == {}
+
+
+def test_a_client_gone_during_its_move_leaves_the_session_on_the_new_node():
+    a, b, _ = nodes()
+    offline_on(a, "s", "q", b, version=5, properties=EXPIRY)
+    pub = a.h.connect("p", version=4)
+    pub.publish("q", b"queued", qos=1, packet_id=1)
+    conn, fetch = moving(a, b)
+    conn.lose()   # the client gives up while its session is on the way
+    arrive(b, fetch, a.moves.hand_over("s", "b", fetch[2], a.h.now))
+    session = b.broker.sessions["s"]
+    assert session.client is None and session.queued == 1
+    (put,), _ = b.moves.take_records(b.h.now)
+    assert put[0] == "s" and put[2] == fetch[2]   # dated by the connect that brought it
+
+
+def test_give_without_prepare_answers_as_prepare_would():
+    a, b, _ = nodes()
+    offline_on(a, "s", "x", b)
+    restarted = Node("a", [a.broker.wall_clock()])   # a again, without its sessions
+    restarted.moves.record_seen("s", "a", b.moves.directory["s"][1], 1.0)
+    assert restarted.moves.hand_over("s", "b", 0.0, 0.0) == RESTORE

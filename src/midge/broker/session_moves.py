@@ -220,6 +220,10 @@ class SessionMoves:
         if move is not None:
             move.session = session
             self._settle(client_id)
+        if session is not None and client.state == CLOSED:
+            # Its client left while it moved: the session stays here, offline, and its
+            # record carries the generation of the connect that brought it.
+            self.router.clients[client_id] = self.connect_wall(client_id)
         resume(now)
         for later in move.waiters if move is not None else ():
             later(now)   # (each takes the session over from the one before, as locally)
@@ -348,11 +352,18 @@ class SessionMoves:
         self._watch()
         return ROW + json.dumps(record_row(session, now, broker.wall_clock()), separators=(",", ":")).encode()
 
-    def hand_over(self, client_id: str, now: float) -> bytes:
+    def hand_over(self, client_id: str, target: str, wall: float, now: float) -> bytes:
         """The moving session, as bytes, and forget it here (NONE if it ended meanwhile,
-        REFUSED if its client connected here again: the later connect keeps it)."""
+        REFUSED if its client connected here again: the later connect keeps it). Without
+        a `prepare` first (this node restarted since, or the move was abandoned), the
+        answer is `prepare`'s, or the session at once."""
         broker = self.broker
         move = self.outgoing.pop(client_id, None)
+        if move is None:
+            answer = self.prepare(client_id, target, wall, now)
+            if answer[:1] != ROW:
+                return answer
+            move = self.outgoing.pop(client_id)
         self._watch()
         session = broker.sessions.get(client_id)
         if session is None or move is None or move.session is not session:
@@ -379,10 +390,8 @@ class SessionMoves:
             self._watch()
 
     def give(self, client_id: str, node_id: str, wall: float, now: float) -> bytes:
-        """`prepare` and `hand_over` at once: a cluster of two nodes with nothing in flight
-        (in-process tests)."""
-        answer = self.prepare(client_id, node_id, wall, now)
-        return self.hand_over(client_id, now) if answer[:1] == ROW else answer
+        """`prepare` and `hand_over` at once (nothing in flight: in-process tests)."""
+        return self.hand_over(client_id, node_id, wall, now)
 
     # -- records ------------------------------------------------------------------------
 

@@ -317,7 +317,7 @@ class ClusterSessions:
             body = json.loads(msg.data)
             client_id = body["client"]
             if body.get("step") == "give":
-                cluster._spawn(self._give(msg, client_id, body["node"]))
+                cluster._spawn(self._give(msg, client_id, body["node"], body["wall"]))
                 return
             data = self.moves.prepare(client_id, body["node"], body["wall"], cluster.loop.time())
             if client_id in self.moves.outgoing:
@@ -330,7 +330,7 @@ class ClusterSessions:
         if msg.reply:
             await msg.respond(data)
 
-    async def _give(self, msg, client_id: str, target: str) -> None:
+    async def _give(self, msg, client_id: str, target: str, wall: float) -> None:
         cluster = self.cluster
         move = self.moves.outgoing.get(client_id)
         if move is not None and not move.complete:
@@ -345,7 +345,7 @@ class ClusterSessions:
                 self._handovers.pop(client_id, None)
         data = NONE
         try:
-            data = self.moves.hand_over(client_id, cluster.loop.time())
+            data = self.moves.hand_over(client_id, target, wall, cluster.loop.time())
         except Exception as exc:
             cluster.log.error(f"Cluster: could not hand over the session of {client_id}: {exc!r}")
         limit = cluster.nc.max_payload
