@@ -476,11 +476,3 @@ def test_a_client_gone_during_its_move_leaves_the_session_on_the_new_node():
     assert session.client is None and session.queued == 1
     (put,), _ = b.moves.take_records(b.h.now)
     assert put[0] == "s" and put[2] == fetch[2]   # dated by the connect that brought it
-
-
-def test_give_without_prepare_answers_as_prepare_would():
-    a, b, _ = nodes()
-    offline_on(a, "s", "x", b)
-    restarted = Node("a", [a.broker.wall_clock()])   # a again, without its sessions
-    restarted.moves.record_seen("s", "a", b.moves.directory["s"][1], 1.0)
-    assert restarted.moves.hand_over("s", "b", 0.0, 0.0) == RESTORE

@@ -319,19 +319,6 @@ class PahoSession:
             assert self.changed.wait_for(lambda: len(self.messages) >= count, TIMEOUT), self.messages
             return list(self.messages)
 
-    def settle(self) -> None:
-        """PINGREQ, handling packets until the PINGRESP."""
-        self.conn.send(p.gen_pingreq())
-        self.read_until(None, "PINGRESP")
-
-    def barrier(self) -> None:
-        """PINGREQ, ignoring what arrives until the PINGRESP: then the node has read every
-        acknowledgement sent before (one connection is read in order), so a takeover
-        now cannot find one of them unread. What was ignored is resent after the move."""
-        self.conn.send(p.gen_pingreq())
-        while self.conn.receive(TIMEOUT)["type"] != "PINGRESP":
-            pass
-
     def disconnect(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()

@@ -175,6 +175,27 @@ def test_takeover_across_nodes_moves_the_session_v311(pair):
     expect_publish(new, "tv/t", b"x", qos=1)
 
 
+def resume_after_kill(holder, other, client_id: str, ver: int):
+    """kill -9 the node holding `client_id`'s session, reconnect on `other` (session
+    present); the resumed connection and a publisher on `other`."""
+    holder.proc.send_signal(signal.SIGKILL)
+    holder.proc.wait()
+    sub = persistent(other.port, client_id, ver)
+    assert sub.connack["session_present"] == 1
+    return sub, connect(other.port, f"{client_id}-pub", ver)
+
+
+def only_these_arrive(pub, sub, unsubscribed: str, expected: list[tuple[str, bytes, int]]) -> None:
+    """Publish on `unsubscribed` (which must not arrive), then each of `expected` (topic,
+    payload, QoS), which must arrive at `sub` in order."""
+    publish(pub, unsubscribed, 1, b"no", 1)
+    for mid, (topic, payload, qos) in enumerate(expected, 2):
+        publish(pub, topic, qos, payload, mid)
+    for topic, payload, qos in expected:
+        acknowledge(sub, {"qos": qos, "mid": expect_publish(sub, topic, payload, qos=qos)})
+    sub.ping()
+
+
 @pytest.mark.parametrize("ver", [4, 5])
 def test_owner_killed_session_resumes_elsewhere_with_subscriptions(nodes, ver):
     a, b = nodes.start("a"), nodes.start("b")
@@ -188,17 +209,8 @@ def test_owner_killed_session_resumes_elsewhere_with_subscriptions(nodes, ver):
     # What JetStream holds once a has written the disconnection (row[4]: its wall time).
     record = wait_for_record(nodes.nats.url, f"kl-{ver}", lambda r: r is not None and r["row"][4] is not None)
     assert record["node"] == "a" and [s[0] for s in json.loads(record["row"][7])] == ["kl/x", "kl/+/y"]
-    a.proc.send_signal(signal.SIGKILL)
-    a.proc.wait()
-    sub = persistent(b.port, f"kl-{ver}", ver)
-    assert sub.connack["session_present"] == 1
-    pub = connect(b.port, f"kl-p-{ver}", ver)
-    publish(pub, "kl/gone", 1, b"no", 1)
-    publish(pub, "kl/x", 1, b"x", 2)
-    publish(pub, "kl/a/y", 2, b"y", 3)
-    acknowledge(sub, {"qos": 1, "mid": expect_publish(sub, "kl/x", b"x", qos=1)})
-    acknowledge(sub, {"qos": 2, "mid": expect_publish(sub, "kl/a/y", b"y", qos=2)})
-    sub.ping()
+    sub, pub = resume_after_kill(a, b, f"kl-{ver}", ver)
+    only_these_arrive(pub, sub, "kl/gone", [("kl/x", b"x", 1), ("kl/a/y", b"y", 2)])
     b.wait_for_log(f"did not hand over the session of kl-{ver}")
 
 
@@ -215,17 +227,8 @@ def test_what_a_suback_promised_survives_a_kill_right_after(nodes, ver):
     sub.send(p.gen_unsubscribe(3, "ks/gone", ver))
     assert sub.receive()["type"] == "UNSUBACK"
     subscribe(sub, "ks/late", 1, mid=4)
-    a.proc.send_signal(signal.SIGKILL)
-    a.proc.wait()
-    sub = persistent(b.port, f"ks-{ver}", ver)
-    assert sub.connack["session_present"] == 1
-    pub = connect(b.port, f"ks-p-{ver}", ver)
-    publish(pub, "ks/gone", 1, b"no", 1)
-    publish(pub, "ks/kept", 1, b"kept", 2)
-    publish(pub, "ks/late", 1, b"late", 3)
-    acknowledge(sub, {"qos": 1, "mid": expect_publish(sub, "ks/kept", b"kept", qos=1)})
-    acknowledge(sub, {"qos": 1, "mid": expect_publish(sub, "ks/late", b"late", qos=1)})
-    sub.ping()
+    sub, pub = resume_after_kill(a, b, f"ks-{ver}", ver)
+    only_these_arrive(pub, sub, "ks/gone", [("ks/kept", b"kept", 1), ("ks/late", b"late", 1)])
 
 
 def test_suback_of_a_persistent_session_waits_for_jetstream(nodes):
