@@ -476,3 +476,36 @@ def test_a_client_gone_during_its_move_leaves_the_session_on_the_new_node():
     assert session.client is None and session.queued == 1
     (put,), _ = b.moves.take_records(b.h.now)
     assert put[0] == "s" and put[2] == fetch[2]   # dated by the connect that brought it
+
+
+def test_sweep_deletes_expired_records_of_nodes_that_are_gone():
+    a, b, clock = nodes()
+    short = {Property.SESSION_EXPIRY_INTERVAL: 60}
+    offline_on(a, "expired", "e", b, version=5, properties=short, lose=False)
+    offline_on(a, "kept", "k", b, version=5, properties={Property.SESSION_EXPIRY_INTERVAL: 3600}, lose=False)
+    offline_on(a, "never", "n", b, version=4, lose=False)            # v3: no expiry of its own
+    a.h.connect("connected", version=5, clean_start=False, properties=short)   # connected when a went
+    share_records(a, b)
+    b.moves.node_gone("a")
+    clock[0] += 30
+    assert b.moves.sweep({"b"}, clock[0]) == 0
+    clock[0] += 40   # 70 s after the disconnections and after a was seen going
+    assert b.moves.sweep({"b"}, clock[0]) == 2
+    _puts, deletes = b.moves.take_records(b.h.now)
+    assert sorted(client_id for client_id, _ in deletes) == ["connected", "expired"]
+    assert set(b.moves.directory) == {"kept", "never"}
+    # Deletions carry the record's generation: every node takes them.
+    a.moves.record_seen("expired", None, None, dict(deletes)["expired"])
+    assert "expired" not in a.moves.directory
+    # A live holder's records are never swept.
+    assert a.moves.sweep({"a", "b"}, clock[0] + 10_000) == 0
+
+
+def test_sweep_waits_a_round_for_a_holder_it_never_saw():
+    a, b, clock = nodes()
+    offline_on(a, "s", "e", b, version=5, properties={Property.SESSION_EXPIRY_INTERVAL: 1}, lose=False)
+    clock[0] += 10
+    assert b.moves.sweep({"b"}, clock[0]) == 0   # a may just not be announced yet
+    assert b.moves.sweep({"b", "a"}, clock[0]) == 0   # there it is
+    assert b.moves.sweep({"b"}, clock[0]) == 0
+    assert b.moves.sweep({"b"}, clock[0]) == 1   # absent twice in a row: gone

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 
+from midge.broker import session_expiry
 from midge.broker.client import CLOSED
 from midge.log import LogType
 from midge.persist.transfer import dump_session, load_session, record_row, restore_record
@@ -50,6 +51,15 @@ RESTORE = b"+"   # the record names it but it has no such session (it restarted)
 NONE = b""       # it ended the session (its record is on its way out): there is none
 GENERATION_KEEP = 600.0   # seconds a deleted record's generation is remembered
 ROW = b"="       # (followed by the session's `sessions` row as JSON) it is moving: open a placeholder
+
+
+class _RecordedSession:
+    """What `session_expiry.interval_for` reads of a session, from its record row."""
+
+    __slots__ = ("expiry_interval",)
+
+    def __init__(self, row):
+        self.expiry_interval = row[1]
 
 
 class MoveOut:
@@ -96,6 +106,9 @@ class SessionMoves:
         self.connect_walls: dict[str, float] = {}   # client id -> wall clock its CONNECT began
         self.generations: dict[str, float] = {}   # client id -> newest generation seen (record_seen)
         self.deleted: dict[str, float] = {}   # client id -> when its deletion was seen, oldest first
+        self.departed: dict[str, float] = {}  # node id -> wall clock when it was seen to go (sweep)
+        self.started_wall = router.broker.wall_clock()
+        self.absent: set[str] = set()   # holders of records not live at the last sweep
         self.discarding: set[str] = set()   # clean starts that discarded a session elsewhere
         self.outgoing: dict[str, MoveOut] = {}   # sessions this node is handing over
         self.incoming: dict[str, MoveIn] = {}    # sessions on their way here
@@ -286,6 +299,7 @@ class SessionMoves:
 
     def node_gone(self, node_id: str) -> list[str]:
         """A node left: no marker will come from it. The outgoing moves now complete."""
+        self.departed[node_id] = self.broker.wall_clock()
         done = []
         for client_id, move in self.outgoing.items():
             if node_id in move.waiting:
@@ -470,6 +484,33 @@ class SessionMoves:
                 del deleted[old]
                 if old not in self.directory:
                     self.generations.pop(old, None)
+
+    def sweep(self, live: set[str], wall_now: float) -> int:
+        """Delete the records whose holder is gone (not in `live`) and whose session has
+        expired meanwhile: nobody else would, and a client that never returns would
+        leave its record in JetStream for ever. Expiry counts from the disconnection the
+        record gives, or, for a session that was connected when its node went, from when
+        this node saw that node go (or from this node's start, if before it). One node
+        sweeps (the edge picks the live node with the smallest id); how many went. A
+        holder this node never saw go counts as gone only when it was absent at the
+        previous sweep too (a node that just started is known within a heartbeat)."""
+        swept = 0
+        absent = set()
+        for client_id, (holder, row) in list(self.directory.items()):
+            if holder in live or not row:
+                continue
+            absent.add(holder)
+            if holder not in self.departed and holder not in self.absent:
+                continue
+            interval = session_expiry.interval_for(self.broker, _RecordedSession(row))
+            if interval is None:
+                continue
+            since = row[4] if row[4] is not None else self.departed.get(holder, self.started_wall)
+            if since + interval < wall_now:
+                self._delete(client_id, self.generations.get(client_id, 0.0))
+                swept += 1
+        self.absent = absent
+        return swept
 
     # -- connects -------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ PENDING_LIMIT = 8 * 1024 * 1024   # bytes buffered for NATS while it is unreacha
 LOAD_TIMEOUT = 30.0
 FLUSH_INTERVAL = 0.001      # under load, one batch per destination per millisecond at most
 SYNC_TIMEOUT = 2.0          # longest a SUBACK waits for the other nodes' acknowledgements
+SWEEP_INTERVAL = 60.0       # how often expired records of departed nodes' sessions are deleted
 
 
 class ClusterError(Exception):
@@ -558,6 +559,7 @@ class Cluster:
 
     async def _heartbeats(self) -> None:
         sys_due = 0.0
+        sweep_due = self.loop.time() + SWEEP_INTERVAL
         while True:
             await asyncio.sleep(HEARTBEAT_INTERVAL)
             now = self.loop.time()
@@ -573,10 +575,23 @@ class Cluster:
                     self._node_gone(node.node_id)
                     self.log.warning(f"Cluster: node {node.node_id} silent for {NODE_TIMEOUT:.0f} s, "
                                      "considered gone.")
+            if now >= sweep_due:
+                sweep_due = now + SWEEP_INTERVAL
+                self._sweep()
             interval = self.config.sys_interval
             if interval and now >= sys_due:
                 sys_due = now + interval
                 self._publish_sys(now)
+
+    def _sweep(self) -> None:
+        """The live node with the smallest id deletes the expired records of sessions
+        whose node is gone (SessionMoves.sweep)."""
+        router = self.router
+        if not self.connected or any(node_id < self.node_id for node_id in router.nodes):
+            return
+        swept = router.moves.sweep(set(router.nodes) | {self.node_id}, self.server.broker.wall_clock())
+        if swept and self.log.enabled(LogType.INFORMATION):
+            self.log.info(f"Cluster: deleted {swept} expired session record(s) of nodes that are gone.")
 
     def _publish_sys(self, now: float) -> None:
         router = self.router
