@@ -8,9 +8,8 @@ from midge.broker.session import NEVER
 KIND = "expiry"
 
 
-def interval_for(broker, session) -> float | None:
-    """Seconds until an offline session ends, or None for never."""
-    interval = session.expiry_interval
+def interval_for(broker, interval: int) -> float | None:
+    """Seconds until an offline session with this expiry interval ends, or None for never."""
     if interval == NEVER:
         # Mosquitto applies persistent_client_expiration to sessions that never expire
         # on their own (v3 clean session 0, v5 0xFFFFFFFF).
@@ -20,7 +19,7 @@ def interval_for(broker, session) -> float | None:
 
 def add(broker, session, now) -> None:
     session.expiry_token += 1
-    interval = interval_for(broker, session)
+    interval = interval_for(broker, session.expiry_interval)
     if interval is not None:
         broker.timers.add(now + interval, KIND, session, session.expiry_token)
 

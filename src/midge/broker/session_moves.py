@@ -53,15 +53,6 @@ GENERATION_KEEP = 600.0   # seconds a deleted record's generation is remembered
 ROW = b"="       # (followed by the session's `sessions` row as JSON) it is moving: open a placeholder
 
 
-class _RecordedSession:
-    """What `session_expiry.interval_for` reads of a session, from its record row."""
-
-    __slots__ = ("expiry_interval",)
-
-    def __init__(self, row):
-        self.expiry_interval = row[1]
-
-
 class MoveOut:
     """A session this node holds and is handing over to `target`: the nodes whose
     marker (cut) is in no longer add to it; it goes when every node's is."""
@@ -502,7 +493,7 @@ class SessionMoves:
             absent.add(holder)
             if holder not in self.departed and holder not in self.absent:
                 continue
-            interval = session_expiry.interval_for(self.broker, _RecordedSession(row))
+            interval = session_expiry.interval_for(self.broker, row[1])
             if interval is None:
                 continue
             since = row[4] if row[4] is not None else self.departed.get(holder, self.started_wall)

@@ -334,7 +334,7 @@ class Store:
             offline_for = max(0.0, wall_now - (disconnected_at or saved_at))
             session = Session(client_id)
             session.expiry_interval = expiry_interval
-            interval = session_expiry.interval_for(broker, session)
+            interval = session_expiry.interval_for(broker, session.expiry_interval)
             if interval is not None and offline_for >= interval:
                 expired.append(client_id)
                 continue

@@ -31,7 +31,7 @@ from midge.broker.message import Message
 from midge.broker.router import ClusterSubscriptionTree, Router
 from midge.broker.subjects import decode_level, encode_token
 from midge.log import LogType
-from midge.server.cluster_sessions import MARKER, ClusterSessions, hold_output, release_output
+from midge.server.cluster_sessions import MARKER, ClusterSessions, hold_output, holdable, release_output
 from midge.server.tasks import spawn
 
 HEARTBEAT_INTERVAL = 1.0
@@ -487,8 +487,8 @@ class Cluster:
     def _hold(self, client, changed: bool = True) -> None:
         """Hold this client's output (a SUBACK, a PUBACK) until every other node has
         acknowledged what it changed (a new filter, a retained message)."""
-        conn = client.io
-        if conn is None or not hasattr(conn, "cluster_wait") or not self.connected:
+        conn = holdable(client, self)
+        if conn is None:
             return
         if changed or self._held:
             hold_output(conn)   # (unchanged: rides with the announcement not sent yet)

@@ -41,6 +41,15 @@ MOVE_TIMEOUT = 1.0
 MARKER = b"\xff"
 
 
+def holdable(client, cluster):
+    """The connection whose output can wait for cluster acknowledgements, or None (no
+    socket connection, or NATS is away: nothing would acknowledge)."""
+    conn = client.io
+    if conn is None or not hasattr(conn, "cluster_wait") or not cluster.connected:
+        return None
+    return conn
+
+
 def hold_output(conn) -> None:
     """Hold a connection's output until one more acknowledgement is in (`release_output`):
     a SUBACK may wait for the other nodes and for JetStream at once."""
@@ -145,8 +154,8 @@ class ClusterSessions:
     def hold_for_record(self, client) -> None:
         """Hold `client`'s output (a CONNACK, SUBACK, UNSUBACK written this turn) until
         JetStream stored its session's record (`_acknowledged`)."""
-        conn = client.io
-        if conn is None or not hasattr(conn, "cluster_wait") or not self.cluster.connected:
+        conn = holdable(client, self.cluster)
+        if conn is None:
             return
         hold_output(conn)
         self._record_held.append(conn)
@@ -190,8 +199,8 @@ class ClusterSessions:
     def hold(self, client) -> None:
         """Hold `client`'s output (its CONNACK, written this turn) until the other nodes
         acknowledged its connect (Cluster._on_ack releases it)."""
-        conn = client.io
-        if conn is None or not hasattr(conn, "cluster_wait") or not self.cluster.connected:
+        conn = holdable(client, self.cluster)
+        if conn is None:
             return
         hold_output(conn)
         self._held.append(conn)
