@@ -197,28 +197,7 @@ class SessionMoves:
             self.session_changed(session)
         elif placeholder is not None or (client.state != CLOSED and client_id not in broker.sessions):
             extra = self._close_placeholder(placeholder, now) if placeholder is not None else []
-            try:
-                if data and data != RESTORE:
-                    session = load_session(broker, data, now, broker.config.listeners)
-                    if session is not None:
-                        self.moved_in += 1
-                        self._append(session, extra)
-                        if broker.log.enabled(LogType.INFORMATION):
-                            broker.log.info(f"Cluster: session of {client_id} moved here from node "
-                                            f"{move.source if move else self.directory.get(client_id, ('?',))[0]} "
-                                            f"({len(session.inflight)} in flight, {session.queued} queued).")
-                elif data is None or data == RESTORE:
-                    entry = self.directory.get(client_id)
-                    if entry is not None and entry[1]:
-                        session = restore_record(broker, entry[1], now, broker.config.listeners)
-                        if session is not None:
-                            self.restored += 1
-            except Exception as exc:   # a damaged transfer costs the session, never the node
-                broker.log.error(f"Cluster: could not resume the session of {client_id}: {exc!r}")
-                session = broker.sessions.get(client_id)
-                if session is not None and session.client is None:
-                    broker.end_session(session, now)
-                session = None
+            session = self._resume(client_id, data, extra, now, move.source if move is not None else "?")
             if session is None and client_id in self.directory:
                 self._delete(client_id, self.connect_walls.get(client_id, 0.0))   # expired, or gone
         if move is not None:
@@ -231,6 +210,34 @@ class SessionMoves:
         resume(now)
         for later in move.waiters if move is not None else ():
             later(now)   # (each takes the session over from the one before, as locally)
+
+    def _resume(self, client_id: str, data: bytes | None, extra: list, now: float, source: str):
+        """The session from the holder's bytes, followed by `extra` (the placeholder's
+        messages), or from its record (RESTORE, or no answer); None when there is none
+        or it expired. A damaged transfer costs the session, never the node."""
+        broker = self.broker
+        try:
+            if data and data != RESTORE:
+                session = load_session(broker, data, now, broker.config.listeners)
+                if session is not None:
+                    self.moved_in += 1
+                    self._append(session, extra)
+                    if broker.log.enabled(LogType.INFORMATION):
+                        broker.log.info(f"Cluster: session of {client_id} moved here from node {source} "
+                                        f"({len(session.inflight)} in flight, {session.queued} queued).")
+                return session
+            entry = self.directory.get(client_id)
+            if (data is None or data == RESTORE) and entry is not None and entry[1]:
+                session = restore_record(broker, entry[1], now, broker.config.listeners)
+                if session is not None:
+                    self.restored += 1
+                return session
+        except Exception as exc:
+            broker.log.error(f"Cluster: could not resume the session of {client_id}: {exc!r}")
+            leftover = broker.sessions.get(client_id)
+            if leftover is not None and leftover.client is None:
+                broker.end_session(leftover, now)
+        return None
 
     def _close_placeholder(self, placeholder, now: float) -> list:
         """End a move's placeholder without a record change; what it queued."""
